@@ -1,0 +1,126 @@
+"""Fixed-point (integer) form of a Network, shared by every backend so that they agree bit for bit.
+
+Each connection layer l gets one scale s_l. Its source delivers integers with a per-channel unit u_i:
+the input layer's integers are round(x / input_scale) (unit input_scale; 1 for rate-encoded 0/1 spikes), a
+neuron layer's integers are its spikes in {-1, 0, 1} (unit theta_i), concat and pad pass units through.
+
+    W_eff[o, i] = W[o, i] * u_i                       (per input channel; the group layout is respected)
+    s_l        = max|W_eff| / (2**(weight_bits-1) - 1)
+    w_int      = round(W_eff / s_l)                   (signed, weight_bits wide; 8 by default, as Loihi)
+    b_int      = round(b / s_l)                       theta_int = max(1, round(theta / s_l))
+    theta_neg_int = max(1, round(theta / alpha / s_l))  v0_int = round(v_init * theta / s_l)
+
+The membrane is a 64-bit integer; every step V += conv(spikes_int, w_int) + b_int, then the neuron update of
+docs/neurons.md with the integer thresholds. A linear layer's value z_int decodes as z_int * s_l, a neuron
+layer's spikes as s * theta. Rounding is numpy's (half to even) and happens here only, once, in Python:
+backends receive the integers. A linear layer (no neuron) may only be a network output in fixed-point mode.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import SnncError
+from .network import Layer, Network
+
+# Largest integer a float32 sum represents exactly; convolutions on integers may use float32 BLAS below it.
+FLOAT32_EXACT = 2**24
+
+
+@dataclass
+class QuantizedLayer:
+    name: str
+    scale: float  # s_l: value of one integer unit of this layer's membrane / linear output
+    w_int: np.ndarray | None = None  # same layout as Layer.weight, int32 holding weight_bits-wide values
+    b_int: np.ndarray | None = None  # (C,) int64
+    theta_int: np.ndarray | None = None  # (C,) int64, neuron layers only
+    theta_neg_int: np.ndarray | None = None  # (C,) int64, SignedIF only
+    v0_int: np.ndarray | None = None  # (C,) int64, neuron layers only
+    out_unit: np.ndarray | None = None  # (C,) float64: real value of one integer unit of this layer's output
+    max_abs_sum: int = 0  # bound on |conv(spikes_int, w_int)|: float32 accumulation is exact below 2**24
+
+
+def _input_unit(net: Network) -> float:
+    enc = net.input_encoding
+    return 1.0 if enc.get("kind") == "rate" else float(enc.get("scale", 1.0))
+
+
+def _effective_weight(layer: Layer, unit_in: np.ndarray) -> np.ndarray:
+    w = layer.weight.astype(np.float64)
+    if layer.op == "conv":
+        group = int(layer.attrs.get("group", 1))
+        c_out, c_in_g = w.shape[:2]
+        per_out = np.empty((c_out, c_in_g))
+        for o in range(c_out):
+            g = o // (c_out // group)
+            per_out[o] = unit_in[g * c_in_g:(g + 1) * c_in_g]
+        return w * per_out[:, :, None, None]
+    if layer.op == "deconv":
+        return w * unit_in[:, None, None, None]
+    if layer.op == "dense":
+        c_in = unit_in.shape[0]
+        per_feature = np.repeat(unit_in, w.shape[1] // c_in)
+        return w * per_feature[None, :]
+    raise AssertionError(layer.op)
+
+
+def _max_input_int(net: Network, src_units_are_spikes: bool) -> int:
+    if src_units_are_spikes:
+        return 1
+    enc = net.input_encoding
+    if enc.get("kind") == "rate":
+        return 1
+    return int(round(float(enc.get("max_value", 1.0)) / float(enc.get("scale", 1.0))))
+
+
+def quantize(net: Network, weight_bits: int = 8) -> dict[str, QuantizedLayer]:
+    """Integer parameters for every layer, keyed by layer name. Raises SnncError where fixed point cannot apply."""
+    qmax = 2 ** (weight_bits - 1) - 1
+    units: dict[str, np.ndarray] = {}
+    from_input: dict[str, bool] = {}
+    linear: set[str] = set()
+    out: dict[str, QuantizedLayer] = {}
+    for layer in net.layers:
+        if layer.op == "input":
+            units[layer.name] = np.full(layer.shape[0], _input_unit(net))
+            from_input[layer.name] = True
+            out[layer.name] = QuantizedLayer(layer.name, _input_unit(net), out_unit=units[layer.name])
+            continue
+        for src in layer.inputs:
+            if src in linear:
+                raise SnncError(
+                    f"layer {layer.name}: its input {src} is a linear layer without neurons; fixed-point mode "
+                    "only allows those as network outputs (use float mode)")
+        if layer.op in ("concat", "pad"):
+            unit = np.concatenate([units[s] for s in layer.inputs])
+            units[layer.name] = unit
+            from_input[layer.name] = any(from_input[s] for s in layer.inputs)
+            out[layer.name] = QuantizedLayer(layer.name, 1.0, out_unit=unit)
+            continue
+        src = layer.inputs[0]
+        w_eff = _effective_weight(layer, units[src])
+        peak = float(np.abs(w_eff).max()) if w_eff.size else 0.0
+        scale = peak / qmax if peak > 0 else 1.0
+        w_int = np.round(w_eff / scale).astype(np.int32)
+        c_out = layer.shape[0]
+        bias = np.zeros(c_out) if layer.bias is None else layer.bias.astype(np.float64)
+        q = QuantizedLayer(layer.name, scale, w_int=w_int, b_int=np.round(bias / scale).astype(np.int64))
+        fan_in = w_int[0].size if layer.op != "deconv" else int(np.prod(w_int.shape[1:])) * w_int.shape[0]
+        q.max_abs_sum = int(np.abs(w_int).max(initial=0)) * fan_in * _max_input_int(net, not from_input[src])
+        n = layer.neuron
+        if n is None:
+            linear.add(layer.name)
+            q.out_unit = np.full(c_out, scale)
+        else:
+            theta = n.threshold.astype(np.float64) * np.ones(c_out)
+            q.theta_int = np.maximum(1, np.round(theta / scale)).astype(np.int64)
+            if n.kind == "SignedIF":
+                q.theta_neg_int = np.maximum(1, np.round(theta / n.alpha / scale)).astype(np.int64)
+            q.v0_int = np.round(n.v_init * theta / scale).astype(np.int64)
+            q.out_unit = theta
+        units[layer.name] = q.out_unit
+        from_input[layer.name] = False
+        out[layer.name] = q
+    return out

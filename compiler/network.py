@@ -1,0 +1,118 @@
+"""The lowered spiking network: a topologically ordered list of layers, what every backend consumes.
+
+It is produced from the spiking ONNX graph by `snnc.compiler.lower.lower_to_network` and stored in a `.lava`
+file by `snnc.compiler.lavafile`. Semantics of one time step t (docs/neurons.md is the full definition):
+
+    input   out(t) = image (direct encoding) or Poisson spikes of the image (rate encoding)
+    conv    z(t) = conv(out_src(t), W) + b            (bias every step)
+    deconv  z(t) = conv_transpose(out_src(t), W) + b
+    dense   z(t) = W @ flatten(out_src(t)) + b
+    concat  out(t) = concatenate(out_src(t) ..., channel axis)
+    pad     out(t) = pad(out_src(t)) (mode "constant" with value 0, or "edge")
+    then, for conv / deconv / dense:
+      neuron is None: out(t) = z(t)                   (linear, e.g. a detection head read as membrane potential)
+      neuron IF:      V += z; s = V >= theta; V -= s*theta; out(t) = s*theta
+      neuron SignedIF: as IF, and s = -1 where V <= -theta/alpha, then V += theta/alpha; out(t) = s*theta
+
+An output (Network.outputs) is decoded as mean over t of out(t) (membrane decoding) by default.
+Shapes are per sample, channels first (C, H, W); a batch axis is added by the simulators.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+NEURON_KINDS = ("IF", "SignedIF")
+LAYER_OPS = ("input", "conv", "deconv", "dense", "concat", "pad")
+
+
+@dataclass
+class Neuron:
+    """A population's neuron model; `threshold` is per output channel (shape (C,))."""
+
+    kind: str  # "IF" or "SignedIF"
+    threshold: np.ndarray  # positive threshold theta per channel, float32, shape (C,)
+    alpha: float = 0.0  # SignedIF: negative threshold is -theta/alpha; unused for IF
+    v_init: float = 0.0  # initial membrane potential as a fraction of theta (0.0 or 0.5 typically)
+    reset: str = "subtract"  # the only reset snnc implements: keep the excess over threshold
+
+    def __post_init__(self) -> None:
+        if self.kind not in NEURON_KINDS:
+            raise ValueError(f"unknown neuron kind {self.kind!r}; expected one of {NEURON_KINDS}")
+        self.threshold = np.asarray(self.threshold, dtype=np.float32).reshape(-1)
+        if self.kind == "SignedIF" and not self.alpha > 0:
+            raise ValueError("SignedIF needs alpha > 0")
+
+    @property
+    def neg_threshold(self) -> np.ndarray:
+        """Magnitude of the negative threshold, theta/alpha (SignedIF only)."""
+        return self.threshold / np.float32(self.alpha)
+
+
+@dataclass
+class Layer:
+    """One connection (or routing) op with an optional neuron population on its output.
+
+    Weights use the ONNX layouts: conv (C_out, C_in/group, kh, kw); deconv (C_in, C_out/group, kh, kw);
+    dense (C_out, C_in). attrs holds: conv/deconv `strides` [sh, sw], `pads` [top, left, bottom, right],
+    `dilations` [dh, dw], `group`; deconv also `output_padding` [oh, ow]; concat `axis` (always 0 here, the
+    channel axis of a sample); pad `pads` [top, left, bottom, right], `mode` ("constant" or "edge").
+    """
+
+    name: str
+    op: str
+    inputs: list[str]
+    shape: tuple[int, ...]  # output shape per sample, (C, H, W) or (C,)
+    weight: np.ndarray | None = None
+    bias: np.ndarray | None = None
+    attrs: dict[str, Any] = field(default_factory=dict)
+    neuron: Neuron | None = None
+
+    def __post_init__(self) -> None:
+        if self.op not in LAYER_OPS:
+            raise ValueError(f"layer {self.name}: unknown op {self.op!r}; expected one of {LAYER_OPS}")
+        self.shape = tuple(int(d) for d in self.shape)
+
+
+@dataclass
+class Network:
+    """A spiking network ready for simulation or code generation."""
+
+    layers: list[Layer]
+    outputs: list[str]  # names of the layers whose values are decoded (the detection heads)
+    input_encoding: dict[str, Any] = field(default_factory=lambda: {"kind": "direct", "scale": 1.0 / 255.0})
+    preprocess: dict[str, Any] = field(default_factory=dict)  # how a photo becomes the input tensor
+    output_names: dict[str, str] = field(default_factory=dict)  # layer name -> ONNX tensor name the host reads
+    host_onnx: bytes | None = None  # serialized ONNX host graph (box decoding, NMS), or None
+    meta: dict[str, Any] = field(default_factory=dict)  # provenance, calibration statistics, class names
+
+    def __post_init__(self) -> None:
+        names = [layer.name for layer in self.layers]
+        if len(set(names)) != len(names):
+            raise ValueError("layer names must be unique")
+        known: set[str] = set()
+        for layer in self.layers:
+            for src in layer.inputs:
+                if src not in known:
+                    raise ValueError(f"layer {layer.name}: input {src!r} is not an earlier layer")
+            known.add(layer.name)
+        for out in self.outputs:
+            if out not in known:
+                raise ValueError(f"output {out!r} is not a layer")
+
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    @property
+    def input_layers(self) -> list[Layer]:
+        return [layer for layer in self.layers if layer.op == "input"]
+
+    @property
+    def neuron_layers(self) -> list[Layer]:
+        return [layer for layer in self.layers if layer.neuron is not None]
