@@ -6,14 +6,16 @@ neuron layer's integers are its spikes in {-1, 0, 1} (unit theta_i), concat and 
 
     W_eff[o, i] = W[o, i] * u_i                       (per input channel; the group layout is respected)
     s_l        = max|W_eff| / (2**(weight_bits-1) - 1)
-    w_int      = round(W_eff / s_l)                   (signed, weight_bits wide; 8 by default, as Loihi)
+    w_int      = round(W_eff / s_l)                   (signed, weight_bits wide; 16 by default, 8 as Loihi)
     b_int      = round(b / s_l)                       theta_int = max(1, round(theta / s_l))
     theta_neg_int = max(1, round(theta / alpha / s_l))  v0_int = round(v_init * theta / s_l)
 
 The membrane is a 64-bit integer; every step V += conv(spikes_int, w_int) + b_int, then the neuron update of
 docs/neurons.md with the integer thresholds. A linear layer's value z_int decodes as z_int * s_l, a neuron
 layer's spikes as s * theta. Rounding is numpy's (half to even) and happens here only, once, in Python:
-backends receive the integers. A linear layer (no neuron) may only be a network output in fixed-point mode.
+backends receive the integers. A linear layer (no neuron) may only be a network output in fixed-point mode,
+except a copy layer (depthwise, bias-free, weights 0/1, such as nearest upsampling as a deconvolution): it
+routes integers unchanged (w_int = weight, b_int = 0) and its output keeps its source's units.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ import numpy as np
 from .errors import SnncError
 from .network import Layer, Network
 
+# 16-bit weights by default: with 8 bits, layers whose weights are large next to their threshold (the max-pool
+# trees, where lambda_in / lambda_out reaches 200) round theta to 1-3 units, a 30-60 % threshold error.
+# Loihi-style 8-bit weights remain available (weight_bits=8) and are what the Lava backend reports against.
+DEFAULT_WEIGHT_BITS = 16
 # Largest integer a float32 sum represents exactly; convolutions on integers may use float32 BLAS below it.
 FLOAT32_EXACT = 2**24
 
@@ -40,6 +46,16 @@ class QuantizedLayer:
     v0_int: np.ndarray | None = None  # (C,) int64, neuron layers only
     out_unit: np.ndarray | None = None  # (C,) float64: real value of one integer unit of this layer's output
     max_abs_sum: int = 0  # bound on |conv(spikes_int, w_int)|: float32 accumulation is exact below 2**24
+
+
+def is_copy_layer(layer: Layer, c_in: int) -> bool:
+    """A depthwise, bias-free conv/deconv without neurons whose weights are all 0 or 1: it only routes values."""
+    if layer.neuron is not None or layer.op not in ("conv", "deconv") or layer.weight is None:
+        return False
+    if layer.bias is not None and np.any(layer.bias != 0):
+        return False
+    group = int(layer.attrs.get("group", 1))
+    return group == c_in == layer.shape[0] and bool(np.all((layer.weight == 0) | (layer.weight == 1)))
 
 
 def _input_unit(net: Network) -> float:
@@ -75,7 +91,7 @@ def _max_input_int(net: Network, src_units_are_spikes: bool) -> int:
     return int(round(float(enc.get("max_value", 1.0)) / float(enc.get("scale", 1.0))))
 
 
-def quantize(net: Network, weight_bits: int = 8) -> dict[str, QuantizedLayer]:
+def quantize(net: Network, weight_bits: int = DEFAULT_WEIGHT_BITS) -> dict[str, QuantizedLayer]:
     """Integer parameters for every layer, keyed by layer name. Raises SnncError where fixed point cannot apply."""
     qmax = 2 ** (weight_bits - 1) - 1
     units: dict[str, np.ndarray] = {}
@@ -100,6 +116,15 @@ def quantize(net: Network, weight_bits: int = 8) -> dict[str, QuantizedLayer]:
             out[layer.name] = QuantizedLayer(layer.name, 1.0, out_unit=unit)
             continue
         src = layer.inputs[0]
+        if is_copy_layer(layer, units[src].shape[0]):
+            # Pure routing (e.g. nearest upsampling as a deconv): integers and units pass through unchanged.
+            units[layer.name] = units[src]
+            from_input[layer.name] = from_input[src]
+            out[layer.name] = QuantizedLayer(layer.name, 1.0, w_int=layer.weight.astype(np.int32),
+                                             b_int=np.zeros(layer.shape[0], np.int64), out_unit=units[src],
+                                             max_abs_sum=int(np.prod(layer.weight.shape[1:])) * _max_input_int(
+                                                 net, not from_input[src]))
+            continue
         w_eff = _effective_weight(layer, units[src])
         peak = float(np.abs(w_eff).max()) if w_eff.size else 0.0
         scale = peak / qmax if peak > 0 else 1.0

@@ -1,0 +1,9 @@
+"""Built-in passes, one module each; importing this package registers them (see `snnc passes`)."""
+
+from . import (  # noqa: F401
+    activations_to_neurons,
+    channel_norm,
+    fold_batchnorm,
+    maxpool_to_strided_conv,
+    upsample_to_deconv,
+)

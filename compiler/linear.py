@@ -1,0 +1,71 @@
+"""Algebra on linear layers shared by passes: merging a bias-free 1x1 convolution into the convolution after it."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from .graph import const_value, make_const, sole_consumer
+
+
+def pointwise_matrix(node: gs.Node) -> np.ndarray | None:
+    """The dense (C_out, C_in) matrix of a bias-free, stride-1, unpadded 1x1 Conv, or None if it is not one."""
+    if node.op != "Conv" or len(node.inputs) > 2:
+        return None
+    w = const_value(node.inputs[1])
+    if w is None or w.ndim != 4 or w.shape[2:] != (1, 1):
+        return None
+    if any(s != 1 for s in node.attrs.get("strides", [1, 1])) or any(p for p in node.attrs.get("pads", [0] * 4)):
+        return None
+    if node.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
+        return None
+    group = int(node.attrs.get("group", 1))
+    c_out, c_in_g = w.shape[:2]
+    dense = np.zeros((c_out, c_in_g * group), dtype=np.float64)
+    per = c_out // group
+    for o in range(c_out):
+        g = o // per
+        dense[o, g * c_in_g:(g + 1) * c_in_g] = w[o, :, 0, 0]
+    return dense
+
+
+def fuse_pointwise_into_consumer(graph: gs.Graph, node: gs.Node) -> bool:
+    """If `node` is a bias-free 1x1 Conv whose only consumer is a group-1 Conv, fold it into that Conv.
+
+    W'[o, i] = sum_c W[o, c] * P[c, i]. Exact: P has no bias, so the consumer's zero padding of P x equals
+    P applied to zero padding of x.
+    """
+    p = pointwise_matrix(node)
+    if p is None:
+        return False
+    nxt = sole_consumer(graph, node.outputs[0])
+    if nxt is None or nxt.op != "Conv" or int(nxt.attrs.get("group", 1)) != 1 or nxt.inputs[0] is not node.outputs[0]:
+        return False
+    w = const_value(nxt.inputs[1])
+    if w is None:
+        return False
+    fused = np.einsum("ocyx,ci->oiyx", w.astype(np.float64), p).astype(w.dtype)
+    nxt.inputs[1] = make_const(graph, nxt.name + "_W_fused", fused)
+    nxt.inputs[0] = node.inputs[0]
+    node.inputs.clear()
+    node.outputs.clear()
+    return True
+
+
+def is_copy_conv(graph: gs.Graph, node: gs.Node) -> bool:
+    """A depthwise, bias-free Conv/ConvTranspose with 0/1 weights and no neuron after it: it only routes values
+    (nearest upsampling as a deconvolution). Normalization passes scales through it unchanged."""
+    from .graph import is_neuron
+
+    if node.op not in ("Conv", "ConvTranspose"):
+        return False
+    w = const_value(node.inputs[1])
+    b = const_value(node.inputs[2]) if len(node.inputs) > 2 else None
+    if w is None or (b is not None and np.any(b != 0)) or (len(node.inputs) > 2 and b is None):
+        return False
+    c_in = node.inputs[0].shape[1] if node.inputs[0].shape else None
+    group = int(node.attrs.get("group", 1))
+    nxt = sole_consumer(graph, node.outputs[0])
+    if nxt is not None and is_neuron(nxt):
+        return False
+    return group == c_in and bool(np.all((w == 0) | (w == 1)))

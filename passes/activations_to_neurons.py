@@ -1,0 +1,151 @@
+"""activations_to_neurons: ANN activations -> spiking neuron ops of the `snnc` domain.
+
+    Relu               -> snnc.IF(threshold=1, calibrated=0)          rate limit clip(z, 0, theta)
+    LeakyRelu(alpha)   -> snnc.SignedIF(threshold=1, alpha)           rate limit clip(leaky(z), -theta, theta)
+    Clip(0, lam)       -> snnc.IF(threshold=lam, calibrated=1)        exact in the rate limit
+    QCFS(lam, L)       -> snnc.IF(threshold=lam, v_init=0.5, calibrated=1)   (Bu et al.: zero expected error at T=L)
+
+IF: V += z; spike when V >= theta; V -= theta (reset by subtraction). SignedIF also spikes -1 when
+V <= -theta/alpha and then adds theta/alpha back (docs/neurons.md). `threshold` is a per-channel list (or one
+value); `calibrated=0` marks thresholds that `channel_norm` must still set from data (1.0 until then, in the
+ANN's units). Neurons sit directly on a convolution's output: the head convolutions have no activation and stay
+linear, read out as membrane potential.
+
+The QCFS activation is recognised as the chain Mul(L/lam) -> Add(0.5) -> Floor -> Div(L) (or Mul(1/L))
+-> Clip(0, 1) -> Mul(lam) that its ONNX export produces.
+
+Refused, with the node named: any other activation in the spiking part (Sigmoid, SiLU, Mish, Tanh, ...):
+retrain with ReLU / LeakyReLU / Clip / QCFS, or cut the graph before it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from snnc.compiler.errors import UnsupportedOpError
+from snnc.compiler.graph import SNNC_DOMAIN, const_value, node_label, producer, sole_consumer
+from snnc.compiler.registry import Pass, PassContext, register_pass
+
+REFUSED = ("Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Mish", "Softplus", "Softsign", "Elu", "Selu",
+           "Celu", "Gelu", "PRelu", "ThresholdedRelu", "Erf", "Exp", "Log", "Softmax", "Swish")
+NEURON_SOURCES = ("Conv", "ConvTranspose")
+
+
+def _refuse(node: gs.Node) -> None:
+    extra = ""
+    if node.op == "Sigmoid" and any(c.op == "Mul" for c in node.outputs[0].outputs):
+        extra = " (part of SiLU/Swish)"
+    raise UnsupportedOpError(
+        f"{node_label(node)}{extra} inside the spiking part has no spiking neuron; options: retrain with ReLU, "
+        "LeakyReLU, Clip(0, lambda) or QCFS, or cut the model before it so it runs on the host")
+
+
+def _scalar(t: gs.Tensor) -> float | None:
+    v = const_value(t)
+    return None if v is None or v.size != 1 else float(v.reshape(-1)[0])
+
+
+def _other_input(node: gs.Node, x: gs.Tensor) -> gs.Tensor | None:
+    others = [t for t in node.inputs if t is not x]
+    return others[0] if len(others) == 1 else None
+
+
+def _match_qcfs(graph: gs.Graph, mul_in: gs.Node) -> tuple[list[gs.Node], float, int] | None:
+    """The QCFS chain starting at Mul(L/lam); returns (nodes, lam, L) or None."""
+    chain = [mul_in]
+    a = _scalar(_other_input(mul_in, mul_in.inputs[0]) or mul_in.inputs[1])
+    add = sole_consumer(graph, mul_in.outputs[0])
+    if a is None or add is None or add.op != "Add" or _scalar(_other_input(add, mul_in.outputs[0])) != 0.5:
+        return None
+    floor = sole_consumer(graph, add.outputs[0])
+    if floor is None or floor.op != "Floor":
+        return None
+    div = sole_consumer(graph, floor.outputs[0])
+    if div is None or div.op not in ("Div", "Mul"):
+        return None
+    d = _scalar(div.inputs[1])
+    if d is None or d == 0:
+        return None
+    levels = d if div.op == "Div" else 1.0 / d
+    clip = sole_consumer(graph, div.outputs[0])
+    if clip is None or clip.op != "Clip" or _scalar(clip.inputs[1]) != 0.0 or _scalar(clip.inputs[2]) != 1.0:
+        return None
+    mul_out = sole_consumer(graph, clip.outputs[0])
+    lam = _scalar(_other_input(mul_out, clip.outputs[0])) if mul_out is not None and mul_out.op == "Mul" else None
+    if lam is None or lam <= 0 or abs(a - levels / lam) > 1e-6 * max(1.0, abs(a)):
+        return None
+    chain += [add, floor, div, clip, mul_out]
+    return chain, lam, int(round(levels))
+
+
+def _neuron(op: str, name: str, x: gs.Tensor, y: gs.Tensor, **attrs) -> gs.Node:
+    y.shape = x.shape if y.shape is None else y.shape
+    return gs.Node(op, name, attrs=attrs, inputs=[x], outputs=[y], domain=SNNC_DOMAIN)
+
+
+def _check_source(node: gs.Node, x: gs.Tensor) -> None:
+    src = producer(x)
+    if src is None or src.op not in NEURON_SOURCES:
+        what = "the graph input" if src is None else node_label(src)
+        raise UnsupportedOpError(f"{node_label(node)} follows {what}; a spiking neuron must sit on a "
+                                 "convolution's output (put the activation right after a Conv)")
+
+
+@register_pass
+class ActivationsToNeurons(Pass):
+    name = "activations_to_neurons"
+    summary = "ReLU -> IF, LeakyReLU -> signed IBT neuron, Clip(0,l)/QCFS -> IF(l); refuses other activations"
+    exact = False  # exact in the rate limit only up to clipping at theta; channel_norm sets theta
+
+    def run(self, graph: gs.Graph, ctx: PassContext) -> gs.Graph:
+        counts = {"IF": 0, "SignedIF": 0}
+        for node in list(graph.nodes):
+            if not node.outputs or node.domain == SNNC_DOMAIN:
+                continue
+            if node.op in REFUSED:
+                _refuse(node)
+            x = node.inputs[0] if node.inputs else None
+            new = None
+            if node.op == "Relu":
+                _check_source(node, x)
+                new = _neuron("IF", node.name, x, node.outputs[0], threshold=[1.0], v_init=0.0, calibrated=0)
+            elif node.op == "LeakyRelu":
+                alpha = float(node.attrs.get("alpha", 0.01))
+                if not 0 < alpha < 1:
+                    raise UnsupportedOpError(f"{node_label(node)}: alpha={alpha}; the signed neuron needs 0 < alpha < 1")
+                _check_source(node, x)
+                new = _neuron("SignedIF", node.name, x, node.outputs[0], threshold=[1.0], alpha=alpha, v_init=0.0,
+                              calibrated=0)
+            elif node.op == "Clip":
+                lo = _scalar(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1].name else None
+                hi = _scalar(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
+                if producer(x) is not None and producer(x).op == "Div":
+                    continue  # inside a QCFS chain, handled from its first Mul
+                if lo != 0.0 or hi is None or hi <= 0:
+                    raise UnsupportedOpError(f"{node_label(node)}: only Clip(0, lambda) with constant lambda > 0 "
+                                             "is a spiking neuron")
+                _check_source(node, x)
+                new = _neuron("IF", node.name, x, node.outputs[0], threshold=[hi], v_init=0.0, calibrated=1)
+            elif node.op == "Mul" and producer(node.inputs[0]) is not None \
+                    and producer(node.inputs[0]).op in NEURON_SOURCES:
+                match = _match_qcfs(graph, node)
+                if match is None:
+                    continue
+                chain, lam, levels = match
+                new = _neuron("IF", node.name + "_qcfs", x, chain[-1].outputs[0], threshold=[lam], v_init=0.5,
+                              calibrated=1, qcfs_levels=levels)
+                for n in chain:
+                    n.inputs.clear()
+                    n.outputs.clear()
+            if new is not None:
+                node.inputs.clear()
+                node.outputs.clear()
+                graph.nodes.append(new)
+                counts[new.op] += 1
+        ctx.stats.setdefault(self.name, {}).update(counts)
+        return graph
+
+    def ensures(self, graph: gs.Graph) -> None:
+        left = [n for n in graph.nodes if n.op in ("Relu", "LeakyRelu") and n.domain != SNNC_DOMAIN]
+        assert not left, f"activations left: {[n.name for n in left]}"
