@@ -5,6 +5,7 @@ Readable with the standard library and numpy alone (docs/format.md). Layout:
     manifest.json          {"format": "snnc-lava", "version": 1, "layers": [...], "outputs": [...], ...}
     arrays/<i>.<field>.npy  weights, biases, thresholds, referenced from the manifest by file name
     host.onnx              the host post-processing graph (optional)
+    ann.onnx               the original ANN with static shapes, for side-by-side runs (optional)
 """
 
 from __future__ import annotations
@@ -71,10 +72,13 @@ def save(net: Network, path: str | os.PathLike) -> None:
                 layers.append(entry)
             if net.host_onnx is not None:
                 zf.writestr("host.onnx", net.host_onnx)
+            if net.ann_onnx is not None:
+                zf.writestr("ann.onnx", net.ann_onnx)
             manifest = {
                 "format": FORMAT_NAME, "version": FORMAT_VERSION, "layers": layers, "outputs": list(net.outputs),
                 "output_names": dict(net.output_names), "input_encoding": _jsonable(net.input_encoding),
                 "preprocess": _jsonable(net.preprocess), "host": "host.onnx" if net.host_onnx is not None else None,
+                "ann": "ann.onnx" if net.ann_onnx is not None else None,
                 "meta": _jsonable(net.meta),
             }
             # The manifest goes first so `unzip -p net.lava manifest.json` and format sniffing stay cheap.
@@ -128,9 +132,10 @@ def load(path: str | os.PathLike) -> Network:
                     bias=arr(e["bias"]) if e.get("bias") else None, attrs=dict(e.get("attrs", {})),
                     neuron=neuron))
             host = zf.read(manifest["host"]) if manifest.get("host") else None
+            ann = zf.read(manifest["ann"]) if manifest.get("ann") else None
         return Network(layers=layers, outputs=list(manifest["outputs"]),
                        input_encoding=manifest.get("input_encoding", {}), preprocess=manifest.get("preprocess", {}),
-                       output_names=manifest.get("output_names", {}), host_onnx=host, meta=manifest.get("meta", {}))
+                       output_names=manifest.get("output_names", {}), host_onnx=host, ann_onnx=ann, meta=manifest.get("meta", {}))
     except FormatError:
         raise
     except (KeyError, ValueError, TypeError, zipfile.BadZipFile, OSError) as exc:

@@ -87,6 +87,7 @@ class Network:
     preprocess: dict[str, Any] = field(default_factory=dict)  # how a photo becomes the input tensor
     output_names: dict[str, str] = field(default_factory=dict)  # layer name -> ONNX tensor name the host reads
     host_onnx: bytes | None = None  # serialized ONNX host graph (box decoding, NMS), or None
+    ann_onnx: bytes | None = None  # the original ANN (static shapes, whole model) for side-by-side runs
     meta: dict[str, Any] = field(default_factory=dict)  # provenance, calibration statistics, class names
 
     def __post_init__(self) -> None:

@@ -1,0 +1,130 @@
+"""The `snnc` command line: a thin layer over the Python API. User mistakes exit 2 with one line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from .errors import SnncError
+
+log = logging.getLogger("snnc")
+
+
+def _csv(text: str) -> list[str]:
+    return [t.strip() for t in text.split(",") if t.strip()]
+
+
+def cmd_compile(args: argparse.Namespace) -> int:
+    from .api import compile_model, write_output
+    from .frontend import parse_shape
+
+    if args.backend == "c":
+        args.emit = "c"
+    result = compile_model(
+        args.model, input_shape=parse_shape(args.input_shape) if args.input_shape else None, calib_dir=args.calib,
+        calib_random=args.calib_random, percentile=args.percentile, norm=args.norm,
+        passes=_csv(args.passes) if args.passes else None, skip=_csv(args.skip) if args.skip else (),
+        maxpool=args.maxpool, v_init=0.5 if args.v_init == "half" else 0.0, progress=not args.quiet,
+        include_ann=not args.no_ann)
+    out = write_output(result, args.output, args.emit)
+    net = result.network
+    print(f"wrote {out} ({args.emit}): {len(net.layers)} layers, {len(net.neuron_layers)} spiking populations, "
+          f"passes {', '.join(net.meta['passes'])}")
+    clip = result.stats.get("clipping_error")
+    if clip:
+        print("clipping error (rate-limit ANN vs ANN on calibration data, max |diff| / max |ANN|): " +
+              ", ".join(f"{k} {v:.4f}" for k, v in clip.items()))
+    return 0
+
+
+def cmd_passes(args: argparse.Namespace) -> int:
+    from .pipeline import DEFAULT_PIPELINE
+    from .registry import registered_passes
+
+    passes = registered_passes()
+    order = list(DEFAULT_PIPELINE) + sorted(set(passes) - set(DEFAULT_PIPELINE))
+    width = max(len(n) for n in order)
+    for name in order:
+        p = passes[name]
+        flag = "exact" if p.exact else "approximate"
+        default = "default" if name in DEFAULT_PIPELINE else "       "
+        print(f"{name.ljust(width)}  {flag:<11}  {default}  {p.summary}")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from . import lavafile
+    from .inspect import format_table
+
+    print(format_table(lavafile.load(args.file)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(prog="snnc", description="Compile YOLO detectors (ONNX) to spiking networks.")
+    parser.add_argument("--version", action="version", version=f"snnc {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log each step (passes, calibration)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    c = sub.add_parser("compile", help="ONNX model -> spiking network (.lava, spiking ONNX, C)")
+    c.add_argument("model", help="ONNX file of the trained detector")
+    c.add_argument("-o", "--output", required=True, help="output file (.lava / .onnx) or folder (--backend c)")
+    c.add_argument("--emit", choices=["lava", "onnx", "ratelimit", "c"], default="lava",
+                   help="lava: the .lava artifact; onnx: spiking ONNX (snnc domain); ratelimit: the rate-limit ANN")
+    c.add_argument("--backend", choices=["c"], help="c: write C99 sources and a Makefile into the output folder")
+    c.add_argument("--calib", metavar="DIR", help="folder of jpg/png calibration images (letterboxed)")
+    c.add_argument("--calib-random", type=int, metavar="N", help="calibrate on N random inputs (not recommended)")
+    c.add_argument("--input-shape", metavar="N,C,H,W", help="fix a dynamic input shape, e.g. 1,3,416,416")
+    c.add_argument("--percentile", type=float, default=99.9, help="activation percentile mapped to threshold")
+    c.add_argument("--norm", choices=["channel", "layer"], default="channel", help="channel- or layer-wise norm")
+    c.add_argument("--passes", help="comma-separated passes to run (default: the whole pipeline)")
+    c.add_argument("--skip", help="comma-separated passes to leave out of the pipeline")
+    c.add_argument("--maxpool", choices=["exact", "approximate"], default="exact", help="max-pool conversion")
+    c.add_argument("--v-init", choices=["zero", "half"], default="zero", help="initial membrane potential")
+    c.add_argument("--no-ann", action="store_true", help="do not embed the original ANN in the .lava file")
+    c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    c.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("passes", help="list the passes: name, exact or approximate, in the default pipeline")
+    p.set_defaults(func=cmd_passes)
+
+    i = sub.add_parser("inspect", help="per-layer table of a .lava file")
+    i.add_argument("file")
+    i.set_defaults(func=cmd_inspect)
+    for register in _extra_commands():
+        register(sub)
+    return parser
+
+
+def _extra_commands():
+    """Subcommands that live with their features (run, eval, ...), registered if present."""
+    out = []
+    try:
+        from .run_cli import register as reg_run
+        out.append(reg_run)
+    except ImportError:
+        pass
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="snnc: %(levelname)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except SnncError as exc:
+        print(f"snnc: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("snnc: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
