@@ -5,7 +5,6 @@ Passes never import each other; whatever two passes need lives here.
 
 from __future__ import annotations
 
-import itertools
 import logging
 from typing import Iterable, Sequence
 
@@ -78,17 +77,15 @@ def sole_consumer(graph: gs.Graph, tensor: gs.Tensor) -> gs.Node | None:
     return tensor.outputs[0]
 
 
-_counter = itertools.count()
-
-
 def unique_name(graph: gs.Graph, base: str) -> str:
     """A tensor/node name not used in the graph yet (names built from inputs clash when parents are shared)."""
     # Names handed out but not yet attached to the graph count as taken too.
     issued = graph.__dict__.setdefault("_snnc_issued_names", set())
     taken = set(graph.tensors().keys()) | {n.name for n in graph.nodes} | issued
-    name = base
+    name, k = base, 0
     while name in taken:
-        name = f"{base}_{next(_counter)}"
+        k += 1
+        name = f"{base}_{k}"
     issued.add(name)
     return name
 

@@ -1,0 +1,26 @@
+"""Shared fixtures: golden-dump comparison (SNNC_UPDATE_GOLDEN=1 rewrites the dumps), seeds, small models."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.fixture
+def golden():
+    """Compare a text dump with tests/golden/<name>.txt; regenerate with SNNC_UPDATE_GOLDEN=1 pytest tests."""
+
+    def check(name: str, text: str) -> None:
+        path = GOLDEN / f"{name}.txt"
+        if os.environ.get("SNNC_UPDATE_GOLDEN") == "1":
+            path.write_text(text)
+        assert path.exists(), f"missing golden dump {path}; run SNNC_UPDATE_GOLDEN=1 pytest {path.parent.parent}"
+        assert text == path.read_text(), f"graph differs from {path}; if intended, regenerate with SNNC_UPDATE_GOLDEN=1"
+
+    return check
