@@ -34,8 +34,10 @@ def export_model(graph: gs.Graph, like: onnx.ModelProto | None = None) -> onnx.M
     if any(n.domain == SNNC_DOMAIN for n in model.graph.node):
         if not any(o.domain == SNNC_DOMAIN for o in model.opset_import):
             model.opset_import.append(onnx.helper.make_opsetid(SNNC_DOMAIN, SNNC_DOMAIN_VERSION))
+    # The IR version graphsurgeon writes can be newer than older onnxruntime releases read (Python 3.10 wheels).
+    model.ir_version = min(model.ir_version, 10)
     if like is not None:
-        model.ir_version = like.ir_version
+        model.ir_version = min(like.ir_version, 10)
         for p in like.metadata_props:
             model.metadata_props.add(key=p.key, value=p.value)
     return model

@@ -65,6 +65,7 @@ def _selects_floor(node: gs.Node, kh: int, kw: int) -> bool:
         [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)],
         [onnx.numpy_helper.from_array(np.array([1, 1, kh, kw], dtype=np.float32), "s")])
     m = onnx.helper.make_model(g, opset_imports=[onnx.helper.make_opsetid("", 17)])
+    m.ir_version = 8  # onnxruntime releases for Python 3.10 read IR <= 11; make_model writes the newest
     y = run_model(m, {"x": ramp})["y"]
     want = ramp.repeat(kh, axis=2).repeat(kw, axis=3)
     return y.shape == want.shape and np.array_equal(y, want)

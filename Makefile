@@ -1,0 +1,41 @@
+# Two entry points for newcomers: `make demo` (set up, fetch yolov3-tiny, compile it, run it on a photo)
+# and `make test` (set up both environments and run every test). Everything else is a helper target.
+
+PYTHON    ?= python3
+PYTHON310 ?= env PYENV_VERSION=3.10.13 python3.10
+VENV      := .venv
+VENV310   := .venv310
+BUILD     := build
+T         ?= 256
+
+# The Python 3.10 environment (numpy 1.26, networkx 2.8.7: lava-nc's pins) runs the core and backend tests
+# again, so the compiler is proven on both; torch's local CPU wheel is for 3.11 only.
+TESTS310  := tests/test_passes.py tests/test_cli.py $(wildcard tests/test_numpy_sim.py tests/test_host.py \
+             tests/test_c_backend.py tests/test_lava*.py)
+
+.PHONY: demo test setup setup310 clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e ".[test]" torch==2.13.0
+	touch $@
+
+$(VENV310)/.installed: pyproject.toml
+	$(PYTHON310) -m venv $(VENV310)
+	$(VENV310)/bin/python -m pip install -q --upgrade pip
+	$(VENV310)/bin/python -m pip install -q "numpy<2" "networkx==2.8.7" -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+setup310: $(VENV310)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/python examples/yolov3_tiny/demo.py --build $(BUILD) -T $(T)
+
+test: $(VENV)/.installed $(VENV310)/.installed
+	$(VENV)/bin/python -m pytest -q tests
+	$(VENV310)/bin/python -m pytest -q $(TESTS310)
+
+clean:
+	rm -rf $(VENV) $(VENV310) $(BUILD)
