@@ -1,0 +1,176 @@
+"""Instantiate and connect the Lava processes of a `Plan` (imports lava; see plan.py for the graph itself).
+
+`build()` returns a `LavaNet`: the processes by layer name, connected, with named input and output ports, and the
+run configuration that picks each process's model (`SnncSimCfg`). A Lava user can connect their own source to
+`input_ports[name]` (build with `source=False`), probes or sinks to `output_ports[name]` or to any population's
+Vars (`v`, `acc`, `spike_count`), or run with another run configuration.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+from lava.magma.core.run_conditions import RunSteps
+from lava.magma.core.run_configs import Loihi2SimCfg
+from lava.proc.conv.models import PyConvModelFixed, PyConvModelFloat
+from lava.proc.conv.process import Conv
+from lava.proc.dense.models import PyDenseModelFloat
+from lava.proc.dense.process import Dense
+from lava.proc.sparse.models import PySparseModelFloat
+from lava.proc.sparse.process import Sparse
+
+from snnc.compiler import lavafile
+from snnc.compiler.network import Network
+
+from . import processes as P
+from .plan import ACC_BITS, Plan, make_plan
+
+
+class SnncSimCfg(Loihi2SimCfg):
+    """Loihi2SimCfg that picks the model of each process instance chosen at build time.
+
+    fixed mode: snnc's fixed-point neuron models; lava's fixed-point Conv (int32, 24-bit accumulator) where the
+    layer's |a_out| bound fits 24 bits, else lava's float64 Conv model on the integer weights; lava's float64
+    Dense and Sparse models on the integer weights (their bit-accurate models clip weights to 8 bits).
+    float64 sums of integers are exact below 2**53, so both give the exact integers of the NumPy reference.
+    float mode: every process's floating_pt model.
+    """
+
+    def __init__(self, models: dict[int, type], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._models = dict(models)
+
+    def select(self, process, proc_models):
+        model = self._models.get(id(process))
+        return model if model is not None else super().select(process, proc_models)
+
+
+@dataclass
+class LavaNet:
+    plan: Plan
+    populations: dict[str, Any]  # layer name -> ConstantSource / IF / SignedIF / Linear
+    connections: dict[str, Any]  # connection name -> lava Conv / Dense / Sparse
+    delays: dict[str, Any]  # "<source>+<steps>" -> Delay
+    input_ports: dict[str, list]  # input layer name -> the InPorts its values feed
+    output_ports: dict[str, Any]  # output layer name -> OutPort (spikes, or z of a linear head)
+    models: dict[int, type] = field(default_factory=dict)
+    started: bool = False
+
+    @property
+    def mode(self) -> str:
+        return self.plan.mode
+
+    @property
+    def depth(self) -> dict[str, int]:
+        """Synapse stages from the input: Lava step depth + k is the reference's step k."""
+        return {p.name: p.depth for p in self.plan.pops}
+
+    def run_cfg(self, **kwargs: Any) -> SnncSimCfg:
+        kwargs.setdefault("select_tag", "fixed_pt" if self.mode == "fixed" else "floating_pt")
+        return SnncSimCfg(self.models, **kwargs)
+
+    def _anchor(self):
+        return next(iter(self.populations.values()))
+
+    def run(self, steps: int, run_cfg=None) -> None:
+        self._anchor().run(condition=RunSteps(num_steps=int(steps)), run_cfg=run_cfg or self.run_cfg())
+        self.started = True
+
+    def stop(self) -> None:
+        if self.started:
+            self._anchor().stop()
+            self.started = False
+
+
+def _delay(lnet: LavaNet, src, name: str, shape, steps: int, fixed: bool, is_input: bool):
+    """The Delay of `steps` after population `name` (shared by its consumers); connects src when given."""
+    key = f"{name}+{steps}"
+    if key not in lnet.delays:
+        d = P.Delay(shape=shape, steps=steps, name=f"delay:{key}")
+        if src is not None:
+            src.s_out.connect(d.s_in)
+        if is_input:
+            lnet.input_ports.setdefault(name, []).append(d.s_in)
+        lnet.delays[key] = d
+        lnet.models[id(d)] = P.MODELS[(P.Delay, fixed)]
+    return lnet.delays[key]
+
+
+def build_plan(plan: Plan, *, steps: int = 0, rec_at: Sequence[int] = (), source: bool = True,
+               input_values: dict[str, np.ndarray] | None = None) -> LavaNet:
+    """Processes for `plan`. steps > 0: every population stops after `steps` active steps (t_end = depth + steps);
+    rec_at: active steps at which populations copy their accumulated output into `rec`."""
+    fixed = plan.mode == "fixed"
+    lnet = LavaNet(plan, {}, {}, {}, {}, {})
+    rec = np.asarray(list(rec_at) or [0], dtype=np.int64)
+    dtype = P.FIXED_STATE if fixed else np.float32
+    for p in plan.pops:
+        common = dict(shape=p.shape, t_start=p.depth, t_end=p.depth + steps if steps else 0, rec_at=rec, name=p.name)
+        if p.kind == "source":
+            if not source:
+                continue
+            value = np.zeros(p.shape) if input_values is None else input_values[p.name]
+            proc = P.ConstantSource(value=value.astype(P.FIXED_MSG if fixed else np.float64), name=p.name)
+            cls = P.ConstantSource
+        elif p.kind == "Linear":
+            proc, cls = P.Linear(bias=p.bias.astype(dtype), **common), P.Linear
+        elif p.kind == "IF":
+            proc, cls = P.IF(bias=p.bias.astype(dtype), vth=p.vth.astype(dtype), v_init=p.v0.astype(dtype),
+                             **common), P.IF
+        else:
+            proc, cls = P.SignedIF(bias=p.bias.astype(dtype), vth=p.vth.astype(dtype),
+                                   vth_neg=p.vth_neg.astype(dtype), v_init=p.v0.astype(dtype), **common), P.SignedIF
+        lnet.populations[p.name] = proc
+        lnet.models[id(proc)] = P.MODELS[(cls, fixed)]
+    sources = {p.name for p in plan.pops if p.kind == "source"}
+    for c in plan.conns:
+        if c.kind == "conv":
+            proc = Conv(weight=c.weight, num_message_bits=c.num_message_bits, name=c.name, **c.conv)
+            model = PyConvModelFixed if fixed and c.bound < 2 ** (ACC_BITS - 1) else PyConvModelFloat
+        elif c.kind == "dense":
+            proc, model = Dense(weights=c.weight, num_message_bits=c.num_message_bits, name=c.name), PyDenseModelFloat
+        else:
+            proc = Sparse(weights=c.weight, num_message_bits=c.num_message_bits, name=c.name)
+            model = PySparseModelFloat
+        lnet.connections[c.name] = proc
+        lnet.models[id(proc)] = model
+        src = lnet.populations.get(c.source)
+        if c.delay:
+            src = _delay(lnet, src, c.source, plan.pop(c.source).shape, c.delay, fixed, c.source in sources)
+        if src is None:  # build(source=False): the user connects their own source to input_ports
+            lnet.input_ports.setdefault(c.source, []).append(proc.s_in)
+        else:
+            out = src.s_out
+            if c.kind != "conv" and len(out.shape) > 1:
+                out = out.flatten()
+            out.connect(proc.s_in)
+            if c.source in sources and not c.delay:
+                lnet.input_ports.setdefault(c.source, []).append(proc.s_in)
+        target = lnet.populations[c.target]
+        a_out = proc.a_out if c.kind == "conv" else proc.a_out.reshape(target.a_in.shape)
+        a_out.connect(target.a_in)
+    lnet.output_ports = {o: lnet.populations[o].s_out for o in plan.outputs}
+    return lnet
+
+
+def build(net_or_path: Network | str | os.PathLike, mode: str = "fixed", *, weight_bits: int | None = None,
+          v_init: float | None = None, steps: int = 0, rec_at: Sequence[int] = (), source: bool = True,
+          input_max: int | None = None) -> LavaNet:
+    """Lava processes for a Network or a `.lava` file (FormatError before any process is built)."""
+    net = lavafile.load(net_or_path) if not isinstance(net_or_path, Network) else net_or_path
+    plan = make_plan(with_v_init(net, v_init), mode, weight_bits, input_max)
+    return build_plan(plan, steps=steps, rec_at=rec_at, source=source)
+
+
+def with_v_init(net: Network, v_init: float | None) -> Network:
+    """A shallow copy of net whose neurons start at v_init * theta (None: unchanged)."""
+    import dataclasses
+
+    if v_init is None:
+        return net
+    layers = [dataclasses.replace(l, neuron=dataclasses.replace(l.neuron, v_init=float(v_init)))
+              if l.neuron is not None else l for l in net.layers]
+    return dataclasses.replace(net, layers=layers)

@@ -1,0 +1,249 @@
+"""snnc's own Lava processes and their CPU process models (imports lava; load it through `snnc.backends.lava`).
+
+Neurons (docs/neurons.md, one population per connection layer, shape (W, H, C) or (C,)):
+
+    IF         V += z; s = V >= vth; V -= s*vth; out = s                          reset by subtraction
+    SignedIF   V += z; p = V >= vth; n = V <= -vth_neg; V -= p*vth; V += n*vth_neg; out = p - n    (IBT)
+    Linear     out = z (no spikes); a detection head or a copy layer such as nearest upsampling
+
+with z = a_in + bias (bias per neuron, every step) and V(0) = v_init per neuron. Each has a float model
+(tag "floating_pt": V, vth, bias float32, z = float32(a_in) + bias as in the NumPy reference) and a bit-accurate
+fixed-point model (tag "fixed_pt": V, vth, vth_neg, bias int64, the integers of `snnc.compiler.fixedpoint`;
+spikes and Linear outputs leave as int32 graded messages).
+
+Time gating (the synaptic delay of Lava, docs/backend_lava.md): a local step counter t counts run_spk calls; a
+population is idle (discards its input, sends zeros, keeps its state) for t <= t_start and, when t_end > 0, for
+t > t_end. t_start is the population's depth (synapse stages from the input), so its active step k = t - t_start
+is the NumPy reference's step k. While active it adds its output to `acc` (signed spikes or z), |s| to
+`spike_count`, and copies `acc` into rec[i] when k == rec_at[i] (decoding at checkpoints in one run).
+
+ConstantSource sends `value` every step (direct encoding). Delay sends what it received `steps` steps earlier
+(it equalizes depths where branches of different depth meet at a concat).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from lava.magma.core.decorator import implements, requires, tag
+from lava.magma.core.model.py.model import PyLoihiProcessModel
+from lava.magma.core.model.py.ports import PyInPort, PyOutPort
+from lava.magma.core.model.py.type import LavaPyType
+from lava.magma.core.process.ports.ports import InPort, OutPort
+from lava.magma.core.process.process import AbstractProcess
+from lava.magma.core.process.variable import Var
+from lava.magma.core.resources import CPU
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+
+FIXED_MSG = np.int32  # graded spike / value messages in fixed point
+FIXED_STATE = np.int64  # membrane, thresholds, bias, accumulators in fixed point
+
+
+# ---- processes -------------------------------------------------------------------------------------------------
+
+class ConstantSource(AbstractProcess):
+    """Sends `value` (the image, or its integers in fixed point) on s_out every step."""
+
+    def __init__(self, *, value: np.ndarray, name: str | None = None) -> None:
+        super().__init__(name=name)
+        value = np.asarray(value)
+        self.s_out = OutPort(shape=value.shape)
+        self.value = Var(shape=value.shape, init=value)
+
+
+class Delay(AbstractProcess):
+    """s_out(t) = s_in(t - steps), zeros for the first `steps` steps."""
+
+    def __init__(self, *, shape: tuple[int, ...], steps: int, name: str | None = None) -> None:
+        super().__init__(name=name)
+        if steps < 1:
+            raise ValueError("Delay needs steps >= 1")
+        self.s_in = InPort(shape=shape)
+        self.s_out = OutPort(shape=shape)
+        self.buf = Var(shape=(steps,) + tuple(shape), init=0)
+        self.t = Var(shape=(1,), init=0)
+
+
+class Population(AbstractProcess):
+    """Common ports and Vars of IF, SignedIF and Linear (see the module docstring)."""
+
+    def __init__(self, *, shape: tuple[int, ...], bias: np.ndarray | float = 0, t_start: int = 0, t_end: int = 0,
+                 rec_at: np.ndarray | None = None, name: str | None = None, **kwargs) -> None:
+        super().__init__(name=name, **kwargs)
+        shape = tuple(int(s) for s in shape)
+        rec_at = np.asarray([0] if rec_at is None else rec_at, dtype=np.int64)
+        self.a_in = InPort(shape=shape)
+        self.s_out = OutPort(shape=shape)
+        self.bias = Var(shape=shape, init=np.broadcast_to(bias, shape).copy())
+        self.t = Var(shape=(1,), init=0)
+        self.t_start = Var(shape=(1,), init=int(t_start))
+        self.t_end = Var(shape=(1,), init=int(t_end))
+        self.acc = Var(shape=shape, init=0)
+        self.rec_at = Var(shape=rec_at.shape, init=rec_at)
+        self.rec = Var(shape=rec_at.shape + shape, init=0)
+
+
+class Linear(Population):
+    """A layer without neurons: out(t) = z(t) = a_in(t) + bias; acc is the accumulated membrane of the head."""
+
+
+class IF(Population):
+    """Integrate-and-fire, reset by subtraction; vth and v (initial potential) per neuron."""
+
+    def __init__(self, *, shape: tuple[int, ...], vth: np.ndarray | float, v_init: np.ndarray | float = 0,
+                 **kwargs) -> None:
+        super().__init__(shape=shape, **kwargs)
+        shape = self.a_in.shape
+        self.vth = Var(shape=shape, init=np.broadcast_to(vth, shape).copy())
+        self.v = Var(shape=shape, init=np.broadcast_to(v_init, shape).copy())
+        self.spike_count = Var(shape=shape, init=0)
+
+
+class SignedIF(IF):
+    """Signed neuron with imbalanced threshold (IBT): +1 at V >= vth, -1 at V <= -vth_neg (= -vth/alpha)."""
+
+    def __init__(self, *, shape: tuple[int, ...], vth: np.ndarray | float, vth_neg: np.ndarray | float,
+                 **kwargs) -> None:
+        super().__init__(shape=shape, vth=vth, **kwargs)
+        self.vth_neg = Var(shape=self.a_in.shape, init=np.broadcast_to(vth_neg, self.a_in.shape).copy())
+
+
+# ---- models ----------------------------------------------------------------------------------------------------
+
+@implements(proc=ConstantSource, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyConstantSourceFloat(PyLoihiProcessModel):
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    value: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def run_spk(self) -> None:
+        self.s_out.send(self.value)
+
+
+@implements(proc=ConstantSource, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyConstantSourceFixed(PyConstantSourceFloat):
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, FIXED_MSG, precision=24)
+    value: np.ndarray = LavaPyType(np.ndarray, FIXED_MSG, precision=24)
+
+
+class _DelayModel(PyLoihiProcessModel):
+    def run_spk(self) -> None:
+        x = self.s_in.recv()
+        k = int(self.t[0]) % self.buf.shape[0]
+        out = self.buf[k].copy()
+        self.buf[k] = x
+        self.t[0] += 1
+        self.s_out.send(out)
+
+
+@implements(proc=Delay, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyDelayFloat(_DelayModel):
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    buf: np.ndarray = LavaPyType(np.ndarray, float)
+    t: np.ndarray = LavaPyType(np.ndarray, np.int64)
+
+
+@implements(proc=Delay, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyDelayFixed(_DelayModel):
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, FIXED_MSG, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, FIXED_MSG, precision=24)
+    buf: np.ndarray = LavaPyType(np.ndarray, FIXED_MSG, precision=24)
+    t: np.ndarray = LavaPyType(np.ndarray, np.int64)
+
+
+class _PopulationModel(PyLoihiProcessModel):
+    """Gating, accumulation and recording; subclasses define `fire(z) -> out`."""
+
+    fixed = False
+
+    def z(self, a: np.ndarray) -> np.ndarray:
+        if self.fixed:
+            return np.asarray(a).astype(FIXED_STATE) + self.bias
+        return np.asarray(a).astype(np.float32) + self.bias
+
+    def fire(self, z: np.ndarray) -> np.ndarray:
+        return z
+
+    def run_spk(self) -> None:
+        a = self.a_in.recv()
+        self.t[0] += 1
+        t, start, end = int(self.t[0]), int(self.t_start[0]), int(self.t_end[0])
+        if t <= start or (end > 0 and t > end):
+            self.s_out.send(np.zeros(self.s_out.shape))
+            return
+        out = self.fire(self.z(a))
+        self.acc += out
+        hit = np.flatnonzero(self.rec_at == t - start)
+        for i in hit:
+            self.rec[i] = self.acc
+        self.s_out.send(out)
+
+
+class _IFMixin:
+    def fire(self, z: np.ndarray) -> np.ndarray:
+        self.v += z
+        pos = self.v >= self.vth
+        self.v -= np.where(pos, self.vth, 0).astype(self.v.dtype)
+        self.spike_count += pos
+        return pos.astype(np.int8)
+
+
+class _SignedIFMixin:
+    def fire(self, z: np.ndarray) -> np.ndarray:
+        self.v += z
+        pos = self.v >= self.vth
+        neg = self.v <= -self.vth_neg  # exclusive with pos since vth > 0
+        self.v -= np.where(pos, self.vth, 0).astype(self.v.dtype)
+        self.v += np.where(neg, self.vth_neg, 0).astype(self.v.dtype)
+        self.spike_count += pos | neg
+        return pos.astype(np.int8) - neg.astype(np.int8)
+
+
+def _common(fixed: bool) -> dict:
+    state = FIXED_STATE if fixed else np.float32
+    return {
+        "a_in": LavaPyType(PyInPort.VEC_DENSE, FIXED_STATE if fixed else float),
+        "s_out": LavaPyType(PyOutPort.VEC_DENSE, FIXED_MSG if fixed else float, precision=24),
+        "bias": LavaPyType(np.ndarray, state), "t": LavaPyType(np.ndarray, np.int64),
+        "t_start": LavaPyType(np.ndarray, np.int64), "t_end": LavaPyType(np.ndarray, np.int64),
+        "acc": LavaPyType(np.ndarray, FIXED_STATE if fixed else np.float64),
+        "rec_at": LavaPyType(np.ndarray, np.int64),
+        "rec": LavaPyType(np.ndarray, FIXED_STATE if fixed else np.float64),
+        "vth": LavaPyType(np.ndarray, state), "vth_neg": LavaPyType(np.ndarray, state),
+        "v": LavaPyType(np.ndarray, state), "spike_count": LavaPyType(np.ndarray, np.int64),
+    }
+
+
+def _model(proc: type, mixin: type | None, fixed: bool, names: tuple[str, ...]) -> type:
+    types = _common(fixed)
+    attrs = {n: types[n] for n in names}
+    attrs["__annotations__"] = {n: (PyInPort if n == "a_in" else PyOutPort if n == "s_out" else np.ndarray)
+                                for n in names}
+    attrs["fixed"] = fixed
+    attrs["__module__"] = __name__
+    bases = ((mixin,) if mixin else ()) + (_PopulationModel,)
+    name = f"Py{proc.__name__}{'Fixed' if fixed else 'Float'}"
+    cls = type(name, bases, attrs)
+    cls = tag("fixed_pt" if fixed else "floating_pt")(requires(CPU)(implements(proc=proc,
+                                                                               protocol=LoihiProtocol)(cls)))
+    globals()[name] = cls
+    return cls
+
+
+_BASE = ("a_in", "s_out", "bias", "t", "t_start", "t_end", "acc", "rec_at", "rec")
+for _fixed in (False, True):
+    _model(Linear, None, _fixed, _BASE)
+    _model(IF, _IFMixin, _fixed, _BASE + ("vth", "v", "spike_count"))
+    _model(SignedIF, _SignedIFMixin, _fixed, _BASE + ("vth", "vth_neg", "v", "spike_count"))
+
+MODELS = {(p, f): globals()[f"Py{p.__name__}{'Fixed' if f else 'Float'}"]
+          for p in (Linear, IF, SignedIF) for f in (False, True)}
+MODELS.update({(ConstantSource, False): PyConstantSourceFloat, (ConstantSource, True): PyConstantSourceFixed,
+               (Delay, False): PyDelayFloat, (Delay, True): PyDelayFixed})
