@@ -23,6 +23,9 @@ from snnc.compiler.errors import FormatError, SnncError
 from snnc.compiler.network import Layer, Network, Neuron
 
 T = [7, 16]
+# lava-nc 0.10.0 installs on Python 3.10 only: there (the .venv310 of `make test`) a missing lava fails these tests;
+# on other Pythons they are skipped and the lava-free tests (plan, errors, fit report) still run.
+needs_lava = pytest.mark.skipif(sys.version_info[:2] != (3, 10), reason="lava-nc 0.10.0 needs Python 3.10")
 
 
 # ---- networks (random weights) ---------------------------------------------------------------------------------
@@ -170,6 +173,7 @@ def images(shape, batch=2, seed=0):
 
 # ---- agreement with the NumPy reference ------------------------------------------------------------------------
 
+@needs_lava
 @pytest.mark.parametrize("case", CASES)
 def test_single_op_fixed_bit_exact(case):
     net, kind = single_op(case)
@@ -179,6 +183,7 @@ def test_single_op_fixed_bit_exact(case):
     assert sum(int(v.sum()) for v in cmp.lava.spike_counts.values()) > 0
 
 
+@needs_lava
 @pytest.mark.parametrize("case", ["conv", "conv_pads_asym", "deconv_stride2", "dense_linear", "concat",
                                   "pad_edge", "signed_if", "upsample_copy"])
 def test_single_op_float_same_spikes(case):
@@ -186,6 +191,7 @@ def test_single_op_float_same_spikes(case):
     compare_with_numpy(net, images(net.input_layers[0].shape, batch=1, seed=2), T, mode="float").check()
 
 
+@needs_lava
 @pytest.mark.parametrize("mode", ["fixed", "float"])
 def test_yolo_like(mode):
     net = yolo_like()
@@ -197,6 +203,7 @@ def test_yolo_like(mode):
     assert all(r > 0 for r in rates.values()), rates
 
 
+@needs_lava
 def test_v_init_override_and_8bit_weights():
     net = yolo_like(8)
     compare_with_numpy(net, images((3, 8, 8), batch=1), 10, v_init=0.0, weight_bits=8).check()
@@ -210,6 +217,7 @@ def test_yolov3_tiny_reduced():  # pragma: no cover
 
 # ---- the API a Lava user sees ----------------------------------------------------------------------------------
 
+@needs_lava
 def test_build_with_own_source_and_ports():
     from snnc.backends.lava.processes import MODELS, ConstantSource
 
@@ -262,6 +270,7 @@ def _run_chain(conn_kind, message_bits, values, steps=3, t_start=0):
         out.stop()
 
 
+@needs_lava
 @pytest.mark.parametrize("conn_kind", ["conv", "dense", "sparse"])
 def test_lava_connections_cast_spikes_to_bool_without_graded_messages(conn_kind):
     """num_message_bits=0: a -1 spike arrives as +1; graded messages keep the sign. One step of synaptic delay:
@@ -272,6 +281,7 @@ def test_lava_connections_cast_spikes_to_bool_without_graded_messages(conn_kind)
     np.testing.assert_array_equal(graded, [2 * -1 + 1.5, 1.5, 2 * 1 + 1.5])
 
 
+@needs_lava
 def test_lava_lif_is_not_docs_neurons_if():
     """lava's LIF (du=1, dv=0: a pure integrator) resets to 0 and fires on v > vth; docs/neurons.md's IF keeps
     the excess and fires on V >= theta. Its vth is one value for the whole population; TernaryLIF resets to 0."""
@@ -304,6 +314,7 @@ def _bias_only_if(bias):
                           Neuron("IF", np.ones(c, np.float32)))], ["n"])
 
 
+@needs_lava
 def test_signed_if_resets_negative_spike_by_theta_over_alpha():
     """Constant z = -0.0625, theta = 1, alpha = 0.1: a -1 spike every 160 steps (mean alpha*z), not every 16."""
     net = Network([Layer("x", "input", [], (1,)),
@@ -320,12 +331,12 @@ def test_foreign_or_corrupt_lava_file_fails_before_building(tmp_path, monkeypatc
     import json
     import zipfile
 
-    from snnc.backends.lava import builder
+    import snnc.backends.lava as lava_backend
 
     def boom(*a, **k):
-        raise AssertionError("a process was built")
+        raise AssertionError("got past reading the file: lava would be imported and processes built")
 
-    monkeypatch.setattr(builder, "build_plan", boom)
+    monkeypatch.setattr(lava_backend, "require_lava", boom)
     net, _ = single_op("conv")
     good = tmp_path / "net.lava"
     lavafile.save(net, good)

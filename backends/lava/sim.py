@@ -82,8 +82,10 @@ def simulate(net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float
     counts = {p.name: np.zeros(batch, np.int64) for p in neuron_pops}
     recs = {o: [] for o in plan.outputs}
     built = time.perf_counter()
+    sample_seconds = []
     try:
         for b in range(batch):
+            tic = time.perf_counter()
             if b:
                 for k, v in values.items():
                     lnet.populations[k].value.set(to_lava(v[b], chw[k]))
@@ -97,6 +99,7 @@ def simulate(net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float
                         proc.v.set(p.v0)
                         proc.spike_count.set(np.zeros(p.shape))
             lnet.run(steps)
+            sample_seconds.append(time.perf_counter() - tic)
             for p in neuron_pops:
                 counts[p.name][b] = int(np.asarray(lnet.populations[p.name].spike_count.get()).sum())
             for o in plan.outputs:
@@ -116,7 +119,7 @@ def simulate(net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float
             sums[t][o] = raw
     extra = {"mode": mode, "encoding": "direct", "seconds": ran - started, "build_seconds": built - started,
              "run_seconds": ran - built, "lava_steps": steps, "depth": {p.name: p.depth for p in plan.pops},
-             "seconds_per_step": (ran - built) / max(1, steps * batch)}
+             "seconds_per_step": (ran - built) / max(1, steps * batch), "sample_seconds": sample_seconds}
     if fixed:
         extra["sums"] = sums
         extra["weight_bits"] = plan.weight_bits
