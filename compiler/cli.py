@@ -58,7 +58,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from . import lavafile
     from .inspect import format_table
 
-    print(format_table(lavafile.load(args.file)))
+    net = lavafile.load(args.file)
+    print(format_table(net))
+    if args.target == "loihi2":
+        from .loihi import fit_report
+
+        print()
+        print(fit_report(net, weight_bits=args.weight_bits))
     return 0
 
 
@@ -94,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     i = sub.add_parser("inspect", help="per-layer table of a .lava file")
     i.add_argument("file")
+    i.add_argument("--target", choices=["loihi2"], help="add a hardware fit report (neurons, synapses, cores)")
+    i.add_argument("--weight-bits", type=int, default=8, help="weight width assumed by the fit report")
     i.set_defaults(func=cmd_inspect)
     for register in _extra_commands():
         register(sub)

@@ -177,3 +177,11 @@ def test_lava_round_trip(tmp_path, tiny_onnx, calib_dir):
         if a.neuron:
             assert np.array_equal(a.neuron.threshold, b.neuron.threshold) and a.neuron.alpha == b.neuron.alpha
     assert net2.meta == net.meta and net2.host_onnx == net.host_onnx
+
+
+def test_inspect_loihi2_fit_report(tmp_path, tiny_onnx, calib_dir):
+    out = tmp_path / "fit.lava"
+    assert snnc("compile", str(tiny_onnx), "-o", str(out), "--calib", str(calib_dir), "-q").returncode == 0
+    res = snnc("inspect", str(out), "--target", "loihi2")
+    assert res.returncode == 0, res.stderr
+    assert "Loihi 2" in res.stdout and "fits on one Loihi 2 chip" in res.stdout
