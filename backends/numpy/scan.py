@@ -1,0 +1,59 @@
+"""The neuron update: a scan over the time steps of one chunk, vectorized over neurons (docs/neurons.md).
+
+Per step t, on every neuron (float32 in float mode, int64 in fixed-point mode, the same code):
+
+    V += z(t)                      # z already holds the bias
+    pos = V >= theta ;  V -= theta where pos
+    neg = V <= -theta_neg ;  V += theta_neg where neg       # SignedIF only; theta_neg = theta / alpha
+    s(t) = pos - neg               # int8 in {-1, 0, 1}
+
+pos and neg are computed from the same integrated V (they exclude each other since theta > 0), so the order of
+the two resets does not matter. The neurons are processed in tiles of about 64k values (all steps of a tile
+before the next tile, so the tile's membrane stays in cache) and the tiles are shared out over threads: numpy
+releases the GIL inside ufuncs.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+
+import numpy as np
+
+TILE_VALUES = 65536
+
+
+def scan(V: np.ndarray, z: np.ndarray, z_const: bool, spikes: np.ndarray, theta: np.ndarray,
+         theta_neg: np.ndarray | None, pool: Executor | None = None, tile_values: int = TILE_VALUES) -> None:
+    """Run the neuron update for spikes.shape[0] steps.
+
+    V (B, N) membrane, updated in place. z (Tc, B, N), or (B, N) the same at every step when z_const.
+    spikes (Tc, B, N) int8, written. theta, theta_neg (N,) of V's dtype (theta_neg None: IF neuron).
+    """
+    steps, batch, n = spikes.shape
+    width = max(1024, tile_values // max(1, batch))
+    minus_neg = None if theta_neg is None else -theta_neg
+
+    def run(a: int, b: int) -> None:
+        v = V[:, a:b]
+        th = theta[a:b]
+        if theta_neg is not None:
+            tn, mtn = theta_neg[a:b], minus_neg[a:b]
+            neg = np.empty(v.shape, dtype=np.bool_)
+        for t in range(steps):
+            np.add(v, z[:, a:b] if z_const else z[t, :, a:b], out=v)
+            s = spikes[t, :, a:b]
+            pos = s.view(np.bool_)
+            np.greater_equal(v, th, out=pos)
+            np.subtract(v, th, out=v, where=pos)
+            if theta_neg is not None:
+                np.less_equal(v, mtn, out=neg)
+                np.add(v, tn, out=v, where=neg)
+                np.subtract(s, neg, out=s, casting="unsafe")
+
+    bounds = [(a, min(n, a + width)) for a in range(0, n, width)]
+    if pool is None or len(bounds) == 1:
+        for a, b in bounds:
+            run(a, b)
+    else:
+        for fut in [pool.submit(run, a, b) for a, b in bounds]:
+            fut.result()
