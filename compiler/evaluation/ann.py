@@ -1,0 +1,96 @@
+"""Run an ONNX detector (the ANN) whose outputs are `boxes` (B, N, 4) x1 y1 x2 y2 in input pixels and `scores`
+(B, N, C), and turn its outputs into detections for `metrics.evaluate_detections`.
+
+Images go in as snnc prepares them (`snnc.compiler.images.letterbox`: RGB / 255, scaled to fit the input, grey
+border), the boxes come back in photo pixels; NMS is `snnc.compiler.host.detections_from` (per class, greedy).
+onnxruntime runs with graph optimizations off, as every snnc reference run does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import SnncError
+from ..images import letterbox
+
+# mAP is measured over every detection above a low score (YOLO practice), after NMS
+EVAL_SCORE_THR = 0.001
+EVAL_IOU_THR = 0.45
+EVAL_MAX_DET = 100
+
+
+def detections_from_outputs(boxes: np.ndarray, scores: np.ndarray, score_thr: float = EVAL_SCORE_THR,
+                            iou_thr: float = EVAL_IOU_THR, max_det: int = EVAL_MAX_DET, letterboxes=None
+                            ) -> list[list[tuple]]:
+    """boxes (B, N, 4), scores (B, N, C) -> per sample [(cls, score, x1, y1, x2, y2)], best first, after NMS."""
+    from ..host import detections_from
+
+    out = []
+    for b in range(boxes.shape[0]):
+        dets = []
+        for cls, score, box in detections_from(boxes[b], scores[b], score_thr, iou_thr, max_det):
+            if letterboxes is not None and letterboxes[b] is not None:
+                box = letterboxes[b].boxes_to_image(box)
+            dets.append((cls, score, *(float(v) for v in box)))
+        out.append(dets)
+    return out
+
+
+def _session(model: str | Path | bytes):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    src = model if isinstance(model, bytes) else str(model)
+    return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+
+
+def run_onnx(model: str | Path | bytes, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list]:
+    """Run the detector on RGB uint8 images (H, W, 3): boxes (n, N, 4), scores (n, N, C) in input pixels, and the
+    letterbox of each image."""
+    sess = _session(model)
+    inp = sess.get_inputs()[0]
+    outs = [o.name for o in sess.get_outputs()]
+    if "boxes" not in outs or "scores" not in outs:
+        raise SnncError(f"{model if not isinstance(model, bytes) else 'model'}: outputs {outs}; expected 'boxes' "
+                        "(B, N, 4) and 'scores' (B, N, C)")
+    h, w = int(inp.shape[2]), int(inp.shape[3])
+    fixed_one = isinstance(inp.shape[0], int) and inp.shape[0] == 1
+    batch = 1 if fixed_one else 32
+    boxes, scores, letterboxes = [], [], []
+    for i in range(0, len(images), batch):
+        xs, lbs = zip(*(letterbox(np.asarray(im), (h, w)) for im in images[i:i + batch]))
+        b, s = sess.run(["boxes", "scores"], {inp.name: np.stack(xs).astype(np.float32)})
+        boxes.append(b)
+        scores.append(s)
+        letterboxes.extend(lbs)
+    return np.concatenate(boxes), np.concatenate(scores), letterboxes
+
+
+def ann_detections(model: str | Path | bytes, images: Sequence[np.ndarray], score_thr: float = EVAL_SCORE_THR,
+                   iou_thr: float = EVAL_IOU_THR, max_det: int = EVAL_MAX_DET) -> list[list[tuple]]:
+    """Detections (cls, score, x1, y1, x2, y2) in photo pixels per image."""
+    boxes, scores, lbs = run_onnx(model, images)
+    return detections_from_outputs(boxes, scores, score_thr, iou_thr, max_det, lbs)
+
+
+def evaluate_onnx(model: str | Path | bytes, dataset: Any, score_thr: float = EVAL_SCORE_THR,
+                  iou_thr: float = EVAL_IOU_THR, max_det: int = EVAL_MAX_DET) -> dict[str, Any]:
+    """mAP of the ONNX detector on a set: a `digits.DigitsSet`, or (samples, class_names) from load_dataset."""
+    from .metrics import evaluate_detections
+
+    if hasattr(dataset, "images") and hasattr(dataset, "samples"):
+        images, samples, names = list(dataset.images), dataset.samples(), dataset.class_names
+    else:
+        samples, names = dataset
+        from ..images import read_image
+
+        images = [read_image(s.image_path) for s in samples]
+    dets = ann_detections(model, images, score_thr, iou_thr, max_det)
+    res = evaluate_detections(samples, dets, names, max_dets=max_det)
+    res.update(score_thr=score_thr, iou_thr=iou_thr, max_det=max_det)
+    return res
