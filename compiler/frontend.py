@@ -89,14 +89,20 @@ def fix_input_shape(model: onnx.ModelProto, shape: Sequence[int] | None, source:
 
 
 def to_target_opset(model: onnx.ModelProto, source: str = "model") -> onnx.ModelProto:
+    """Bring older opsets up to TARGET_OPSET (Upsample, attribute-style Clip/Pad disappear). A newer opset is
+    converted down when onnx can; otherwise it is kept, as the passes read the operator forms they need."""
     version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
     if version is None or version == TARGET_OPSET:
         return model
     try:
         converted = onnx.version_converter.convert_version(model, TARGET_OPSET)
     except Exception as exc:  # the converter raises RuntimeError / ValueError / onnx-internal types
-        raise SnncError(f"{source}: cannot convert opset {version} to {TARGET_OPSET} "
-                        f"({str(exc).splitlines()[0][:160]}); re-export the model with opset {TARGET_OPSET}") from None
+        reason = str(exc).splitlines()[0][:160]
+        if version > TARGET_OPSET:
+            log.info("kept opset %d (no conversion to %d: %s)", version, TARGET_OPSET, reason)
+            return model
+        raise SnncError(f"{source}: cannot convert opset {version} to {TARGET_OPSET} ({reason}); "
+                        f"re-export the model with opset {TARGET_OPSET}") from None
     log.info("converted opset %d -> %d", version, TARGET_OPSET)
     return converted
 
@@ -129,6 +135,28 @@ def drop_noops(graph: gs.Graph) -> int:
     return removed
 
 
+def fold_shape_nodes(graph: gs.Graph) -> int:
+    """Replace Shape nodes of statically shaped tensors by constants, so the shape arithmetic that exporters
+    emit (Shape -> Slice -> Concat -> Resize sizes) folds away with the other constants."""
+    import numpy as np
+
+    folded = 0
+    for node in [n for n in graph.nodes if n.op == "Shape"]:
+        shape = node.inputs[0].shape
+        if shape is None or any(not isinstance(d, (int, np.integer)) or d < 0 for d in shape):
+            continue
+        start, end = node.attrs.get("start", 0), node.attrs.get("end", None)
+        value = np.array(shape, dtype=np.int64)[slice(start, end)]
+        out = node.outputs[0]
+        const = gs.Constant(out.name + "_value", value)
+        for consumer in list(out.outputs):
+            consumer.inputs = [const if t is out else t for t in consumer.inputs]
+        node.outputs.clear()
+        node.inputs.clear()
+        folded += 1
+    return folded
+
+
 def name_nodes(graph: gs.Graph) -> None:
     """Give every node a unique name: errors and the split refer to nodes by name."""
     seen: set[str] = set()
@@ -142,17 +170,32 @@ def prepare(path: str | Path, input_shape: Sequence[int] | None = None) -> onnx.
     """The frontend: a checked, static-shape, single-opset, constant-folded ONNX model."""
     model = load_model(path)
     model = fix_input_shape(model, input_shape, source=str(path))
-    model = to_target_opset(model, source=str(path))
+    # Exporters store intermediate shapes with symbolic dims; drop them so inference recomputes static ones.
+    del model.graph.value_info[:]
+    for out in model.graph.output:
+        out.type.tensor_type.ClearField("shape")
     model = infer_shapes(model)
     graph = import_graph(model)
     n0 = len(graph.nodes)
-    try:
-        graph.fold_constants(fold_shapes=True, error_ok=False).cleanup()
-    except Exception as exc:  # graphsurgeon surfaces onnxruntime and numpy errors unchanged
-        raise SnncError(f"{path}: constant folding failed ({str(exc).splitlines()[0][:160]})") from None
+    # Folding and shape inference feed each other (a Pad whose pads are computed has no static output shape
+    # until the computation is folded), so alternate until nothing changes.
+    for _ in range(8):
+        before = len(graph.nodes)
+        try:
+            fold_shape_nodes(graph)
+            graph.fold_constants(fold_shapes=True, error_ok=False).cleanup()
+        except Exception as exc:  # graphsurgeon surfaces onnxruntime and numpy errors unchanged
+            raise SnncError(f"{path}: constant folding failed ({str(exc).splitlines()[0][:160]})") from None
+        folded = export_model(graph, like=model)
+        del folded.graph.value_info[:]
+        graph = import_graph(infer_shapes(folded))
+        if len(graph.nodes) == before:
+            break
     removed = drop_noops(graph)
     name_nodes(graph)
-    out = infer_shapes(export_model(graph, like=model))
+    # Convert after folding: shape arithmetic (Shape, ConstantOfShape, ...) that exporters emit is gone by then,
+    # and it is what the version converter most often has no adapter for.
+    out = infer_shapes(to_target_opset(export_model(graph, like=model), source=str(path)))
     log.info("frontend: %d nodes -> %d (folded constants, %d no-ops dropped)", n0, len(out.graph.node), removed)
     check_model(out, what=str(path))
     return out

@@ -1,0 +1,515 @@
+"""C backend: generated C99 agrees with the NumPy reference (bit for bit in fixed point), builds warning-free and
+standalone with make, and its driver runs.
+
+Every op alone and a small YOLO-shaped network, random weights. A tiny loop-based reference below checks the
+fixed-point results independently of the NumPy simulator as well.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from snnc.backends import get_backend
+from snnc.compiler.errors import SnncError
+from snnc.compiler.fixedpoint import quantize
+from snnc.compiler.network import Layer, Network, Neuron
+
+c_backend = pytest.importorskip("snnc.backends.c")
+from snnc.backends.c.generate import with_v_init  # noqa: E402
+
+pytestmark = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
+                                reason="no C compiler")
+STRICT = ["-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror", "-O2"]
+SCALE = 1.0 / 255.0
+
+
+# ---- networks --------------------------------------------------------------------------------------------------
+
+def neuron(kind: str | None, c: int, rng, v_init: float = 0.5) -> Neuron | None:
+    if kind is None:
+        return None
+    theta = rng.uniform(0.3, 1.2, c).astype(np.float32)
+    return Neuron(kind, theta, alpha=0.1 if kind == "SignedIF" else 0.0, v_init=v_init)
+
+
+def conv(name, src, c_in, c_out, hw, rng, k=3, s=1, pads=(1, 1, 1, 1), d=1, g=1, kind="IF", bias=True):
+    h, w = hw
+    oh = (h + pads[0] + pads[2] - (d * (k - 1) + 1)) // s + 1
+    ow = (w + pads[1] + pads[3] - (d * (k - 1) + 1)) // s + 1
+    weight = rng.normal(0, 1.5 / np.sqrt(c_in / g * k * k), (c_out, c_in // g, k, k)).astype(np.float32)
+    b = rng.normal(0, 0.2, c_out).astype(np.float32) if bias else None
+    attrs = {"strides": [s, s], "pads": list(pads), "dilations": [d, d], "group": g}
+    return Layer(name, "conv", [src], (c_out, oh, ow), weight, b, attrs, neuron(kind, c_out, rng))
+
+
+def deconv(name, src, c_in, c_out, hw, rng, k=3, s=2, pads=(1, 1, 1, 1), out_pad=(1, 1), g=1, kind="IF",
+           bias=True):
+    h, w = hw
+    oh = s * (h - 1) + out_pad[0] + (k - 1) + 1 - pads[0] - pads[2]
+    ow = s * (w - 1) + out_pad[1] + (k - 1) + 1 - pads[1] - pads[3]
+    weight = rng.normal(0, 1.5 / np.sqrt(c_in / g), (c_in, c_out // g, k, k)).astype(np.float32)
+    b = rng.normal(0, 0.2, c_out).astype(np.float32) if bias else None
+    attrs = {"strides": [s, s], "pads": list(pads), "dilations": [1, 1], "group": g, "output_padding": list(out_pad)}
+    return Layer(name, "deconv", [src], (c_out, oh, ow), weight, b, attrs, neuron(kind, c_out, rng))
+
+
+def dense(name, src, n_in, n_out, rng, kind="IF"):
+    weight = rng.normal(0, 1.5 / np.sqrt(n_in), (n_out, n_in)).astype(np.float32)
+    b = rng.normal(0, 0.2, n_out).astype(np.float32)
+    return Layer(name, "dense", [src], (n_out,), weight, b, {}, neuron(kind, n_out, rng))
+
+
+def inp(shape=(3, 8, 8)) -> Layer:
+    return Layer("x", "input", [], shape)
+
+
+def single_op(case: str) -> Network:
+    """One op under test, fed by a spiking layer (so it sees spikes) unless the case is about the input."""
+    rng = np.random.default_rng(zlib.crc32(case.encode()))
+    first = conv("c0", "x", 3, 6, (8, 8), rng)  # spikes for everything downstream
+    layers = [inp(), first]
+    outs = []
+    if case == "conv":
+        layers.append(conv("op", "c0", 6, 7, (8, 8), rng))
+    elif case == "conv_stride2":
+        layers.append(conv("op", "c0", 6, 7, (8, 8), rng, s=2))
+    elif case == "conv_pads_asym":
+        layers.append(conv("op", "c0", 6, 5, (8, 8), rng, s=2, pads=(0, 1, 2, 0)))
+    elif case == "conv_group":
+        layers.append(conv("op", "c0", 6, 9, (8, 8), rng, g=3))
+    elif case == "conv_depthwise_dilated":
+        layers.append(conv("op", "c0", 6, 6, (8, 8), rng, g=6, d=2, pads=(2, 2, 2, 2)))
+    elif case == "conv_5x5_nobias":
+        layers.append(conv("op", "c0", 6, 4, (8, 8), rng, k=5, pads=(2, 1, 2, 3), bias=False))
+    elif case == "conv_on_input":
+        layers = [inp(), conv("op", "x", 3, 5, (8, 8), rng, s=2, pads=(1, 0, 1, 0))]
+    elif case == "deconv_stride2":
+        layers.append(deconv("op", "c0", 6, 5, (8, 8), rng))
+    elif case == "deconv_k2_nopad":
+        layers.append(deconv("op", "c0", 6, 4, (8, 8), rng, k=2, pads=(0, 0, 0, 0), out_pad=(0, 0)))
+    elif case == "deconv_group_upsample":
+        lay = deconv("op", "c0", 6, 6, (8, 8), rng, k=2, pads=(0, 0, 0, 0), out_pad=(0, 0), g=6)
+        lay.weight = np.ones_like(lay.weight)  # nearest-neighbour upsampling by 2
+        layers.append(lay)
+    elif case == "upsample_copy":  # nearest upsampling as a linear depthwise 0/1 deconv: routes integers
+        lay = deconv("up", "c0", 6, 6, (8, 8), rng, k=2, pads=(0, 0, 0, 0), out_pad=(0, 0), g=6, kind=None,
+                     bias=False)
+        lay.weight = np.ones_like(lay.weight)
+        layers += [lay, Layer("op", "concat", ["up", "up"], (12, 16, 16), attrs={"axis": 0}),
+                   conv("after", "op", 12, 4, (16, 16), rng, kind="SignedIF")]
+        outs = ["after", "up"]
+    elif case == "sumpool_copy":  # a 0/1 copy layer whose values exceed one spike (2x2 window sums)
+        lay = conv("pool", "c0", 6, 6, (8, 8), rng, k=2, pads=(0, 0, 0, 0), g=6, kind=None, bias=False)
+        lay.weight = np.ones_like(lay.weight)
+        layers += [lay, conv("op", "pool", 6, 5, (7, 7), rng)]
+    elif case == "deconv_asym":
+        layers.append(deconv("op", "c0", 6, 4, (8, 8), rng, k=3, s=2, pads=(0, 1, 1, 0), out_pad=(1, 0), g=2))
+    elif case == "dense":
+        layers.append(dense("op", "c0", 6 * 8 * 8, 10, rng))
+    elif case == "dense_linear":
+        layers.append(dense("op", "c0", 6 * 8 * 8, 10, rng, kind=None))
+    elif case == "concat":
+        layers.append(conv("c1", "x", 3, 4, (8, 8), rng, kind="SignedIF"))
+        layers.append(Layer("op", "concat", ["c0", "c1"], (10, 8, 8), attrs={"axis": 0}))
+        layers.append(conv("after", "op", 10, 3, (8, 8), rng))
+        outs = ["after"]
+    elif case == "pad_edge":
+        layers.append(Layer("op", "pad", ["c0"], (6, 10, 9), attrs={"pads": [1, 0, 1, 1], "mode": "edge"}))
+        layers.append(conv("after", "op", 6, 4, (10, 9), rng, k=2, pads=(0, 0, 0, 0)))
+        outs = ["after"]
+    elif case == "pad_constant":
+        layers.append(Layer("op", "pad", ["c0"], (6, 11, 8), attrs={"pads": [2, 0, 1, 0], "mode": "constant"}))
+        layers.append(conv("after", "op", 6, 4, (11, 8), rng))
+        outs = ["after"]
+    elif case == "pad_on_input":
+        layers = [inp(), Layer("op", "pad", ["x"], (3, 9, 9), attrs={"pads": [0, 0, 1, 1], "mode": "edge"}),
+                  conv("after", "op", 3, 4, (9, 9), rng, k=2, pads=(0, 0, 0, 0))]
+        outs = ["after"]
+    elif case == "if":
+        layers.append(conv("op", "c0", 6, 6, (8, 8), rng, kind="IF"))
+    elif case == "signed_if":
+        layers.append(conv("op", "c0", 6, 6, (8, 8), rng, kind="SignedIF"))
+    elif case == "linear_head":
+        layers.append(conv("op", "c0", 6, 8, (8, 8), rng, k=1, pads=(0, 0, 0, 0), kind=None))
+    else:
+        raise AssertionError(case)
+    return Network(layers, outs or ["op"])
+
+
+OPS = ["conv", "conv_stride2", "conv_pads_asym", "conv_group", "conv_depthwise_dilated", "conv_5x5_nobias",
+       "conv_on_input", "deconv_stride2", "deconv_k2_nopad", "deconv_group_upsample", "upsample_copy",
+       "sumpool_copy", "deconv_asym", "dense",
+       "dense_linear", "concat", "pad_edge", "pad_constant", "pad_on_input", "if", "signed_if", "linear_head"]
+
+
+def yolo_like(size: int = 16) -> Network:
+    """conv, strided conv, IBT neurons, edge pad + k2 conv (the max-pool stand-in), deconv, concat, two heads."""
+    rng = np.random.default_rng(7)
+    s2, s4 = size // 2, size // 4
+    L = [inp((3, size, size)),
+         conv("c1", "x", 3, 8, (size, size), rng, kind="SignedIF"),
+         conv("c2", "c1", 8, 12, (size, size), rng, s=2, kind="SignedIF"),
+         conv("c3", "c2", 12, 16, (s2, s2), rng, s=2, kind="SignedIF"),
+         Layer("p3", "pad", ["c3"], (16, s4 + 1, s4 + 1), attrs={"pads": [0, 0, 1, 1], "mode": "edge"}),
+         conv("c4", "p3", 16, 16, (s4 + 1, s4 + 1), rng, k=2, pads=(0, 0, 0, 0), kind="IF"),
+         conv("c5", "c4", 16, 8, (s4, s4), rng, k=1, pads=(0, 0, 0, 0), kind="SignedIF"),
+         conv("head1", "c5", 8, 14, (s4, s4), rng, k=1, pads=(0, 0, 0, 0), kind=None),
+         conv("c6", "c5", 8, 6, (s4, s4), rng, k=1, pads=(0, 0, 0, 0), kind="SignedIF"),
+         deconv("up", "c6", 6, 6, (s4, s4), rng, k=3, s=2, pads=(1, 1, 1, 1), out_pad=(1, 1), kind="SignedIF"),
+         Layer("cat", "concat", ["up", "c2"], (18, s2, s2), attrs={"axis": 0}),
+         conv("c7", "cat", 18, 10, (s2, s2), rng, kind="SignedIF"),
+         conv("head2", "c7", 10, 14, (s2, s2), rng, k=1, pads=(0, 0, 0, 0), kind=None)]
+    return Network(L, ["head1", "head2"])
+
+
+def images(shape, batch=2, seed=0) -> np.ndarray:
+    """Pixel values k/255 in float32 (what the preprocessing produces)."""
+    rng = np.random.default_rng(seed)
+    return (rng.integers(0, 256, (batch, *shape)) / 255.0).astype(np.float32)
+
+
+# ---- a loop-level reference, independent of the NumPy simulator -----------------------------------------------
+
+def ref_conv(x, w, attrs):
+    sh, sw = attrs.get("strides", [1, 1])
+    dh, dw = attrs.get("dilations", [1, 1])
+    pt, pl, pb, pr = attrs.get("pads", [0, 0, 0, 0])
+    g = attrs.get("group", 1)
+    xp = np.pad(x, ((0, 0), (pt, pb), (pl, pr)))
+    co, cig, kh, kw = w.shape
+    oh = (xp.shape[1] - (dh * (kh - 1) + 1)) // sh + 1
+    ow = (xp.shape[2] - (dw * (kw - 1) + 1)) // sw + 1
+    out = np.zeros((co, oh, ow), dtype=np.result_type(x, w))
+    cog = co // g
+    for gi in range(g):
+        for ky in range(kh):
+            for kx in range(kw):
+                patch = xp[gi * cig:(gi + 1) * cig, ky * dh:ky * dh + sh * (oh - 1) + 1:sh,
+                           kx * dw:kx * dw + sw * (ow - 1) + 1:sw]
+                out[gi * cog:(gi + 1) * cog] += np.einsum("oc,chw->ohw", w[gi * cog:(gi + 1) * cog, :, ky, kx], patch)
+    return out
+
+
+def ref_deconv(x, w, attrs, out_shape):
+    sh, sw = attrs.get("strides", [1, 1])
+    dh, dw = attrs.get("dilations", [1, 1])
+    pt, pl, _, _ = attrs.get("pads", [0, 0, 0, 0])
+    oph, opw = attrs.get("output_padding", [0, 0])
+    g = attrs.get("group", 1)
+    ci, cog, kh, kw = w.shape
+    cig = ci // g
+    _, ih, iw = x.shape
+    full = np.zeros((cog * g, sh * (ih - 1) + dh * (kh - 1) + 1 + oph, sw * (iw - 1) + dw * (kw - 1) + 1 + opw),
+                    dtype=np.result_type(x, w))
+    for gi in range(g):
+        for ky in range(kh):
+            for kx in range(kw):
+                full[gi * cog:(gi + 1) * cog, ky * dh:ky * dh + sh * (ih - 1) + 1:sh,
+                     kx * dw:kx * dw + sw * (iw - 1) + 1:sw] += np.einsum(
+                         "co,chw->ohw", w[gi * cig:(gi + 1) * cig, :, ky, kx], x[gi * cig:(gi + 1) * cig])
+    return full[:, pt:pt + out_shape[1], pl:pl + out_shape[2]]
+
+
+def ref_fixed(net: Network, x: np.ndarray, ts: list[int], v_init=None):
+    """Fixed-point simulation with plain loops: (outputs[T][name] (B, ...), spike_counts[name] (B,))."""
+    net = with_v_init(net, v_init)
+    q = quantize(net)
+    outs = {t: {n: [] for n in net.outputs} for t in ts}
+    counts = {lay.name: [] for lay in net.neuron_layers}
+    for xb in x:
+        V = {lay.name: np.broadcast_to(q[lay.name].v0_int.reshape((-1,) + (1,) * (len(lay.shape) - 1)),
+                                       lay.shape).astype(np.int64) for lay in net.neuron_layers}
+        sums = {n: np.zeros(net.layer(n).shape, np.int64) for n in net.outputs}
+        cnt = {n: 0 for n in V}
+        for t in range(1, ts[-1] + 1):
+            val = {}
+            for lay in net.layers:
+                if lay.op == "input":
+                    val[lay.name] = np.round(xb / net.input_encoding["scale"]).astype(np.int64)
+                elif lay.op == "concat":
+                    val[lay.name] = np.concatenate([val[s] for s in lay.inputs])
+                elif lay.op == "pad":
+                    pt, pl, pb, pr = lay.attrs["pads"]
+                    mode = "edge" if lay.attrs.get("mode") == "edge" else "constant"
+                    val[lay.name] = np.pad(val[lay.inputs[0]], ((0, 0), (pt, pb), (pl, pr)), mode=mode)
+                else:
+                    ql = q[lay.name]
+                    src = val[lay.inputs[0]]
+                    w = ql.w_int.astype(np.int64)
+                    if lay.op == "conv":
+                        z = ref_conv(src, w, lay.attrs) + ql.b_int[:, None, None]
+                    elif lay.op == "deconv":
+                        z = ref_deconv(src, w, lay.attrs, lay.shape) + ql.b_int[:, None, None]
+                    else:
+                        z = w @ src.reshape(-1) + ql.b_int
+                    if lay.neuron is None:
+                        val[lay.name] = z
+                        continue
+                    shp = (-1,) + (1,) * (len(lay.shape) - 1)
+                    th = ql.theta_int.reshape(shp)
+                    v = V[lay.name] + z
+                    pos = v >= th
+                    v = v - th * pos
+                    s = pos.astype(np.int64)
+                    if lay.neuron.kind == "SignedIF":
+                        tn = ql.theta_neg_int.reshape(shp)
+                        neg = v <= -tn
+                        v = v + tn * neg
+                        s = s - neg
+                    V[lay.name] = v
+                    cnt[lay.name] += int(np.abs(s).sum())
+                    val[lay.name] = s
+            for n in net.outputs:
+                sums[n] += val[n]
+            if t in ts:
+                for n in net.outputs:
+                    unit = q[n].out_unit.reshape((-1,) + (1,) * (len(net.layer(n).shape) - 1))
+                    outs[t][n].append(sums[n] * unit / t)
+        for n in cnt:
+            counts[n].append(cnt[n])
+    return ({t: {n: np.stack(v) for n, v in d.items()} for t, d in outs.items()},
+            {n: np.array(v, np.int64) for n, v in counts.items()})
+
+
+# ---- helpers ---------------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cbk(tmp_path_factory):
+    # -O1 builds quickest; the default flags are exercised by test_default_flags_build
+    return c_backend.CBackend(cache_dir=tmp_path_factory.mktemp("c-cache"), cflags="-O1")
+
+
+def numpy_backend():
+    try:
+        return get_backend("numpy")
+    except SnncError as exc:
+        pytest.skip(f"NumPy reference backend not available: {exc}")
+
+
+def assert_same(res, ref_outputs, ref_counts):
+    assert set(res.outputs) == set(ref_outputs)
+    for t in ref_outputs:
+        for n, v in ref_outputs[t].items():
+            assert res.outputs[t][n].shape == v.shape, (t, n)
+            assert np.array_equal(res.outputs[t][n], v), (t, n, np.abs(res.outputs[t][n] - v).max())
+    for n, v in ref_counts.items():
+        assert np.array_equal(res.spike_counts[n], v), (n, res.spike_counts[n], v)
+
+
+def assert_close(res, ref, rtol=1e-5):
+    for t in ref.outputs:
+        for n, v in ref.outputs[t].items():
+            got = res.outputs[t][n]
+            np.testing.assert_allclose(got, v, rtol=rtol, atol=rtol * max(1.0, float(np.abs(v).max())),
+                                       err_msg=f"T={t} {n}")
+    for n, v in ref.spike_counts.items():
+        np.testing.assert_allclose(res.spike_counts[n], v, rtol=1e-3, atol=1, err_msg=n)
+
+
+# ---- tests -----------------------------------------------------------------------------------------------------
+
+def test_rng_is_numpy_default_rng(tmp_path):
+    """PCG64 + SeedSequence in C reproduce numpy.random.default_rng, including advance()."""
+    proj = c_backend.generate(single_op("if"), tmp_path, "fixed")
+    (proj / "rng.c").write_text(r"""
+#include <stdio.h>
+#include <stdlib.h>
+#include "snn_model.h"
+int main(int argc, char **argv) {
+    snn_pcg64 r; int i; (void)argc;
+    snn_pcg64_seed(&r, strtoull(argv[1], NULL, 10));
+    for (i = 0; i < 3; ++i) printf("%llu\n", (unsigned long long)snn_pcg64_next(&r));
+    snn_pcg64_advance(&r, 12345);
+    printf("%.17g\n", snn_pcg64_double(&r));
+    return 0;
+}
+""")
+    cc = c_backend.find_compiler()
+    subprocess.run([*cc, *STRICT, "rng.c", "snn_model.c", "-o", "rng"], cwd=proj, check=True)
+    for seed in (0, 1, 2**32 + 5, 2**64 - 1):
+        got = subprocess.run([str(proj / "rng"), str(seed)], capture_output=True, text=True, check=True).stdout.split()
+        rng = np.random.default_rng(seed)
+        raw = rng.bit_generator.random_raw(3)
+        rng.bit_generator.advance(12345)
+        assert [int(v) for v in got[:3]] == [int(v) for v in raw]
+        assert float(got[3]) == rng.random()
+
+
+@pytest.mark.parametrize("case", OPS)
+def test_op_fixed_matches_loop_reference(case, cbk):
+    net = single_op(case)
+    x = images(net.input_layers[0].shape)
+    res = cbk.simulate(net, x, [1, 3, 6], mode="fixed")
+    ref_out, ref_counts = ref_fixed(net, x, [1, 3, 6])
+    assert_same(res, ref_out, ref_counts)
+    assert sum(int(v.sum()) for v in res.spike_counts.values()) > 0
+
+
+@pytest.mark.parametrize("case", OPS)
+def test_op_matches_numpy_backend(case, cbk):
+    ref_bk = numpy_backend()
+    net = single_op(case)
+    x = images(net.input_layers[0].shape)
+    ref = ref_bk.simulate(net, x, [1, 3, 6], mode="fixed")
+    res = cbk.simulate(net, x, [1, 3, 6], mode="fixed")
+    assert_same(res, ref.outputs, ref.spike_counts)
+    assert res.neurons == ref.neurons and res.steps == ref.steps
+    ref = ref_bk.simulate(net, x, [1, 3, 6], mode="float")
+    res = cbk.simulate(net, x, [1, 3, 6], mode="float")
+    assert_close(res, ref)
+
+
+def test_yolo_like_fixed_bit_exact(cbk):
+    net = yolo_like()
+    x = images((3, 16, 16), batch=2, seed=3)
+    ts = [1, 4, 16]
+    res = cbk.simulate(net, x, ts, mode="fixed")
+    ref_out, ref_counts = ref_fixed(net, x, ts)
+    assert_same(res, ref_out, ref_counts)
+    rates = res.firing_rates()
+    assert all(0 < r < 1 for r in rates.values()), rates
+    try:
+        ref_bk = get_backend("numpy")
+    except SnncError:
+        return
+    ref = ref_bk.simulate(net, x, ts, mode="fixed")
+    assert_same(res, ref.outputs, ref.spike_counts)
+
+
+def test_yolo_like_float_and_v_init(cbk):
+    ref_bk = numpy_backend()
+    net = yolo_like()
+    x = images((3, 16, 16), batch=2, seed=4)
+    for v_init in (None, 0.0):
+        ref = ref_bk.simulate(net, x, [2, 8], mode="float", v_init=v_init)
+        res = cbk.simulate(net, x, [2, 8], mode="float", v_init=v_init)
+        assert_close(res, ref)
+        ref = ref_bk.simulate(net, x, [2, 8], mode="fixed", v_init=v_init)
+        res = cbk.simulate(net, x, [2, 8], mode="fixed", v_init=v_init)
+        assert_same(res, ref.outputs, ref.spike_counts)
+
+
+def test_rate_encoding_bit_exact(cbk):
+    ref_bk = numpy_backend()
+    net = dataclasses.replace(yolo_like(8), input_encoding={"kind": "rate"})
+    x = images((3, 8, 8), batch=3, seed=5)
+    ref = ref_bk.simulate(yolo_like(8), x, 4, mode="fixed", seed=3, encoding="rate")
+    res = cbk.simulate(yolo_like(8), x, 4, mode="fixed", seed=3, encoding="rate")
+    assert_same(res, ref.outputs, ref.spike_counts)
+    for mode in ("fixed", "float"):
+        ref = ref_bk.simulate(net, x, [3, 7], mode=mode, seed=11)
+        res = cbk.simulate(net, x, [3, 7], mode=mode, seed=11)
+        if mode == "fixed":
+            assert_same(res, ref.outputs, ref.spike_counts)
+        else:
+            assert_close(res, ref)
+
+
+@pytest.mark.parametrize("mode,weights,rate", [("fixed", "bin", False), ("float", "bin", False),
+                                               ("fixed", "header", False), ("float", "header", True)])
+def test_generated_sources_compile_strict(tmp_path, mode, weights, rate):
+    net = yolo_like(8)
+    if rate:
+        net = dataclasses.replace(net, input_encoding={"kind": "rate"})
+    proj = c_backend.generate(net, tmp_path, mode, weights=weights)
+    cc = c_backend.find_compiler()
+    for src in ("snn_model.c", "main.c"):
+        proc = subprocess.run([*cc, *STRICT, "-c", src], cwd=proj, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_make_builds_standalone_and_driver_runs(tmp_path, cbk):
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    net = yolo_like()
+    proj = c_backend.generate(net, tmp_path / "proj", "fixed")
+    proc = subprocess.run(["make"], cwd=proj, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert (proj / "libsnn.a").exists() and (proj / "snn_run").exists()
+    x = images((3, 16, 16), batch=2, seed=9)
+    np.round(x / SCALE).astype(np.int32).tofile(tmp_path / "in.bin")
+    proc = subprocess.run(["./snn_run", "-i", str(tmp_path / "in.bin"), "-o", str(tmp_path / "out.bin"),
+                           "-T", "2,5"], cwd=proj, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "ms/step" in proc.stderr
+    # decoded float64 outputs, then int64 spike counts, per sample
+    raw = (tmp_path / "out.bin").read_bytes()
+    sizes = [int(np.prod(net.layer(n).shape)) for n in net.outputs]
+    n_nl = len(net.neuron_layers)
+    per_sample = 2 * sum(sizes) * 8 + n_nl * 8
+    assert len(raw) == 2 * per_sample
+    res = cbk.simulate(net, x, [2, 5], mode="fixed")
+    for b in range(2):
+        vals = np.frombuffer(raw, "<f8", 2 * sum(sizes), b * per_sample)
+        pos = 0
+        for t in (2, 5):
+            for n, size in zip(net.outputs, sizes):
+                np.testing.assert_allclose(vals[pos:pos + size], res.outputs[t][n][b].reshape(-1), rtol=1e-12)
+                pos += size
+        counts = np.frombuffer(raw, "<i8", n_nl, b * per_sample + 2 * sum(sizes) * 8)
+        assert list(counts) == [int(res.spike_counts[lay.name][b]) for lay in net.neuron_layers]
+    # a weight blob of another network is refused
+    other = c_backend.generate(single_op("if"), tmp_path / "other", "fixed")
+    proc = subprocess.run(["./snn_run", "-w", str(other / "weights.bin"), "-i", str(tmp_path / "in.bin"),
+                           "-o", str(tmp_path / "o2.bin"), "-T", "1"], cwd=proj, capture_output=True, text=True)
+    assert proc.returncode != 0 and "different network" in proc.stderr
+
+
+def test_header_weights_same_results(tmp_path, cbk):
+    if shutil.which("make") is None:
+        pytest.skip("no make")
+    net = single_op("concat")
+    proj = c_backend.generate(net, tmp_path, "fixed", weights="header")
+    assert not (proj / "weights.bin").exists()
+    subprocess.run(["make", "snn_run"], cwd=proj, check=True, capture_output=True)
+    x = images((3, 8, 8), batch=1)
+    np.round(x / SCALE).astype(np.int32).tofile(tmp_path / "in.bin")
+    subprocess.run(["./snn_run", "-i", str(tmp_path / "in.bin"), "-o", str(tmp_path / "out.bin"), "-T", "4", "-q"],
+                   cwd=proj, check=True, capture_output=True)
+    got = np.fromfile(tmp_path / "out.bin", "<f8", int(np.prod(net.layer("after").shape)))
+    res = cbk.simulate(net, x, 4, mode="fixed")
+    np.testing.assert_allclose(got, res.outputs[4]["after"][0].reshape(-1), rtol=1e-12)
+
+
+def test_build_is_cached(cbk):
+    net = single_op("if")
+    x = images((3, 8, 8), batch=1)
+    a = cbk.simulate(net, x, 2, mode="fixed")
+    exe = Path(a.extra["build_dir"]) / "snn_run"
+    mtime = exe.stat().st_mtime_ns
+    net2 = single_op("if")
+    net2.layers[1].weight = net2.layers[1].weight * 0.5  # new weights, same layout: same binary
+    b = cbk.simulate(net2, x, 2, mode="fixed")
+    assert b.extra["build_dir"] == a.extra["build_dir"] and exe.stat().st_mtime_ns == mtime
+
+
+def test_errors(monkeypatch, cbk):
+    monkeypatch.setenv("CC", "/nonexistent/cc")
+    with pytest.raises(SnncError, match="compiler"):
+        c_backend.CBackend().simulate(single_op("if"), images((3, 8, 8), 1), 1, mode="fixed")
+    monkeypatch.delenv("CC")
+    with pytest.raises(SnncError, match="mode"):
+        cbk.simulate(single_op("if"), images((3, 8, 8), 1), 1, mode="double")
+    with pytest.raises(SnncError, match="input batch"):
+        cbk.simulate(single_op("if"), images((3, 4, 4), 1), 1, mode="fixed")
+    bad = single_op("conv")
+    bad.layers[2].shape = (7, 5, 5)
+    with pytest.raises(SnncError, match="attributes give"):
+        cbk.simulate(bad, images((3, 8, 8), 1), 1, mode="fixed")
+
+
+def test_default_flags_build(tmp_path):
+    """The backend's default flags (-O3 -march=native, or the -O2 fallback) build and agree bit for bit."""
+    net = single_op("signed_if")
+    x = images((3, 8, 8), batch=1)
+    res = c_backend.CBackend(cache_dir=tmp_path).simulate(net, x, [2, 5], mode="fixed")
+    ref_out, ref_counts = ref_fixed(net, x, [2, 5])
+    assert_same(res, ref_out, ref_counts)
+    assert "-O" in (Path(res.extra["build_dir"]) / "build.log").read_text().splitlines()[0]
