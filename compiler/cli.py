@@ -25,7 +25,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
     result = compile_model(
         args.model, input_shape=parse_shape(args.input_shape) if args.input_shape else None, calib_dir=args.calib,
         calib_random=args.calib_random, percentile=args.percentile, norm=args.norm,
-        passes=_csv(args.passes) if args.passes else None, skip=_csv(args.skip) if args.skip else (),
+        passes=_csv(args.passes) if args.passes else None,
+        skip=(_csv(args.skip) if args.skip else []) + (["split_leaky_relu"] if args.leaky == "ibt" else []),
         maxpool=args.maxpool, v_init=0.5 if args.v_init == "half" else 0.0, progress=not args.quiet,
         include_ann=not args.no_ann)
     out = write_output(result, args.output, args.emit)
@@ -90,6 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--passes", help="comma-separated passes to run (default: the whole pipeline)")
     c.add_argument("--skip", help="comma-separated passes to leave out of the pipeline")
     c.add_argument("--maxpool", choices=["exact", "approximate"], default="exact", help="max-pool conversion")
+    c.add_argument("--leaky", choices=["split", "ibt"], default="split",
+                   help="LeakyReLU as two IF neurons (split, default) or one signed IBT neuron (ibt, the seeds')")
     c.add_argument("--v-init", choices=["zero", "half"], default="zero", help="initial membrane potential")
     c.add_argument("--no-ann", action="store_true", help="do not embed the original ANN in the .lava file")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -109,14 +112,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _extra_commands():
-    """Subcommands that live with their features (run, eval, ...), registered if present."""
-    out = []
-    try:
-        from .run_cli import register as reg_run
-        out.append(reg_run)
-    except ImportError:
-        pass
-    return out
+    """Subcommands that live with their features (`snnc run`, `snnc eval`), each module exposing register(sub)."""
+    import importlib
+    import importlib.util
+
+    return [importlib.import_module(f".{mod}", __package__).register for mod in ("run_cli", "eval_cli")
+            if importlib.util.find_spec(f"{__package__}.{mod}") is not None]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

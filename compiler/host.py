@@ -297,6 +297,32 @@ def draw_detections(rgb: np.ndarray, detections: Sequence[Detection], path: str 
     return img
 
 
+def draw_comparison(rgb: np.ndarray, left: Sequence[Detection], right: Sequence[Detection],
+                    titles: tuple[str, str] = ("ANN", "SNN"), path: str | Path | None = None):
+    """Two copies of the photo side by side, `left` detections drawn on the first and `right` on the second,
+    each under its title; saved as PNG when path is given. Returns the PIL image."""
+    import dataclasses
+
+    from PIL import Image, ImageDraw
+
+    rgb = np.asarray(rgb, dtype=np.uint8)
+    k = max(1, int(np.ceil(320 / max(rgb.shape[:2]))))  # small inputs (digits, 64 px) scaled up to be legible
+    if k > 1:
+        rgb = rgb.repeat(k, 0).repeat(k, 1)
+        left, right = ([dataclasses.replace(d, box=tuple(v * k for v in d.box)) for d in dets] for dets in (left, right))
+    a, b = draw_detections(rgb, left), draw_detections(rgb, right)
+    bar = 16
+    out = Image.new("RGB", (a.width + b.width + 8, a.height + bar), (255, 255, 255))
+    out.paste(a, (0, bar))
+    out.paste(b, (a.width + 8, bar))
+    draw = ImageDraw.Draw(out)
+    draw.text((4, 2), titles[0], fill=(0, 0, 0))
+    draw.text((a.width + 12, 2), titles[1], fill=(0, 0, 0))
+    if path is not None:
+        out.save(Path(path), format="PNG")
+    return out
+
+
 def detections_to_json(detections: Sequence[Detection] | Sequence[Sequence[Detection]],
                        images: Sequence[str] | None = None, path: str | Path | None = None) -> Any:
     """JSON-ready form: a list of {class, name, score, box} for one image, or for a batch a list of

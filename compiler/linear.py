@@ -69,3 +69,45 @@ def is_copy_conv(graph: gs.Graph, node: gs.Node) -> bool:
     if nxt is not None and is_neuron(nxt):
         return False
     return group == c_in and bool(np.all((w == 0) | (w == 1)))
+
+
+def dense_weight(w: np.ndarray, group: int, transposed: bool) -> np.ndarray:
+    """Grouped conv weights -> the dense form with every input channel: Conv (C_out, C_in, kh, kw), ConvTranspose
+    (C_in, C_out, kh, kw); the entries across groups are zero."""
+    a, b = w.shape[:2]  # Conv: (C_out, C_in/g); ConvTranspose: (C_in, C_out/g)
+    per = a // group
+    dense = np.zeros((a, b * group) + w.shape[2:], dtype=np.float64)
+    for g in range(group):
+        dense[g * per:(g + 1) * per, g * b:(g + 1) * b] = w[g * per:(g + 1) * per]
+    return dense
+
+
+def grouped_weight(dense: np.ndarray, group: int) -> np.ndarray | None:
+    """The inverse of dense_weight for `group`, or None where an entry crosses the group blocks."""
+    a, n = dense.shape[:2]
+    if a % group or n % group:
+        return None
+    per, b = a // group, n // group
+    w = np.zeros((a, b) + dense.shape[2:], dtype=np.float64)
+    for g in range(group):
+        rows = dense[g * per:(g + 1) * per]
+        inside = rows[:, g * b:(g + 1) * b]
+        if np.count_nonzero(rows) != np.count_nonzero(inside):
+            return None
+        w[g * per:(g + 1) * per] = inside
+    return w
+
+
+def compose_pointwise(node: gs.Node, p: np.ndarray) -> tuple[np.ndarray, int]:
+    """Weights and group of Conv/ConvTranspose `node` applied to P x instead of x, for a dense (C_in, C_new)
+    pointwise map P: W'[.., i'] = sum_i W[.., i] P[i, i']. The node's own group is kept where the product allows
+    (a block-diagonal P under a depthwise conv stays depthwise), else group 1."""
+    w = const_value(node.inputs[1])
+    group = int(node.attrs.get("group", 1))
+    transposed = node.op == "ConvTranspose"
+    d = dense_weight(w.astype(np.float64), group, transposed)
+    d = np.einsum("ic...,in->nc...", d, p) if transposed else np.einsum("oi...,in->on...", d, p)
+    out = grouped_weight(d, group)
+    if out is not None:
+        return out.astype(w.dtype), group
+    return grouped_weight(d, 1).astype(w.dtype), 1

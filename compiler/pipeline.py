@@ -16,6 +16,7 @@ DEFAULT_PIPELINE = (
     "fold_batchnorm",
     "upsample_to_deconv",
     "maxpool_to_strided_conv",
+    "split_leaky_relu",
     "activations_to_neurons",
     "channel_norm",
 )

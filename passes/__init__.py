@@ -5,5 +5,6 @@ from . import (  # noqa: F401
     channel_norm,
     fold_batchnorm,
     maxpool_to_strided_conv,
+    split_leaky_relu,
     upsample_to_deconv,
 )

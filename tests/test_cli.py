@@ -54,12 +54,16 @@ def test_compile_inspect_passes(tmp_path, tiny_onnx, calib_dir):
     assert "clipping error" in res.stdout
     net = lavafile.load(out)
     assert net.outputs and net.host_onnx and net.ann_onnx
-    assert {layer.neuron.kind for layer in net.neuron_layers} == {"IF", "SignedIF"}
-    res = snnc("inspect", str(out))
+    assert {layer.neuron.kind for layer in net.neuron_layers} == {"IF"}  # leaky-ReLU split into two IF neurons
+    res = snnc("compile", str(tiny_onnx), "-o", str(tmp_path / "ibt.lava"), "--calib", str(calib_dir), "-q",
+               "--leaky", "ibt")
+    assert res.returncode == 0, res.stderr
+    assert {layer.neuron.kind for layer in lavafile.load(tmp_path / "ibt.lava").neuron_layers} == {"IF", "SignedIF"}
+    res = snnc("inspect", str(tmp_path / "ibt.lava"))
     assert res.returncode == 0 and "SignedIF" in res.stdout and "<- output" in res.stdout
     res = snnc("passes")
     names = [ln.split()[0] for ln in res.stdout.splitlines()]
-    assert names[:5] == ["fold_batchnorm", "upsample_to_deconv", "maxpool_to_strided_conv",
+    assert names[:6] == ["fold_batchnorm", "upsample_to_deconv", "maxpool_to_strided_conv", "split_leaky_relu",
                          "activations_to_neurons", "channel_norm"]
     assert all(("exact" in ln) or ("approximate" in ln) for ln in res.stdout.splitlines())
 

@@ -218,6 +218,52 @@ def test_maxpool_refuses_dilation():
         apply_pass(m, "maxpool_to_strided_conv")
 
 
+# ---------------------------------------------------------------- split_leaky_relu
+
+def _convertible(ann: onnx.ModelProto) -> onnx.ModelProto:
+    m = ann
+    for p in ("fold_batchnorm", "upsample_to_deconv", "maxpool_to_strided_conv"):
+        m = apply_pass(m, p)
+    return m
+
+
+@pytest.mark.parametrize("size", [32, 48])
+def test_split_leaky_relu_tiny_yolo(golden, size):
+    m = _convertible(tiny_yolo(host=False, size=size))
+    out = check_pass("split_leaky_relu", m, golden, f"split_leaky_relu_tiny_yolo_{size}")
+    assert "LeakyRelu" not in ops(out)
+    assert ops(out).count("Relu") == ops(m).count("Relu") + ops(m).count("LeakyRelu")
+    # through max-pool trees (grouped convs), the edge Pad, the upsampling deconvolution and the Concat
+    assert {"Pad", "ConvTranspose", "Concat"} <= set(ops(out))
+    assert_exact(m, out, (1, 3, size, size))
+
+
+def test_split_leaky_relu_doubles_channels_and_keeps_alpha():
+    b = Builder(21)
+    y = b.node("LeakyRelu", [b.conv("images", 3, 4)], alpha=0.25)
+    m = b.model([1, 3, 6, 6], [b.conv(y, 4, 2, k=1)])
+    out = apply_pass(m, "split_leaky_relu")
+    w_first = [i for i in out.graph.initializer if i.dims[:1] == [8]]
+    assert w_first, "the producing conv has 2 x 4 output channels"
+    assert_exact(m, out, (1, 3, 6, 6))
+    # the rate-limit view: relu(z) - 0.25 relu(-z) reproduces leaky(z) with alpha 0.25 (not the default 0.01)
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 6, 6)).astype(np.float32)
+    assert max_rel_err(run_model(m, {"images": x}), run_model(out, {"images": x})) < 1e-5
+
+
+def test_split_leaky_relu_keeps_what_it_cannot_split():
+    b = Builder(22)
+    y = b.node("LeakyRelu", [b.conv("images", 3, 4)], alpha=0.1)
+    m = b.model([1, 3, 6, 6], [y])  # a graph output: nothing downstream to fold the recombination into
+    out = apply_pass(m, "split_leaky_relu")
+    assert ops(out) == ops(m)
+    b = Builder(23)
+    z = b.conv("images", 3, 4)
+    y = b.node("LeakyRelu", [z], alpha=0.1)
+    m = b.model([1, 3, 6, 6], [b.conv(y, 4, 2, k=1), b.node("Relu", [z])])  # the conv output is read twice
+    assert "LeakyRelu" in ops(apply_pass(m, "split_leaky_relu"))
+
+
 # ---------------------------------------------------------------- activations_to_neurons
 
 def test_activations_to_neurons(golden):

@@ -1,0 +1,160 @@
+"""`run_network`: photos -> detections of a compiled spiking detector (the Python API behind `snnc run`).
+
+The photos are letterboxed as the network's `preprocess` says, simulated on the chosen backend for max(T) steps
+(every checkpoint in T from the same run), the decoded heads go through the host graph (box decoding + NMS,
+`snnc.compiler.host.detect`) and the boxes are mapped back to photo pixels. With `ann=True` the original ANN
+embedded in the .lava file runs on the same tensors through onnxruntime, so both sets of detections can be put
+side by side.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .errors import SnncError
+from .host import IOU_THR, SCORE_THR, Detection, detect, detections_from
+from .images import IMAGE_SUFFIXES, Letterbox, letterbox, read_image
+from .network import Network
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunResult:
+    """Detections per checkpoint T and image, the ANN's (if asked for) and the run's activity figures."""
+
+    images: list[str]
+    photos: list[np.ndarray]  # RGB uint8, as read
+    detections: dict[int, list[list[Detection]]]  # T -> per image
+    ann_detections: list[list[Detection]] | None
+    figures: dict[str, Any]
+    heads: dict[int, dict[str, np.ndarray]] = field(default_factory=dict)  # T -> decoded head tensors (B, ...)
+
+    @property
+    def T(self) -> int:
+        return max(self.detections)
+
+
+def collect_images(paths: Sequence[str | Path]) -> list[Path]:
+    """Image files from a list of files and folders (a folder contributes its jpg/png files, sorted)."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(q for q in p.iterdir() if q.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise SnncError(f"{p}: no jpg/png images in this folder")
+            out.extend(found)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise SnncError(f"{p}: no such image file or folder")
+    if not out:
+        raise SnncError("no images given: pass --image photo.jpg (or a folder)")
+    return out
+
+
+def preprocess(net: Network, photos: Sequence[np.ndarray]) -> tuple[np.ndarray, list[Letterbox]]:
+    """(B, C, H, W) input tensors and the letterbox of each photo, as the network's preprocess record says."""
+    pre = net.preprocess or {}
+    shape = pre.get("shape") or list(net.input_layers[0].shape)
+    if len(shape) != 3 or shape[0] != 3:
+        raise SnncError(f"the network takes input of shape {shape}; photos need a 3-channel (RGB) input")
+    xs, lbs = [], []
+    for rgb in photos:
+        x, lb = letterbox(rgb, (int(shape[1]), int(shape[2])), float(pre.get("pad_value", 0.5)))
+        xs.append(x)
+        lbs.append(lb)
+    return np.stack(xs), lbs
+
+
+def ann_detections(net: Network, x: np.ndarray, letterboxes: Sequence[Letterbox], score_thr: float = SCORE_THR,
+                   iou_thr: float = IOU_THR) -> list[list[Detection]]:
+    """The original ANN (net.ann_onnx) on the same input tensors, through onnxruntime with optimizations off."""
+    if net.ann_onnx is None:
+        raise SnncError("this .lava file has no embedded ANN (compiled with --no-ann); recompile without it")
+    import onnxruntime as ort
+
+    from .host import class_name
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(net.ann_onnx, opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    outs = [o.name for o in sess.get_outputs()]
+    if "boxes" not in outs or "scores" not in outs:
+        raise SnncError(f"the embedded ANN outputs {outs}; detections need 'boxes' and 'scores'")
+    result = []
+    for b in range(x.shape[0]):
+        boxes, scores = sess.run(["boxes", "scores"], {name: x[b:b + 1]})
+        dets = []
+        for cls, score, box in detections_from(boxes[0], scores[0], score_thr, iou_thr):
+            box = letterboxes[b].boxes_to_image(box)
+            dets.append(Detection(cls, class_name(net, cls), score, tuple(float(v) for v in box)))
+        result.append(dets)
+    return result
+
+
+def _simulate(backend: str, net: Network, x: np.ndarray, ts: Sequence[int], progress: bool, **kw: Any):
+    from snnc.backends import get_backend
+
+    be = get_backend(backend)
+    params = inspect.signature(be.simulate).parameters
+    if "progress" in params:
+        kw["progress"] = progress
+    unknown = [k for k, v in kw.items() if k not in params and v is not None]
+    if unknown:
+        raise SnncError(f"backend {backend!r} does not support {', '.join('--' + k.replace('_', '-') for k in unknown)}")
+    return be.simulate(net, x, list(ts), **{k: v for k, v in kw.items() if k in params})
+
+
+def activity_figures(net: Network, sim: Any, T: int) -> dict[str, Any]:
+    """Spikes per layer and image, firing rates, SOPs and the energy estimate at T (METHODS.md section 8)."""
+    from .evaluation.energy import energy_report
+
+    counts = sim.extra.get("spike_counts_at", {}).get(T, sim.spike_counts)
+    per_image = {k: float(np.mean(v)) for k, v in counts.items()}
+    neurons = sim.neurons
+    rates = {k: per_image[k] / (neurons[k] * T) for k in per_image}
+    total_neurons = sum(neurons.values())
+    figures: dict[str, Any] = {
+        "T": int(T), "spikes_per_layer": per_image, "firing_rates": rates,
+        "overall_firing_rate": sum(per_image.values()) / (total_neurons * T) if total_neurons else 0.0,
+        "neurons": int(total_neurons)}
+    try:
+        rep = energy_report(net, per_image, T)
+        figures["energy"] = {"snn_sops": rep["snn_sops"], "snn_analog_macs": rep["snn_macs"],
+                             "ann_macs": rep["ann_macs"], "energy_pj": rep["energy_pj"]}
+    except SnncError as exc:  # e.g. rate-encoded input without input spike counts from this backend
+        log.warning("no energy estimate: %s", exc)
+    return figures
+
+
+def run_network(net: Network, images: Sequence[str | Path], T: int | Sequence[int], *, backend: str = "numpy",
+                mode: str = "float", v_init: float | None = None, encoding: str | None = None,
+                decode: str = "membrane", seed: int = 0, score_thr: float = SCORE_THR, iou_thr: float = IOU_THR,
+                ann: bool = False, progress: bool = True) -> RunResult:
+    """Simulate the compiled detector on photos; detections at every checkpoint of T (one simulation run)."""
+    from snnc.backends import checkpoints
+
+    ts = checkpoints(T)
+    paths = collect_images(images)
+    photos = [read_image(p) for p in paths]
+    x, lbs = preprocess(net, photos)
+    tic = time.perf_counter()
+    sim = _simulate(backend, net, x, ts, progress, mode=mode, v_init=v_init, decode=decode, seed=seed,
+                    encoding=encoding)
+    seconds = time.perf_counter() - tic
+    detections = {t: list(detect(net, sim.outputs[t], lbs, score_thr, iou_thr)) for t in ts}
+    figures = activity_figures(net, sim, ts[-1])
+    figures.update({"backend": backend, "mode": mode, "seconds": seconds, "images": len(paths),
+                    "steps": int(ts[-1])})
+    return RunResult([str(p) for p in paths], photos, detections,
+                     ann_detections(net, x, lbs, score_thr, iou_thr) if ann else None, figures, sim.outputs)

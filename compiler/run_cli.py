@@ -1,0 +1,171 @@
+"""`snnc run`: a compiled detector on photos, through any backend; boxes drawn, detections and figures as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from .errors import SnncError
+from .host import IOU_THR, SCORE_THR, Detection, draw_comparison, draw_detections
+
+
+def _ts(text: str) -> list[int]:
+    try:
+        ts = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise SnncError(f"-T {text!r}: expected a positive integer or a comma-separated list like 64,256") from None
+    if not ts or min(ts) < 1:
+        raise SnncError(f"-T {text!r}: time steps must be positive integers")
+    return ts
+
+
+def _fmt(d: Detection | None) -> str:
+    if d is None:
+        return ""
+    x1, y1, x2, y2 = d.box
+    return f"{d.name} {d.score:.2f} [{x1:.0f},{y1:.0f},{x2:.0f},{y2:.0f}]"
+
+
+def pair_detections(ann: list[Detection], snn: list[Detection]) -> list[tuple[Detection | None, Detection | None]]:
+    """Rows for a side-by-side table: each ANN detection beside the unused SNN detection of its class that
+    overlaps it most (IoU > 0), best ANN score first; SNN detections left over come last."""
+    import numpy as np
+
+    from .host import iou
+
+    free = list(range(len(snn)))
+    rows: list[tuple[Detection | None, Detection | None]] = []
+    for a in ann:
+        cands = [j for j in free if snn[j].cls == a.cls]
+        best = None
+        if cands:
+            ious = iou(np.array([a.box]), np.array([snn[j].box for j in cands]))[0]
+            if ious.max() > 0:
+                best = cands[int(ious.argmax())]
+                free.remove(best)
+        rows.append((a, snn[best] if best is not None else None))
+    rows += [(None, snn[j]) for j in free]
+    return rows
+
+
+def format_detections(result: Any, T: int) -> str:
+    """Per image: the SNN's detections at T, and the ANN's beside them when they were computed."""
+    lines = []
+    for i, name in enumerate(result.images):
+        snn = result.detections[T][i]
+        ann = result.ann_detections[i] if result.ann_detections is not None else None
+        lines.append(f"{name}: {len(snn)} detection(s) by the SNN at T={T}"
+                     + (f", {len(ann)} by the ANN" if ann is not None else ""))
+        if ann is None:
+            lines += [f"  {_fmt(d)}" for d in snn]
+            continue
+        width = max([len(_fmt(d)) for d in ann] + [3])
+        lines.append(f"  {'ANN':<{width}}  SNN (T={T})")
+        for a, s in pair_detections(ann, snn):
+            lines.append(f"  {_fmt(a):<{width}}  {_fmt(s)}")
+    return "\n".join(lines)
+
+
+def result_json(result: Any, args: argparse.Namespace) -> dict[str, Any]:
+    images = []
+    for i, name in enumerate(result.images):
+        entry: dict[str, Any] = {"image": name,
+                                 "detections": [d.to_dict() for d in result.detections[result.T][i]]}
+        if len(result.detections) > 1:
+            entry["detections_at"] = {str(t): [d.to_dict() for d in dets[i]] for t, dets in result.detections.items()}
+        if result.ann_detections is not None:
+            entry["ann_detections"] = [d.to_dict() for d in result.ann_detections[i]]
+        images.append(entry)
+    return {"model": str(args.file), "T": sorted(result.detections), "backend": args.backend, "mode": args.mode,
+            "encoding": args.encoding or "network default", "decode": args.decode, "v_init": args.v_init,
+            "score_threshold": args.score_thr, "iou_threshold": args.iou_thr, "images": images,
+            "figures": result.figures}
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    from .api import _atomic_write_bytes
+
+    _atomic_write_bytes(path, data)
+
+
+def _png_targets(out: Path, images: list[str]) -> list[Path]:
+    if len(images) == 1 and out.suffix.lower() == ".png":
+        return [out]
+    if out.suffix:
+        raise SnncError(f"--out {out}: with {len(images)} images give a folder (one PNG per image), not a file")
+    return [out / f"{Path(name).stem}.png" for name in images]
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import lavafile
+    from .run import collect_images, run_network
+
+    ts = _ts(args.T)
+    images = collect_images(args.image)
+    targets = []
+    if args.out is not None:
+        out = Path(args.out)
+        if not out.parent.exists():
+            raise SnncError(f"--out {out}: folder {out.parent} does not exist")
+        targets = _png_targets(out, [str(p) for p in images])
+    if args.json is not None and not Path(args.json).parent.exists():
+        raise SnncError(f"--json {args.json}: folder {Path(args.json).parent} does not exist")
+    net = lavafile.load(args.file)
+    v_init = {"zero": 0.0, "half": 0.5, None: None}[args.v_init]
+    result = run_network(net, images, ts, backend=args.backend, mode=args.mode, v_init=v_init,
+                         encoding=args.encoding, decode=args.decode, seed=args.seed, score_thr=args.score_thr,
+                         iou_thr=args.iou_thr, ann=args.ann, progress=not args.quiet)
+    T = result.T
+    print(format_detections(result, T))
+    fig = result.figures
+    line = (f"{args.backend} {args.mode}, T={T}: {fig['seconds']:.1f} s for {len(result.images)} image(s); "
+            f"firing rate {fig['overall_firing_rate']:.4f} spikes/neuron/step")
+    if "energy" in fig:
+        e = fig["energy"]
+        line += (f"; {e['snn_sops']:.3g} SOPs/image vs {e['ann_macs']:.3g} ANN MACs, energy ratio (SNN/ANN) "
+                 f"{e['energy_pj']['float']['ratio']:.3f} float32, {e['energy_pj']['int']['ratio']:.3f} int32 "
+                 "(estimate, METHODS.md section 8)")
+    print(line)
+    if targets:
+        if len(targets) > 1:
+            targets[0].parent.mkdir(parents=True, exist_ok=True)
+        for i, target in enumerate(targets):
+            buf = io.BytesIO()
+            if result.ann_detections is not None:
+                img = draw_comparison(result.photos[i], result.ann_detections[i], result.detections[T][i],
+                                      ("ANN (onnxruntime)", f"SNN ({args.backend}, T={T})"))
+            else:
+                img = draw_detections(result.photos[i], result.detections[T][i])
+            img.save(buf, format="PNG")
+            _write_atomic(target, buf.getvalue())
+            print(f"wrote {target}")
+    if args.json is not None:
+        _write_atomic(Path(args.json), (json.dumps(result_json(result, args), indent=1) + "\n").encode())
+        print(f"wrote {args.json}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    r = sub.add_parser("run", help="run a compiled detector (.lava) on photos: detections, boxes drawn, figures")
+    r.add_argument("file", help=".lava file from snnc compile")
+    r.add_argument("--image", action="append", required=True, metavar="PATH",
+                   help="photo (jpg/png) or folder of photos; repeat for several")
+    r.add_argument("-T", default="256", help="time steps, or a comma-separated list of checkpoints (one run)")
+    r.add_argument("--backend", default="numpy", help="numpy (reference), c (generated C) or lava (lava-nc)")
+    r.add_argument("--mode", choices=["float", "fixed"], default="float", help="float32 or integer fixed point")
+    r.add_argument("--v-init", choices=["zero", "half"], default=None,
+                   help="initial membrane potential (default: as compiled)")
+    r.add_argument("--encoding", choices=["direct", "rate"], default=None,
+                   help="input encoding (default: as compiled, direct)")
+    r.add_argument("--decode", choices=["membrane", "spikes"], default="membrane", help="output decoding")
+    r.add_argument("--seed", type=int, default=0, help="seed of the rate encoding")
+    r.add_argument("--score-thr", type=float, default=SCORE_THR, help="detection score threshold")
+    r.add_argument("--iou-thr", type=float, default=IOU_THR, help="NMS IoU threshold")
+    r.add_argument("--ann", action="store_true", help="also run the original ANN and print both side by side")
+    r.add_argument("--out", metavar="PNG", help="draw the detections (at the largest T; with --ann beside the ANN's): a .png, or a folder")
+    r.add_argument("--json", metavar="FILE", help="write detections and figures (spikes, rates, SOPs) as JSON")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    r.set_defaults(func=cmd_run)
