@@ -20,7 +20,7 @@ from .graph import export_model, import_graph, run_model
 from .images import letterbox, list_images, read_image
 from .lower import lower_to_network
 from .network import Network
-from .pipeline import run_passes, select_passes
+from .pipeline import DEFAULT_OPTIONS, run_passes, select_passes
 from .ratelimit import neurons_to_activations
 from .registry import PassContext
 from .split import split_model
@@ -73,9 +73,9 @@ def _class_names(model: onnx.ModelProto) -> list[str] | None:
 
 
 def compile_model(model_path: str | Path, *, input_shape: Sequence[int] | None = None,
-                  calib_dir: str | Path | None = None, calib_random: int | None = None, percentile: float = 99.9,
+                  calib_dir: str | Path | None = None, calib_random: int | None = None, percentile: float = DEFAULT_OPTIONS["percentile"],
                   norm: str = "channel", passes: Sequence[str] | None = None, skip: Sequence[str] = (),
-                  maxpool: str = "exact", v_init: float = 0.0, progress: bool = True,
+                  maxpool: str = "exact", v_init: float = DEFAULT_OPTIONS["v_init"], progress: bool = True,
                   include_ann: bool = True) -> CompileResult:
     """ONNX detector -> spiking network (all in memory; `write_output` saves it)."""
     if norm not in ("channel", "layer"):
@@ -88,14 +88,13 @@ def compile_model(model_path: str | Path, *, input_shape: Sequence[int] | None =
     if "channel_norm" in names and calib is None:
         raise SnncError("channel_norm needs calibration images: pass --calib DIR (a folder of jpg/png), "
                         "or --calib-random N to calibrate on random inputs")
-    ctx = PassContext(options={"percentile": percentile, "norm": norm, "maxpool": maxpool, "progress": progress},
+    ctx = PassContext(options={"percentile": percentile, "norm": norm, "maxpool": maxpool, "v_init": v_init,
+                               "progress": progress},
                       calibration=calib)
     graph = run_passes(import_graph(parts.spiking), names, ctx)
     spiking = export_model(graph, like=prepared)
     ratelimit = neurons_to_activations(spiking, clip=True)
     net = lower_to_network(spiking)
-    for layer in net.neuron_layers:
-        layer.neuron.v_init = float(v_init)
     stats = dict(ctx.stats)
     if calib is not None:
         stats["clipping_error"] = clipping_error(parts.spiking, ratelimit, calib)

@@ -71,6 +71,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
+    from .pipeline import DEFAULT_OPTIONS
 
     parser = argparse.ArgumentParser(prog="snnc", description="Compile YOLO detectors (ONNX) to spiking networks.")
     parser.add_argument("--version", action="version", version=f"snnc {__version__}")
@@ -86,14 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--calib", metavar="DIR", help="folder of jpg/png calibration images (letterboxed)")
     c.add_argument("--calib-random", type=int, metavar="N", help="calibrate on N random inputs (not recommended)")
     c.add_argument("--input-shape", metavar="N,C,H,W", help="fix a dynamic input shape, e.g. 1,3,416,416")
-    c.add_argument("--percentile", type=float, default=99.9, help="activation percentile mapped to threshold")
+    c.add_argument("--percentile", type=float, default=DEFAULT_OPTIONS["percentile"],
+                   help="activation percentile mapped to threshold (default %(default)s)")
     c.add_argument("--norm", choices=["channel", "layer"], default="channel", help="channel- or layer-wise norm")
     c.add_argument("--passes", help="comma-separated passes to run (default: the whole pipeline)")
     c.add_argument("--skip", help="comma-separated passes to leave out of the pipeline")
     c.add_argument("--maxpool", choices=["exact", "approximate"], default="exact", help="max-pool conversion")
     c.add_argument("--leaky", choices=["split", "ibt"], default="split",
                    help="LeakyReLU as two IF neurons (split, default) or one signed IBT neuron (ibt, the seeds')")
-    c.add_argument("--v-init", choices=["zero", "half"], default="zero", help="initial membrane potential")
+    c.add_argument("--v-init", choices=["zero", "half"], default="half" if DEFAULT_OPTIONS["v_init"] else "zero",
+                   help="initial membrane potential: 0 or theta/2 (default %(default)s)")
     c.add_argument("--no-ann", action="store_true", help="do not embed the original ANN in the .lava file")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_compile)

@@ -5,6 +5,7 @@
     Clip(0, lam)       -> snnc.IF(threshold=lam, calibrated=1)        exact in the rate limit
     QCFS(lam, L)       -> snnc.IF(threshold=lam, v_init=0.5, calibrated=1)   (Bu et al.: zero expected error at T=L)
 
+Every new neuron starts at V(0) = v_init * theta, option `v_init` (`--v-init`, default 0.5: theta/2).
 IF: V += z; spike when V >= theta; V -= theta (reset by subtraction). SignedIF also spikes -1 when
 V <= -theta/alpha and then adds theta/alpha back (docs/neurons.md). `threshold` is a per-channel list (or one
 value); `calibrated=0` marks thresholds that `channel_norm` must still set from data (1.0 until then, in the
@@ -25,6 +26,7 @@ import onnx_graphsurgeon as gs
 
 from snnc.compiler.errors import UnsupportedOpError
 from snnc.compiler.graph import SNNC_DOMAIN, const_value, node_label, producer, sole_consumer
+from snnc.compiler.pipeline import DEFAULT_OPTIONS
 from snnc.compiler.registry import Pass, PassContext, register_pass
 
 REFUSED = ("Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Mish", "Softplus", "Softsign", "Elu", "Selu",
@@ -100,6 +102,7 @@ class ActivationsToNeurons(Pass):
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> gs.Graph:
         counts = {"IF": 0, "SignedIF": 0}
+        v_init = float(ctx.option("v_init", DEFAULT_OPTIONS["v_init"]))  # QCFS neurons always start at theta/2
         for node in list(graph.nodes):
             if not node.outputs or node.domain == SNNC_DOMAIN:
                 continue
@@ -109,13 +112,13 @@ class ActivationsToNeurons(Pass):
             new = None
             if node.op == "Relu":
                 _check_source(node, x)
-                new = _neuron("IF", node.name, x, node.outputs[0], threshold=[1.0], v_init=0.0, calibrated=0)
+                new = _neuron("IF", node.name, x, node.outputs[0], threshold=[1.0], v_init=v_init, calibrated=0)
             elif node.op == "LeakyRelu":
                 alpha = float(node.attrs.get("alpha", 0.01))
                 if not 0 < alpha < 1:
                     raise UnsupportedOpError(f"{node_label(node)}: alpha={alpha}; the signed neuron needs 0 < alpha < 1")
                 _check_source(node, x)
-                new = _neuron("SignedIF", node.name, x, node.outputs[0], threshold=[1.0], alpha=alpha, v_init=0.0,
+                new = _neuron("SignedIF", node.name, x, node.outputs[0], threshold=[1.0], alpha=alpha, v_init=v_init,
                               calibrated=0)
             elif node.op == "Clip":
                 lo = _scalar(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1].name else None
@@ -126,7 +129,7 @@ class ActivationsToNeurons(Pass):
                     raise UnsupportedOpError(f"{node_label(node)}: only Clip(0, lambda) with constant lambda > 0 "
                                              "is a spiking neuron")
                 _check_source(node, x)
-                new = _neuron("IF", node.name, x, node.outputs[0], threshold=[hi], v_init=0.0, calibrated=1)
+                new = _neuron("IF", node.name, x, node.outputs[0], threshold=[hi], v_init=v_init, calibrated=1)
             elif node.op == "Mul" and producer(node.inputs[0]) is not None \
                     and producer(node.inputs[0]).op in NEURON_SOURCES:
                 match = _match_qcfs(graph, node)

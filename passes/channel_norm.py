@@ -2,7 +2,7 @@
 
 Run the ANN (every neuron replaced by its activation, onnxruntime) on calibration inputs; for each neuron
 channel j take lambda_j, the p-th percentile of its activations (|a| for signed neurons; option
-`percentile`, default 99.9; `norm=layer` takes one percentile over the whole layer). Then, for every
+`percentile`, default 99.99; `norm=layer` takes one percentile over the whole layer). Then, for every
 convolution with input channels i and output channels j (002 eq. 15, METHODS.md section 3):
 
     W~[j, i] = W[j, i] * lambda_in[i] / lambda_out[j]        b~[j] = b[j] / lambda_out[j]      theta_j = 1
@@ -38,6 +38,7 @@ from snnc.compiler.graph import (
     with_outputs,
 )
 from snnc.compiler.linear import is_copy_conv
+from snnc.compiler.pipeline import DEFAULT_OPTIONS
 from snnc.compiler.ratelimit import neuron_thresholds, neurons_to_activations
 from snnc.compiler.registry import Pass, PassContext, register_pass
 
@@ -84,7 +85,7 @@ def _calibrate(graph: gs.Graph, neurons: list[gs.Node], ctx: PassContext) -> dic
     if ctx.calibration is None:
         raise SnncError("channel_norm needs calibration images: pass --calib DIR (a folder of jpg/png), "
                         "or --calib-random N to calibrate on random inputs")
-    percentile = float(ctx.option("percentile", 99.9))
+    percentile = float(ctx.option("percentile", DEFAULT_OPTIONS["percentile"]))
     if not 0 < percentile <= 100:
         raise SnncError(f"--percentile {percentile}: expected a value in (0, 100]")
     per_channel = ctx.option("norm", "channel") == "channel"

@@ -94,3 +94,43 @@ def evaluate_onnx(model: str | Path | bytes, dataset: Any, score_thr: float = EV
     res = evaluate_detections(samples, dets, names, max_dets=max_det)
     res.update(score_thr=score_thr, iou_thr=iou_thr, max_det=max_det)
     return res
+
+
+class AnnRunner:
+    """The ANN of a .lava file (`Network.ann_onnx`) on preprocessed batches, also returning inner tensors.
+
+    Why: the evaluation feeds the ANN exactly the letterboxed tensor the SNN gets (one preprocessing, no second
+    resize) and reads the raw head tensors next to boxes / scores, to measure the SNN's heads against the ANN's.
+    `extra` names inner tensors (e.g. Network.output_names values) added as graph outputs; names that are not
+    in the graph are left out (`self.extra` says which were kept). A model with a fixed batch of 1 runs image
+    by image.
+    """
+
+    def __init__(self, model: bytes, extra: Sequence[str] = ()):
+        import onnx
+
+        m = onnx.load_from_string(model)
+        produced = {o for n in m.graph.node for o in n.output}
+        have = {o.name for o in m.graph.output}
+        self.extra = [t for t in dict.fromkeys(extra) if t in produced and t not in have]
+        for t in self.extra:
+            m.graph.output.append(onnx.helper.make_empty_tensor_value_info(t))
+        self.session = _session(m.SerializeToString())
+        inp = self.session.get_inputs()[0]
+        self.input_name = inp.name
+        self.outputs = [o.name for o in self.session.get_outputs()]
+        if "boxes" not in self.outputs or "scores" not in self.outputs:
+            raise SnncError(f"the embedded ANN outputs {[o.name for o in m.graph.output]}; the evaluation needs "
+                            "'boxes' (B, N, 4) and 'scores' (B, N, C)")
+        self.batch_one = isinstance(inp.shape[0], int) and inp.shape[0] == 1
+        scores = next(o for o in m.graph.output if o.name == "scores")
+        dims = [d.dim_value for d in scores.type.tensor_type.shape.dim]
+        self.num_classes = int(dims[-1]) if dims and dims[-1] > 0 else None
+
+    def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """x (B, C, H, W) float32 -> {output name: (B, ...)} for boxes, scores and the extra tensors."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if not self.batch_one:
+            return dict(zip(self.outputs, self.session.run(self.outputs, {self.input_name: x})))
+        parts = [self.session.run(self.outputs, {self.input_name: x[i:i + 1]}) for i in range(x.shape[0])]
+        return {n: np.concatenate([p[j] for p in parts]) for j, n in enumerate(self.outputs)}

@@ -201,10 +201,17 @@ def onnx_macs(model) -> int:
     return total
 
 
-def energy_report(net: Network, spikes: Mapping[str, Any], T: int, ann_macs: int | None = None) -> dict[str, Any]:
-    """SOPs, MACs and energy of one image over T steps; see the module docstring for every rule."""
+def energy_report(net: Network, spikes: Mapping[str, Any], T: int, ann_macs: int | None = None, *,
+                  layer_sops: Mapping[str, float] | None = None,
+                  maps: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+    """SOPs, MACs and energy of one image over T steps; see the module docstring for every rule.
+
+    layer_sops: SOPs per image already counted exactly for some layers (per-neuron spike counts times
+    fanout_maps, summed); they replace spikes x mean fan-out for those layers, so a caller that streams
+    per-neuron counts over many batches need not keep them. maps: fanout_maps(net), when the caller has it.
+    """
     encoding = str(net.input_encoding.get("kind", "direct"))
-    maps = fanout_maps(net)
+    maps = fanout_maps(net) if maps is None else maps
     analog = _analog_channels(net, encoding)
     rows, sops_total, snn_macs_total = [], 0.0, 0.0
     network_macs = 0
@@ -235,6 +242,8 @@ def energy_report(net: Network, spikes: Mapping[str, Any], T: int, ann_macs: int
                 raise SnncError(f"layer {layer.name}: spike counts of shape {s.shape}; expected a total or "
                                 f"{f.shape}")
             row["fanout"] = float(f.mean())
+            if layer_sops is not None and layer.name in layer_sops:
+                row["sops"] = float(layer_sops[layer.name])
         sops_total += row["sops"]
         snn_macs_total += row["analog_macs"]
         rows.append(row)
