@@ -1,252 +1,309 @@
-"""Speed of the NumPy reference simulator on a yolov3-tiny-shaped network (a script, not a test).
+"""Speed and peak memory of the backends on the real yolov3-tiny, as ratios measured in one run (a script).
 
-    python bench/speed.py                      # 416x416, T=256, one image, float mode
-    python bench/speed.py --size 128 -T 32     # quick
-    python bench/speed.py --mode fixed --neuron SignedIF --lava net.lava
+    python bench/speed.py                                   # numpy + c, 416 x 416, T = 256, 1 photo, fixed point
+    python bench/speed.py --size 128 -T 32 --images 2       # quick
+    .venv310/bin/python bench/speed.py --backends numpy,lava --size 96 -T 16    # Lava (lava-nc needs Python 3.10)
+    python bench/speed.py --synthetic --neuron SignedIF --mode float            # the random-weight shaped network
+    python bench/speed.py --lava net.lava                   # an already compiled network
+    python bench/speed.py --conv                            # onnxruntime vs numpy im2col convolutions
 
-The network is Spiking YOLOv3's (METHODS.md section 4, 002 Table 1: strided convolutions instead of max-pools,
-a ConvTranspose upsampling, a concat route, two linear 1x1 heads) with random weights and layer-wise thresholds
-set to the 99.9th percentile of its rate-limit activations on the bench image, or a compiled `.lava` file.
-Printed: seconds per image, the ratio to T x the ANN forward time measured in the same run (onnxruntime on the
-whole equivalent ANN with all graph optimizations, and the per-layer rate_limit_forward), firing rates, peak memory.
+The network is the Darknet yolov3-tiny (COCO weights, `snnc.compiler.zoo`) converted at --size and compiled with
+the default pipeline (channel-wise 99.9th percentiles calibrated on letterboxed skimage photos), unless --lava or
+--synthetic. The input is --images letterboxed skimage photos.
+
+Each backend runs in a subprocess of its own (the same interpreter), so its peak memory is its own: the worker's
+peak RSS (VmHWM: Python, onnxruntime, the simulator) and, for C, the generated driver's, a process of its own; for
+Lava the largest sum of the proportional set sizes (PSS) of its processes, one per Lava process.
+Each worker first times the ANN (the spiking part of the original model, onnxruntime with all graph
+optimizations, batch 1, mean of --ann-repeats after a warm-up), then runs the backend once for 1 step (onnxruntime
+sessions, C compile: not timed) and times one simulation of T steps of all images; the ratio printed is
+simulation time per image / (T x ANN time per image), both measured in that worker right after each other, wall
+and CPU (user + system of the worker and its children). The Lava backend is given per step, as a ratio to the
+NumPy simulator's time per step measured in the same run: Lava runs depth + T steps per image (docs/backend_lava.md),
+the ratio counts them all; building and starting the processes is printed apart. In fixed point every backend's
+outputs and spike counts are checked against the NumPy simulator's, bit for bit.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import resource
+import subprocess
 import sys
+import tempfile
+import threading
 import time
-import tracemalloc
+from pathlib import Path
 
 import numpy as np
 
-from snnc.backends.numpy import rate_limit_forward, simulate
-from snnc.compiler.network import Layer, Network, Neuron
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-# (out channels, kernel, stride) of the backbone, 002 Table 1
-BACKBONE = [(16, 3, 1), (16, 3, 2), (32, 3, 1), (32, 3, 2), (64, 3, 1), (64, 3, 2), (128, 3, 1), (128, 3, 2),
-            (256, 3, 1), (256, 3, 2), (512, 3, 1), (1024, 3, 1), (256, 1, 1), (512, 3, 1)]
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle")
+CALIB = ("astronaut", "coffee", "chelsea")
 
 
-def yolov3_tiny_like(size: int = 416, neuron: str = "IF", seed: int = 0, classes: int = 80) -> Network:
-    rng = np.random.default_rng(seed)
-    layers = [Layer("images", "input", [], (3, size, size))]
-    c, h, prev, route, mid = 3, size, "images", None, None
+def photo(name: str) -> np.ndarray:
+    from skimage import data
 
-    def conv(name, src, c_in, c_out, k, s, h_in, act=True, op="conv"):
-        if op == "conv":
-            w = rng.standard_normal((c_out, c_in, k, k)) * np.sqrt(2.0 / (c_in * k * k))
-            h_out = (h_in + 2 * (k // 2) - k) // s + 1
-            attrs = {"strides": [s, s], "pads": [k // 2] * 4, "dilations": [1, 1], "group": 1}
-        else:  # ConvTranspose k3 s2 p1 op1: doubles the size
-            w = rng.standard_normal((c_in, c_out, k, k)) * np.sqrt(2.0 / (c_in * k * k / 4))
-            h_out = h_in * 2
-            attrs = {"strides": [2, 2], "pads": [1, 1, 1, 1], "dilations": [1, 1], "group": 1,
-                     "output_padding": [1, 1]}
-        n = Neuron(neuron, np.ones(c_out, np.float32), alpha=0.1 if neuron == "SignedIF" else 0.0,
-                   v_init=0.5) if act else None
-        layers.append(Layer(name, op, [src], (c_out, h_out, h_out), w.astype(np.float32),
-                            (rng.standard_normal(c_out) * 0.05).astype(np.float32), attrs, n))
-        return h_out
-
-    for i, (co, k, s) in enumerate(BACKBONE):
-        name = f"conv{i}"
-        h = conv(name, prev, c, co, k, s, h)
-        c, prev = co, name
-        if i == 8:
-            mid = (name, co, h)  # the 26x26x256 feature the second head concatenates
-        if i == 12:
-            route = (name, co, h)
-    head_ch = 3 * (5 + classes)
-    conv("head13", prev, c, head_ch, 1, 1, h, act=False)
-    r, rc, rh = route
-    conv("route_conv", r, rc, 128, 1, 1, rh)
-    uh = conv("upsample", "route_conv", 128, 128, 3, 2, rh, op="deconv")
-    layers.append(Layer("concat", "concat", ["upsample", mid[0]], (128 + mid[1], uh, uh), attrs={"axis": 0}))
-    conv("conv26", "concat", 128 + mid[1], 256, 3, 1, uh)
-    conv("head26", "conv26", 256, head_ch, 1, 1, uh, act=False)
-    return Network(layers, ["head13", "head26"], input_encoding={"kind": "direct", "scale": 1 / 255})
-
-
-def calibrate(net: Network, x: np.ndarray, percentile: float = 99.9) -> None:
-    """Layer-wise data-based normalization: theta = percentile of |activation| of the unclipped ANN."""
-    for layer in net.neuron_layers:
-        layer.neuron.threshold = np.full(layer.shape[0], 1e30, np.float32)
-    acts = rate_limit_forward(net, x, all_layers=True)
-    for layer in net.neuron_layers:
-        lam = float(np.percentile(np.abs(acts[layer.name]), percentile))
-        layer.neuron.threshold = np.full(layer.shape[0], max(lam, 1e-6), np.float32)
-
-
-def ann_onnx(net: Network):
-    """The rate-limit ANN of `net` as one ONNX model (Conv/ConvTranspose + Clip/LeakyRelu), for onnxruntime."""
-    from onnx import TensorProto, helper, numpy_helper
-
-    nodes, inits = [], []
-    for layer in net.layers:
-        if layer.op == "input":
-            continue
-        if layer.op == "concat":
-            nodes.append(helper.make_node("Concat", layer.inputs, [layer.name], axis=1))
-            continue
-        ins = [layer.inputs[0], layer.name + "_w"]
-        inits.append(numpy_helper.from_array(layer.weight, layer.name + "_w"))
-        if layer.bias is not None:
-            inits.append(numpy_helper.from_array(layer.bias, layer.name + "_b"))
-            ins.append(layer.name + "_b")
-        a = {k: v for k, v in layer.attrs.items() if k in ("strides", "pads", "dilations", "group", "output_padding")}
-        z = layer.name if layer.neuron is None else layer.name + "_z"
-        nodes.append(helper.make_node("Conv" if layer.op == "conv" else "ConvTranspose", ins, [z], **a))
-        if layer.neuron is not None:
-            theta = float(layer.neuron.threshold[0])
-            if layer.neuron.kind == "SignedIF":
-                nodes.append(helper.make_node("LeakyRelu", [z], [z + "_l"], alpha=layer.neuron.alpha))
-                z, lo = z + "_l", -theta
-            else:
-                lo = 0.0
-            inits += [numpy_helper.from_array(np.array(lo, np.float32), layer.name + "_lo"),
-                      numpy_helper.from_array(np.array(theta, np.float32), layer.name + "_hi")]
-            nodes.append(helper.make_node("Clip", [z, layer.name + "_lo", layer.name + "_hi"], [layer.name]))
-    inp = net.layers[0]
-    g = helper.make_graph(nodes, "ann", [helper.make_tensor_value_info(inp.name, TensorProto.FLOAT, None)],
-                          [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in net.outputs], inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    return m.SerializeToString()
+    img = data.stereo_motorcycle()[0] if name == "motorcycle" else getattr(data, name)()
+    return np.stack([img] * 3, -1) if img.ndim == 2 else img[..., :3]
 
 
 def cpu_seconds() -> float:
-    """User + system CPU time of this process, all threads (robust to other processes sharing the cores)."""
-    r = resource.getrusage(resource.RUSAGE_SELF)
-    return r.ru_utime + r.ru_stime
+    """User + system CPU seconds of this process (all threads) and of its waited-for children."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def bench_image(size: int, seed: int = 1) -> np.ndarray:
-    """A smooth random 'photo' in [0, 1] (random images are all high frequency)."""
-    rng = np.random.default_rng(seed)
-    small = rng.random((3, max(2, size // 16), max(2, size // 16)))
-    big = np.kron(small, np.ones((16, 16)))[:, :size, :size]
-    return np.clip(big + 0.1 * rng.standard_normal(big.shape), 0, 1).astype(np.float32)[None]
+def _status_kib(pid: int | str, key: str, file: str = "status") -> int:
+    try:
+        for line in Path(f"/proc/{pid}/{file}").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
-def im2col_conv(x: np.ndarray, w: np.ndarray, stride: int, pad: int) -> np.ndarray:
-    """numpy Conv (group 1, square kernel): sliding windows + one float32 matmul."""
-    n, c, h, wd = x.shape
-    o, _, k, _ = w.shape
-    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
-    win = np.lib.stride_tricks.sliding_window_view(xp, (k, k), axis=(2, 3))[:, :, ::stride, ::stride]
-    ho, wo = win.shape[2:4]
-    cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * ho * wo, c * k * k)
-    return (cols @ w.reshape(o, -1).T).reshape(n, ho, wo, o).transpose(0, 3, 1, 2)
+class MemorySampler(threading.Thread):
+    """Peak memory from /proc (Linux): this process's VmHWM, and every 50 ms the descendants' VmHWM (the largest
+    one) and the sum of their PSS (the largest sum; pages shared after a fork counted once in all). getrusage's
+    ru_maxrss would not do: a child started by fork + exec starts with its parent's high-water mark."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.child_peak = self.children_total = 0
+        self._done = threading.Event()
+
+    def _descendants(self, pid: int) -> list[int]:
+        out, todo = [], [pid]
+        while todo:
+            p = todo.pop()
+            for task in Path(f"/proc/{p}/task").glob("*/children"):
+                try:
+                    kids = [int(k) for k in task.read_text().split()]
+                except OSError:
+                    continue
+                out += kids
+                todo += kids
+        return out
+
+    def run(self) -> None:
+        import os
+
+        while not self._done.wait(0.05):
+            kids = self._descendants(os.getpid())
+            if kids:
+                self.child_peak = max([self.child_peak] + [_status_kib(k, "VmHWM") for k in kids])
+                total = sum(_status_kib(k, "Pss", "smaps_rollup") for k in kids)
+                self.children_total = max(self.children_total, total)
+
+    def stop(self) -> dict[str, float]:
+        self._done.set()
+        self.join()
+        return {"rss_mib": _status_kib("self", "VmHWM") / 1024, "child_rss_mib": self.child_peak / 1024,
+                "children_total_mib": self.children_total / 1024}
 
 
-def conv_compare(size: int, steps: int = 8, rate: float = 0.1) -> None:
-    """Time one time-batched convolution (steps x spikes) per layer size: onnxruntime vs numpy im2col."""
-    from snnc.backends.numpy import ops
+# ---- the network -----------------------------------------------------------------------------------------------
 
-    net = yolov3_tiny_like(size)
-    shapes = {l.name: l.shape for l in net.layers}
-    rng = np.random.default_rng(0)
-    for name in ("conv1", "conv2", "conv8", "conv11", "conv26"):
-        layer = net.layer(name)
-        x = (rng.random((steps,) + shapes[layer.inputs[0]]) < rate).astype(np.int8)
-        op = ops.make_op(layer, layer.weight, None, 2)
-        op(x[:1])
-        t0 = time.perf_counter()
-        op(x)
-        t_ort = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        im2col_conv(x.astype(np.float32), layer.weight, layer.attrs["strides"][0], layer.attrs["pads"][0])
-        t_np = time.perf_counter() - t0
-        print(f"{name} {shapes[layer.inputs[0]]} -> {layer.shape}, {steps} steps: onnxruntime {t_ort * 1e3:.0f} ms, "
-              f"numpy im2col {t_np * 1e3:.0f} ms ({t_np / t_ort:.1f}x)")
+def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, Path, np.ndarray, str]:
+    """The .lava file, the ANN (spiking part, ONNX) and the input batch; a line describing the network."""
+    import onnx
+    from PIL import Image
+
+    from snnc.compiler import lavafile
+    from snnc.compiler.images import letterbox
+
+    if args.synthetic:
+        from synthetic import ann_onnx, bench_image, calibrate, yolov3_tiny_like
+
+        net = yolov3_tiny_like(args.size, args.neuron)
+        x = bench_image(args.size)
+        calibrate(net, x)
+        lavafile.save(net, work / "net.lava")
+        (work / "ann.onnx").write_bytes(ann_onnx(net))
+        x = np.concatenate([x] * args.images)
+        return work / "net.lava", work / "ann.onnx", x, f"yolov3-tiny-shaped, random weights, {args.neuron}"
+    if args.lava:
+        net = lavafile.load(args.lava)
+        if net.ann_onnx is None:
+            raise SystemExit(f"{args.lava}: no embedded ANN (compiled with --no-ann): the ratio needs it")
+        (work / "ann.onnx").write_bytes(net.ann_onnx)  # the whole model: the host part is small
+        shape = net.input_layers[0].shape
+        x = np.stack([letterbox(photo(n), shape[1:])[0] for n in _names(args.images)])
+        return Path(args.lava), work / "ann.onnx", x, f"{args.lava}"
+    from snnc.compiler.api import compile_model, write_output
+    from snnc.compiler.darknet import darknet_to_onnx
+    from snnc.compiler.zoo import fetch_yolov3_tiny
+
+    cfg, weights = fetch_yolov3_tiny()
+    model = work / "yolov3-tiny.onnx"
+    onnx.save(darknet_to_onnx(cfg, weights, input_size=args.size, decode=True), model)
+    calib = work / "calib"
+    calib.mkdir()
+    for n in CALIB:
+        Image.fromarray(photo(n)).save(calib / f"{n}.png")
+    tic = time.perf_counter()
+    result = compile_model(model, calib_dir=calib, progress=False, include_ann=False)
+    write_output(result, work / "net.lava")
+    onnx.save(result.ann, work / "ann.onnx")
+    x = np.stack([letterbox(photo(n), (args.size, args.size))[0] for n in _names(args.images)])
+    passes = ", ".join(result.network.meta["passes"])
+    return (work / "net.lava", work / "ann.onnx", x,
+            f"yolov3-tiny (COCO) {args.size}x{args.size}, compiled in {time.perf_counter() - tic:.0f} s ({passes})")
+
+
+def _names(n: int) -> list[str]:
+    return [PHOTOS[i % len(PHOTOS)] for i in range(n)]
+
+
+# ---- one backend, in its own process ---------------------------------------------------------------------------
+
+def time_ann(ann: Path, x: np.ndarray, repeats: int) -> tuple[float, float]:
+    """(wall, CPU) seconds of one onnxruntime forward pass of one image (the mean over the batch and repeats)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the simulator's sessions
+    sess = ort.InferenceSession(str(ann), opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    sess.run(None, {name: x[:1]})
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    for _ in range(repeats):
+        for b in range(x.shape[0]):
+            sess.run(None, {name: x[b:b + 1]})
+    n = repeats * x.shape[0]
+    return (time.perf_counter() - t0) / n, (cpu_seconds() - c0) / n
+
+
+def worker(args: argparse.Namespace) -> int:
+    from snnc.backends import get_backend
+    from snnc.compiler import lavafile
+
+    net = lavafile.load(args.lava)
+    x = np.load(args.inputs)
+    ann_wall, ann_cpu = time_ann(Path(args.ann), x, args.ann_repeats)
+    be = get_backend(args.worker)
+    kw = {"progress": False} if args.worker in ("numpy", "lava") else {}
+    be.simulate(net, x[:1], 1, mode=args.mode, **kw)  # warm-up: sessions, the C build (cached), lava import
+    sampler = MemorySampler()
+    sampler.start()
+    t0, c0 = time.perf_counter(), cpu_seconds()
+    ts = [int(t) for t in args.T.split(",")]
+    res = be.simulate(net, x, ts, mode=args.mode, **kw)
+    wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
+    T = max(ts)
+    out = {"backend": args.worker, "wall": wall, "cpu": cpu, "ann_wall": ann_wall, "ann_cpu": ann_cpu,
+           "images": int(x.shape[0]), "T": T, "neurons": int(sum(res.neurons.values())),
+           "rates": res.firing_rates(), **sampler.stop()}
+    if args.worker == "lava":
+        e = res.extra
+        out.update(lava_steps=e["lava_steps"], lava_run=e["run_seconds"], lava_build=e["build_seconds"])
+    if args.worker == "c":
+        out["c_ms_per_step"] = res.extra.get("ms_per_step")
+    arrays = {f"out:{o}": v for o, v in res.outputs[T].items()}
+    arrays.update({f"spikes:{k}": v for k, v in res.spike_counts.items()})
+    np.savez(args.result + ".npz", **arrays)
+    Path(args.result).write_text(json.dumps(out))
+    return 0
+
+
+def run_worker(backend: str, lava: Path, ann: Path, inputs: Path, args: argparse.Namespace, work: Path) -> dict:
+    result = work / f"{backend}.json"
+    cmd = [sys.executable, __file__, "--worker", backend, "--lava", str(lava), "--ann", str(ann), "--inputs",
+           str(inputs), "--result", str(result), "-T", args.T, "--mode", args.mode,
+           "--ann-repeats", str(args.ann_repeats)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"{backend} worker failed:\n{proc.stderr[-3000:]}")
+    r = json.loads(result.read_text())
+    r["arrays"] = dict(np.load(str(result) + ".npz"))
+    return r
+
+
+# ---- the report ------------------------------------------------------------------------------------------------
+
+def report(rows: list[dict], mode: str) -> None:
+    T = rows[0]["T"]
+    print(f"T = {T}, {rows[0]['images']} image(s), {mode} mode, {rows[0]['neurons'] / 1e6:.2f} M neurons")
+    print(f"{'backend':<7} {'s/image':>9} {'ms/step':>9} {'ANN ms':>8} {'/(T x ANN) wall':>16} {'CPU':>7} "
+          f"{'peak RSS MiB':>20}")
+    for r in rows:
+        per_image = r["wall"] / r["images"]
+        driver = f"{r['child_rss_mib']:.0f}" if r["child_rss_mib"] else "n/a: ran < 50 ms"
+        rss = f"{r['rss_mib']:.0f}" + (f" (driver {driver})" if r["backend"] == "c" else "")
+        if r["backend"] == "lava":
+            rss += f" (+ processes {r['children_total_mib']:.0f})"
+        print(f"{r['backend']:<7} {per_image:9.2f} {per_image / T * 1e3:9.2f} {r['ann_wall'] * 1e3:8.2f} "
+              f"{per_image / (T * r['ann_wall']):16.2f} {r['cpu'] / r['images'] / (T * r['ann_cpu']):7.2f} {rss:>20}")
+    ref = next((r for r in rows if r["backend"] == "numpy"), None)
+    lava = next((r for r in rows if r["backend"] == "lava"), None)
+    c = next((r for r in rows if r["backend"] == "c"), None)
+    if c is not None and c.get("c_ms_per_step"):
+        print(f"c: {c['c_ms_per_step']:.2f} ms/step of CPU time in snn_step (the driver's clock(), 1 thread), against "
+              f"{c['cpu'] / c['images'] / c['T'] * 1e3:.2f} ms/step CPU for the whole simulate call")
+    if lava is not None:
+        step = lava["lava_run"] / (lava["images"] * lava["lava_steps"])
+        print(f"lava: {step * 1e3:.1f} ms per Lava step ({lava['lava_steps']} steps per image: depth "
+              f"{lava['lava_steps'] - T} + T), build + start {lava['lava_build']:.1f} s per simulate call")
+        if ref is not None:
+            np_step = ref["wall"] / (ref["images"] * T)
+            print(f"lava / numpy per step: {step / np_step:.1f}x (numpy {np_step * 1e3:.2f} ms/step); whole "
+                  f"simulate call: {lava['wall'] / ref['wall']:.1f}x")
+    if ref is not None:
+        for r in rows:
+            if r is ref:
+                continue
+            same = all(np.array_equal(ref["arrays"][k], r["arrays"].get(k)) for k in ref["arrays"])
+            if mode == "fixed":
+                print(f"{r['backend']} vs numpy: {'bit-exact' if same else 'DIFFERENT'} (outputs, spike counts)")
+            else:
+                rel = max(float(np.abs(ref["arrays"][k] - r["arrays"][k]).max() / (np.abs(ref["arrays"][k]).max()
+                                                                                    + 1e-30))
+                          for k in ref["arrays"] if k.startswith("out:"))
+                print(f"{r['backend']} vs numpy: max |diff| / max |numpy| at the heads {rel:.2e}")
+    print("firing rates (numpy or first backend): " + ", ".join(
+        f"{k} {100 * v:.1f}%" for k, v in (ref or rows[0])["rates"].items()))
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", type=int, default=416)
-    ap.add_argument("-T", type=str, default="256", help="checkpoints, e.g. 64,128,256")
-    ap.add_argument("--mode", choices=("float", "fixed"), default="float")
-    ap.add_argument("--neuron", choices=("IF", "SignedIF"), default="IF")
-    ap.add_argument("--threads", type=int, default=None)
-    ap.add_argument("--max-mib", type=float, default=None, help="MiB for the time-chunked buffers (default: the "
-                    "simulator's)")
-    ap.add_argument("--lava", type=str, default=None, help="bench a compiled .lava file instead")
+    ap.add_argument("--backends", default="numpy,c", help="comma-separated: numpy, c, lava")
+    ap.add_argument("--size", type=int, default=416, help="input size (a multiple of 32)")
+    ap.add_argument("-T", "--T", default="256", help="time steps (a list such as 64,128,256 runs once to the largest)")
+    ap.add_argument("--images", type=int, default=1, help="photos in the batch")
+    ap.add_argument("--mode", choices=("fixed", "float"), default="fixed")
     ap.add_argument("--ann-repeats", type=int, default=5)
+    ap.add_argument("--lava", help="bench this compiled .lava file (its embedded ANN is the reference)")
+    ap.add_argument("--synthetic", action="store_true", help="the random-weight yolov3-tiny-shaped network")
+    ap.add_argument("--neuron", choices=("IF", "SignedIF"), default=None, help="synthetic network's neurons")
     ap.add_argument("--conv", action="store_true", help="only compare onnxruntime and numpy im2col convolutions")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    ap.add_argument("--ann", help=argparse.SUPPRESS)
+    ap.add_argument("--inputs", help=argparse.SUPPRESS)
+    ap.add_argument("--result", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
-    ts = [int(t) for t in args.T.split(",")]
+    if args.worker:
+        return worker(args)
     if args.conv:
+        from synthetic import conv_compare
+
         conv_compare(args.size)
         return 0
-
-    t0 = time.perf_counter()
-    if args.lava:
-        from snnc.compiler import lavafile
-
-        net = lavafile.load(args.lava)
-        shape = net.input_layers[0].shape
-        x = bench_image(shape[1])[:, :, :shape[1], :shape[2]]
-    else:
-        net = yolov3_tiny_like(args.size, args.neuron)
-        x = bench_image(args.size)
-        calibrate(net, x)
-    print(f"network: {len(net.layers)} layers, {sum(int(np.prod(l.shape)) for l in net.neuron_layers) / 1e6:.2f} M "
-          f"neurons, built in {time.perf_counter() - t0:.1f}s")
-
-    # ANN references, measured in this run
-    rate_limit_forward(net, x, threads=args.threads)  # build the per-layer sessions
-    t0, c0 = time.perf_counter(), cpu_seconds()
-    for _ in range(args.ann_repeats):
-        ref = rate_limit_forward(net, x, threads=args.threads)
-    t_rl, c_rl = (time.perf_counter() - t0) / args.ann_repeats, (cpu_seconds() - c0) / args.ann_repeats
-    t_ort = c_ort = None
-    if not args.lava:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as the simulator's sessions
-        if args.threads:
-            opts.intra_op_num_threads = args.threads
-        sess = ort.InferenceSession(ann_onnx(net), opts, providers=["CPUExecutionProvider"])
-        sess.run(None, {"images": x})
-        t0, c0 = time.perf_counter(), cpu_seconds()
-        for _ in range(args.ann_repeats):
-            sess.run(None, {"images": x})
-        t_ort, c_ort = (time.perf_counter() - t0) / args.ann_repeats, (cpu_seconds() - c0) / args.ann_repeats
-
-    kw = {} if args.max_mib is None else {"max_bytes": int(args.max_mib * 2**20)}
-    tracemalloc.start()
-    t0, c0 = time.perf_counter(), cpu_seconds()
-    res = simulate(net, x, ts, mode=args.mode, threads=args.threads, progress=sys.stderr.isatty(), **kw)
-    t_sim, c_sim = time.perf_counter() - t0, cpu_seconds() - c0
-    _, traced_peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    rss_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-    T = ts[-1]
-    print(f"numpy {args.mode}, T={T}, 1 image {x.shape[2]}x{x.shape[3]}: {t_sim:.1f} s "
-          f"({t_sim / T * 1e3:.1f} ms/step, {res.extra['chunk_steps']} steps per chunk, "
-          f"{res.extra['threads']} threads)")
-    print(f"  CPU time (user + system, all threads): {c_sim:.1f} s ({c_sim / T * 1e3:.1f} ms/step)")
-    print(f"ANN rate_limit_forward: {t_rl * 1e3:.1f} ms wall, {c_rl * 1e3:.1f} ms CPU -> simulation = "
-          f"{t_sim / (T * t_rl):.2f} x T x ANN (wall), {c_sim / (T * c_rl):.2f} (CPU)")
-    if t_ort is not None:
-        print(f"ANN onnxruntime (whole graph, optimized): {t_ort * 1e3:.1f} ms wall, {c_ort * 1e3:.1f} ms CPU -> "
-              f"simulation = {t_sim / (T * t_ort):.2f} x T x ANN (wall), {c_sim / (T * c_ort):.2f} (CPU)")
-    print(f"  split: synapses (convolutions) {res.extra['synapse_seconds']:.1f} s, neuron scan "
-          f"{res.extra['neuron_seconds']:.1f} s (wall)")
-    print(f"peak memory: process RSS {rss_peak:.0f} MiB, numpy allocations during simulation "
-          f"{traced_peak / 2**20:.0f} MiB")
-    lay = sorted(res.extra["layer_seconds"].items(), key=lambda kv: -kv[1])[:6]
-    print("slowest layers: " + ", ".join(f"{k} {v:.1f}s" for k, v in lay))
-    rates = res.firing_rates()
-    print("firing rates: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in rates.items()))
-    for t in ts:
-        err = max(float(np.abs(res.outputs[t][k] - ref[k]).mean() / (np.abs(ref[k]).mean() + 1e-12))
-                  for k in net.outputs)
-        print(f"T={t}: mean |SNN - rate-limit ANN| / mean |ANN| at the heads = {err:.3f}")
+    if args.neuron:
+        args.synthetic = True
+    args.neuron = args.neuron or "IF"
+    backends = [b.strip() for b in args.backends.split(",") if b.strip()]
+    with tempfile.TemporaryDirectory(prefix="snnc-speed-") as tmp:
+        work = Path(tmp)
+        lava, ann, x, what = prepare(args, work)
+        np.save(work / "x.npy", x)
+        print(f"network: {what}; input {tuple(x.shape)}")
+        rows = [run_worker(b, lava, ann, work / "x.npy", args, work) for b in backends]
+    report(rows, args.mode)
     return 0
 
 

@@ -10,22 +10,21 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import subprocess
+import sys
 import zlib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import snnc.backends.c as c_backend
 from snnc.backends import get_backend
+from snnc.backends.c.generate import with_v_init
 from snnc.compiler.errors import SnncError
 from snnc.compiler.fixedpoint import quantize
 from snnc.compiler.network import Layer, Network, Neuron
 
-c_backend = pytest.importorskip("snnc.backends.c")
-from snnc.backends.c.generate import with_v_init  # noqa: E402
-
-pytestmark = pytest.mark.skipif(shutil.which("cc") is None and shutil.which("gcc") is None,
-                                reason="no C compiler")
+# A C compiler and make are requirements of these tests (CI has both): a missing one fails, it does not skip.
 STRICT = ["-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror", "-O2"]
 SCALE = 1.0 / 255.0
 
@@ -287,10 +286,12 @@ def cbk(tmp_path_factory):
 
 
 def numpy_backend():
-    try:
-        return get_backend("numpy")
-    except SnncError as exc:
-        pytest.skip(f"NumPy reference backend not available: {exc}")
+    return get_backend("numpy")
+
+
+def require_make() -> None:
+    if shutil.which("make") is None:
+        pytest.fail("`make` is needed to build the generated project")
 
 
 def assert_same(res, ref_outputs, ref_counts):
@@ -375,11 +376,7 @@ def test_yolo_like_fixed_bit_exact(cbk):
     assert_same(res, ref_out, ref_counts)
     rates = res.firing_rates()
     assert all(0 < r < 1 for r in rates.values()), rates
-    try:
-        ref_bk = get_backend("numpy")
-    except SnncError:
-        return
-    ref = ref_bk.simulate(net, x, ts, mode="fixed")
+    ref = numpy_backend().simulate(net, x, ts, mode="fixed")
     assert_same(res, ref.outputs, ref.spike_counts)
 
 
@@ -426,8 +423,7 @@ def test_generated_sources_compile_strict(tmp_path, mode, weights, rate):
 
 
 def test_make_builds_standalone_and_driver_runs(tmp_path, cbk):
-    if shutil.which("make") is None:
-        pytest.skip("no make")
+    require_make()
     net = yolo_like()
     proj = c_backend.generate(net, tmp_path / "proj", "fixed")
     proc = subprocess.run(["make"], cwd=proj, capture_output=True, text=True)
@@ -463,8 +459,7 @@ def test_make_builds_standalone_and_driver_runs(tmp_path, cbk):
 
 
 def test_header_weights_same_results(tmp_path, cbk):
-    if shutil.which("make") is None:
-        pytest.skip("no make")
+    require_make()
     net = single_op("concat")
     proj = c_backend.generate(net, tmp_path, "fixed", weights="header")
     assert not (proj / "weights.bin").exists()
@@ -513,3 +508,146 @@ def test_default_flags_build(tmp_path):
     ref_out, ref_counts = ref_fixed(net, x, [2, 5])
     assert_same(res, ref_out, ref_counts)
     assert "-O" in (Path(res.extra["build_dir"]) / "build.log").read_text().splitlines()[0]
+
+
+# ---- the command line: `snnc compile --backend c` and `snnc run --backend c` -------------------------------------
+
+def snnc_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "snnc.compiler.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=900)
+
+
+def test_cli_compile_backend_c_builds_with_make_and_matches_numpy(tmp_path):
+    """`snnc compile model.onnx --backend c -o out/`: sources + Makefile that `make` builds; the driver's raw
+    output sums and spike counts equal the NumPy simulator's fixed-point run of the same compile (.lava)."""
+    require_make()
+    import onnx
+    from models import tiny_yolo
+    from PIL import Image
+
+    from snnc.compiler import lavafile
+
+    model = tmp_path / "tiny.onnx"
+    onnx.save(tiny_yolo(), model)
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray((rng.random((40, 50, 3)) * 255).astype(np.uint8)).save(calib / f"img{i}.png")
+    out = tmp_path / "tiny_snn"
+    res = snnc_cli("compile", str(model), "--backend", "c", "-o", str(out), "--calib", str(calib), "-q")
+    assert res.returncode == 0, res.stderr
+    assert {"snn_model.h", "snn_model.c", "main.c", "Makefile", "weights.bin"} <= {p.name for p in out.iterdir()}
+    res = snnc_cli("compile", str(model), "-o", str(tmp_path / "tiny.lava"), "--calib", str(calib), "-q")
+    assert res.returncode == 0, res.stderr
+    net = lavafile.load(tmp_path / "tiny.lava")
+    same = c_backend.render(net, "fixed")  # the C project of the .lava network: the same compile
+    assert all((out / name).read_bytes() == data for name, data in same.files.items())
+    proc = subprocess.run(["make"], cwd=out, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    x = images(net.input_layers[0].shape, batch=2, seed=12)
+    np.round(x.astype(np.float64) / net.input_encoding["scale"]).astype(np.int32).tofile(tmp_path / "in.bin")
+    ts = [3, 8]
+    proc = subprocess.run(["./snn_run", "-i", str(tmp_path / "in.bin"), "-o", str(tmp_path / "out.bin"),
+                           "-T", "3,8", "--raw", "-q"], cwd=out, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    ref = numpy_backend().simulate(net, x, ts, mode="fixed")
+    sizes = [int(np.prod(net.layer(n).shape)) for n in net.outputs]
+    n_nl = len(net.neuron_layers)
+    raw = (tmp_path / "out.bin").read_bytes()
+    per_sample = len(ts) * sum(sizes) * 8 + n_nl * 8
+    assert len(raw) == 2 * per_sample
+    for b in range(2):
+        sums = np.frombuffer(raw, "<i8", len(ts) * sum(sizes), b * per_sample)
+        pos = 0
+        for t in ts:
+            for n, size in zip(net.outputs, sizes):
+                assert np.array_equal(sums[pos:pos + size], ref.extra["sums"][t][n][b].reshape(-1)), (b, t, n)
+                pos += size
+        counts = np.frombuffer(raw, "<i8", n_nl, b * per_sample + len(ts) * sum(sizes) * 8)
+        assert list(counts) == [int(ref.spike_counts[lay.name][b]) for lay in net.neuron_layers]
+    assert sum(int(v.sum()) for v in ref.spike_counts.values()) > 0
+
+
+YOLO_SIZE = 96
+
+
+@pytest.fixture(scope="module")
+def yolo96(tmp_path_factory):
+    """yolov3-tiny (COCO Darknet weights) at 96 x 96, the default pipeline, calibrated on two letterboxed photos."""
+    import onnx
+    from PIL import Image
+    from skimage import data
+
+    from snnc.compiler.api import compile_model, write_output
+    from snnc.compiler.darknet import darknet_to_onnx
+    from snnc.compiler.zoo import fetch_yolov3_tiny
+
+    work = tmp_path_factory.mktemp("yolo96")
+    calib = work / "calib"
+    calib.mkdir()
+    for name in ("astronaut", "coffee"):
+        Image.fromarray(getattr(data, name)()[..., :3]).save(calib / f"{name}.png")
+    cfg, weights = fetch_yolov3_tiny()
+    model = work / "yolov3-tiny-96.onnx"
+    onnx.save(darknet_to_onnx(cfg, weights, input_size=YOLO_SIZE, decode=True), model)
+    result = compile_model(model, calib_dir=calib, v_init=0.5, progress=False, include_ann=False)
+    return write_output(result, work / "yolov3-tiny-96.lava"), calib / "astronaut.png"
+
+
+def detection_threshold(path, photo, T: int) -> float:
+    """Half the NumPy simulator's best fixed-point score at T (at most the default 0.25), after checking that
+    the best detection is the astronaut: the CLI runs compare non-empty detection lists. At 96 x 96 and small T the
+    SNN's scores are far below the ANN's (two persons at 0.64 and 0.54), by how much depends on the pipeline."""
+    from snnc.compiler import lavafile
+    from snnc.compiler.run import run_network
+
+    res = run_network(lavafile.load(path), [photo], T, mode="fixed", score_thr=1e-4, progress=False)
+    best = max(res.detections[T][0], key=lambda d: d.score)
+    assert best.name == "person", best
+    return min(0.25, best.score / 2)
+
+
+def test_snnc_run_backend_c_reproduces_numpy_detections(yolo96, tmp_path):
+    """`snnc run --backend c` on a real photo (yolov3-tiny at 96 x 96): the same detections (class, score, box) at
+    every checkpoint and the same spikes per layer as `--backend numpy`, in fixed point (bit-exact)."""
+    import json
+
+    path, photo = yolo96
+    thr = detection_threshold(path, photo, 64)
+    got = {}
+    for backend in ("numpy", "c"):
+        out = tmp_path / f"{backend}.json"
+        res = snnc_cli("run", str(path), "--image", str(photo), "-T", "32,64", "--backend", backend,
+                       "--mode", "fixed", "--score-thr", f"{thr:.6g}", "--json", str(out), "-q")
+        assert res.returncode == 0, res.stderr
+        got[backend] = json.loads(out.read_text())
+    ref, c = got["numpy"], got["c"]
+    dets = ref["images"][0]["detections"]
+    assert "person" in {d["name"] for d in dets}, dets
+    assert c["images"][0]["detections_at"] == ref["images"][0]["detections_at"]
+    assert c["figures"]["spikes_per_layer"] == ref["figures"]["spikes_per_layer"]
+    assert c["backend"] == "c"
+
+
+def test_yolov3_tiny_float_within_1e5(yolo96):
+    """Float mode on the real network: after one step the heads are within 1e-5 relative of the NumPy simulator
+    (measured: 5e-7). C sums in another order (it scatters per spike, onnxruntime convolves), so now and then a
+    membrane within float rounding of a threshold fires in one and not the other, and the flipped spike spreads:
+    over 8 steps the spike counts stay within 0.5 % per layer (a head value can move by a whole spike's worth,
+    1/8 of a weight; at T = 64 the heads differ by about 1 % of their range, measured); fixed point is the mode
+    that is identical."""
+    from skimage import data
+
+    from snnc.compiler import lavafile
+    from snnc.compiler.images import letterbox
+
+    path, _ = yolo96
+    net = lavafile.load(path)
+    x = np.stack([letterbox(getattr(data, n)()[..., :3], (YOLO_SIZE, YOLO_SIZE))[0] for n in ("astronaut", "rocket")])
+    bk = c_backend.CBackend()
+    assert_close(bk.simulate(net, x, 1, mode="float"), numpy_backend().simulate(net, x, 1, mode="float"))
+    ref = numpy_backend().simulate(net, x, 8, mode="float")
+    res = bk.simulate(net, x, 8, mode="float")
+    for name, want in ref.spike_counts.items():
+        assert want.min() > 0 and np.all(np.abs(res.spike_counts[name] - want) <= 0.005 * want), name

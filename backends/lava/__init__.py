@@ -75,12 +75,15 @@ class LavaBackend(Backend):
 
     def simulate(self, net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float",
                  v_init: float | None = None, decode: str = "membrane", seed: int = 0,
-                 weight_bits: int | None = None, encoding: str | None = None) -> SimResult:
+                 weight_bits: int | None = None, encoding: str | None = None,
+                 progress: bool | None = None) -> SimResult:
+        """As the NumPy reference's simulate (direct encoding only); progress: a bar over Lava steps (None:
+        only on a terminal)."""
         require_lava()
         from .sim import simulate
 
         return simulate(net, x, T, mode=mode, v_init=v_init, decode=decode, seed=seed, weight_bits=weight_bits,
-                        encoding=encoding)
+                        encoding=encoding, progress=progress)
 
 
 __all__ = ["build", "LavaBackend", "require_lava", "INSTALL"]

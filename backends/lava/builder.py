@@ -15,7 +15,6 @@ from typing import Any, Sequence
 import numpy as np
 from lava.magma.core.run_conditions import RunSteps
 from lava.magma.core.run_configs import Loihi2SimCfg
-from lava.proc.conv.models import PyConvModelFixed, PyConvModelFloat
 from lava.proc.conv.process import Conv
 from lava.proc.dense.models import PyDenseModelFloat
 from lava.proc.dense.process import Dense
@@ -23,6 +22,7 @@ from lava.proc.sparse.models import PySparseModelFloat
 from lava.proc.sparse.process import Sparse
 
 from snnc.compiler import lavafile
+from snnc.compiler.errors import SnncError
 from snnc.compiler.network import Network
 
 from . import processes as P
@@ -32,11 +32,12 @@ from .plan import ACC_BITS, Plan, make_plan
 class SnncSimCfg(Loihi2SimCfg):
     """Loihi2SimCfg that picks the model of each process instance chosen at build time.
 
-    fixed mode: snnc's fixed-point neuron models; lava's fixed-point Conv (int32, 24-bit accumulator) where the
-    layer's |a_out| bound fits 24 bits, else lava's float64 Conv model on the integer weights; lava's float64
+    fixed mode: snnc's fixed-point neuron models; for lava's Conv process snnc's fixed-point Conv model (int32
+    messages, lava's 24-bit wrap) where the layer's |a_out| bound fits 24 bits, else snnc's float64 Conv model
+    on the integer weights (processes/conv.py: lava's own Conv models break on 128+ groups); lava's float64
     Dense and Sparse models on the integer weights (their bit-accurate models clip weights to 8 bits).
-    float64 sums of integers are exact below 2**53, so both give the exact integers of the NumPy reference.
-    float mode: every process's floating_pt model.
+    float64 sums of integers are exact below 2**53 (plan.make_plan checks the bound), so all give the exact
+    integers of the NumPy reference. float mode: every process's floating_pt model (snnc's for Conv).
     """
 
     def __init__(self, models: dict[int, type], **kwargs: Any) -> None:
@@ -58,6 +59,7 @@ class LavaNet:
     output_ports: dict[str, Any]  # output layer name -> OutPort (spikes, or z of a linear head)
     models: dict[int, type] = field(default_factory=dict)
     started: bool = False
+    period: int = 0  # Lava steps per sample (0: one open-ended sample)
 
     @property
     def mode(self) -> str:
@@ -100,20 +102,32 @@ def _delay(lnet: LavaNet, src, name: str, shape, steps: int, fixed: bool, is_inp
 
 
 def build_plan(plan: Plan, *, steps: int = 0, rec_at: Sequence[int] = (), source: bool = True,
-               input_values: dict[str, np.ndarray] | None = None) -> LavaNet:
-    """Processes for `plan`. steps > 0: every population stops after `steps` active steps (t_end = depth + steps);
-    rec_at: active steps at which populations copy their accumulated output into `rec`."""
+               input_values: dict[str, np.ndarray] | None = None, samples: int = 1) -> LavaNet:
+    """Processes for `plan`.
+
+    steps > 0: every population stops after `steps` active steps (t_end = depth + steps), and the run is
+    `samples` samples of period = max depth + steps Lava steps each (populations reset at each sample's start).
+    rec_at: active steps at which populations copy their accumulated output into rec[sample].
+    input_values: per input layer, a value in Lava layout, or (samples, *Lava shape) values, one per sample.
+    """
     fixed = plan.mode == "fixed"
     lnet = LavaNet(plan, {}, {}, {}, {}, {})
     rec = np.asarray(list(rec_at) or [0], dtype=np.int64)
     dtype = P.FIXED_STATE if fixed else np.float32
+    period = plan.max_depth + steps if steps else 0
+    lnet.period = period
     for p in plan.pops:
-        common = dict(shape=p.shape, t_start=p.depth, t_end=p.depth + steps if steps else 0, rec_at=rec, name=p.name)
+        common = dict(shape=p.shape, t_start=p.depth, t_end=p.depth + steps if steps else 0, rec_at=rec,
+                      period=period, samples=samples, name=p.name)
         if p.kind == "source":
             if not source:
                 continue
-            value = np.zeros(p.shape) if input_values is None else input_values[p.name]
-            proc = P.ConstantSource(value=value.astype(P.FIXED_MSG if fixed else np.float64), name=p.name)
+            value = np.zeros(p.shape) if input_values is None else np.asarray(input_values[p.name])
+            batched = value.ndim == len(p.shape) + 1
+            if batched and not period:
+                raise SnncError(f"input {p.name}: one value per sample needs steps > 0 (the sample period)")
+            proc = P.ConstantSource(value=value.astype(P.FIXED_MSG if fixed else np.float64),
+                                    period=period if batched else 0, name=p.name)
             cls = P.ConstantSource
         elif p.kind == "Linear":
             proc, cls = P.Linear(bias=p.bias.astype(dtype), **common), P.Linear
@@ -129,7 +143,7 @@ def build_plan(plan: Plan, *, steps: int = 0, rec_at: Sequence[int] = (), source
     for c in plan.conns:
         if c.kind == "conv":
             proc = Conv(weight=c.weight, num_message_bits=c.num_message_bits, name=c.name, **c.conv)
-            model = PyConvModelFixed if fixed and c.bound < 2 ** (ACC_BITS - 1) else PyConvModelFloat
+            model = P.ConvModelFixed if fixed and c.bound < 2 ** (ACC_BITS - 1) else P.ConvModelFloat
         elif c.kind == "dense":
             proc, model = Dense(weights=c.weight, num_message_bits=c.num_message_bits, name=c.name), PyDenseModelFloat
         else:
@@ -158,11 +172,14 @@ def build_plan(plan: Plan, *, steps: int = 0, rec_at: Sequence[int] = (), source
 
 def build(net_or_path: Network | str | os.PathLike, mode: str = "fixed", *, weight_bits: int | None = None,
           v_init: float | None = None, steps: int = 0, rec_at: Sequence[int] = (), source: bool = True,
-          input_max: int | None = None) -> LavaNet:
-    """Lava processes for a Network or a `.lava` file (FormatError before any process is built)."""
+          input_max: int | None = None, input_values: dict[str, np.ndarray] | None = None,
+          samples: int = 1) -> LavaNet:
+    """Lava processes for a Network or a `.lava` file (FormatError before any process is built); see
+    build_plan for steps, rec_at, input_values (Lava layout) and samples."""
     net = lavafile.load(net_or_path) if not isinstance(net_or_path, Network) else net_or_path
     plan = make_plan(with_v_init(net, v_init), mode, weight_bits, input_max)
-    return build_plan(plan, steps=steps, rec_at=rec_at, source=source)
+    return build_plan(plan, steps=steps, rec_at=rec_at, source=source, input_values=input_values,
+                      samples=samples)
 
 
 def with_v_init(net: Network, v_init: float | None) -> Network:

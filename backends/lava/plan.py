@@ -29,6 +29,7 @@ from snnc.compiler.network import Layer, Network
 
 CONNECTION_OPS = ("conv", "deconv", "dense")
 ACC_BITS = 24  # lava's fixed-point Conv model wraps its output to 24 bits (Loihi's dendritic accumulator)
+EXACT_BITS = 53  # float64 (lava's float Dense / Sparse, snnc's float Conv model) sums integers exactly below 2**53
 MAX_SPARSE = 50_000_000  # synapses one Sparse process may hold (about 1 GB as csr) before we refuse
 
 
@@ -337,8 +338,12 @@ def make_plan(net: Network, mode: str = "fixed", weight_bits: int | None = None,
                 row_abs = np.asarray(abs(m).sum(axis=1)).reshape(-1)
                 kind = "dense" if layer.op == "dense" else "sparse"
                 weight, params, synapses = (m.toarray() if kind == "dense" else m), {}, int(m.nnz)
+            bound = int(row_abs.max(initial=0)) * max(1, spop.max_out)
+            if fixed and bound >= 2 ** EXACT_BITS:
+                raise SnncError(f"layer {name}: its synaptic sums may reach {bound:.3g}, beyond the 2**53 that "
+                                "float64 holds exactly; use fewer weight bits")
             conns.append(ConnSpec(cname, name, r.pop, kind, depth - 1 - spop.depth, weight, params,
-                                  message_bits(spop), int(row_abs.max(initial=0)) * max(1, spop.max_out), synapses))
+                                  message_bits(spop), bound, synapses))
         n = layer.neuron
         lshape = lava_shape(layer.shape)
         if n is None:

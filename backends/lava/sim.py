@@ -1,11 +1,13 @@
 """`simulate` on Lava's CPU simulator, returning the same SimResult as the NumPy reference.
 
-One process graph is built per call (`builder.build_plan`) and run once per sample of the batch for D + T steps,
-D the largest population depth: each population is active for exactly T steps (t_start = its depth, t_end =
-depth + T), so its spike counts and accumulated outputs are those of the reference's steps 1..T
-(docs/backend_lava.md, "Delays"). Between samples the source value and the population states (t, v, acc,
-spike_count) are reset; connection buffers and Delays need no reset, their stale values reach populations only
-while these are idle.
+One process graph is built per call (`builder.build_plan`) and runs the whole batch in one Lava run of
+B x (D + T) steps, D the largest population depth: each sample has a period of D + T steps, in which each
+population is active for exactly T steps (t_start = its depth, t_end = depth + T), so its spike counts and
+accumulated outputs are those of the reference's steps 1..T (docs/backend_lava.md, "Delays"). The source sends
+sample b's input during period b and the populations reset their state at the start of each period; stale values
+in connection buffers and Delays reach populations only while these are idle. Results are read once at the end,
+from small Vars (per-layer spike totals, outputs at the checkpoints): lava-nc 0.10.0 moves Var values one
+number per message.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def _inputs(net: Network, x: Any) -> dict[str, np.ndarray]:
 
 def simulate(net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float", v_init: float | None = None,
              decode: str = "membrane", seed: int = 0, weight_bits: int | None = None,
-             encoding: str | None = None) -> SimResult:
+             encoding: str | None = None, progress: bool | None = None) -> SimResult:
     """Run `net` in lava-nc's CPU simulator; outputs, spike counts and (fixed) raw sums as the NumPy reference."""
     del seed  # direct encoding only: nothing is random
     ts = checkpoints(T)
@@ -75,53 +77,55 @@ def simulate(net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float
             values[name] = np.asarray(a, dtype=np.float32)
     plan = make_plan(net, mode, weight_bits, input_max)
     chw = plan.chw
-    lnet = build_plan(plan, steps=t_max, rec_at=ts,
-                      input_values={k: to_lava(v[0], chw[k]) for k, v in values.items()})
-    steps = plan.max_depth + t_max
+    lnet = build_plan(plan, steps=t_max, rec_at=ts, samples=batch,
+                      input_values={k: to_lava(v, chw[k]) for k, v in values.items()})
+    steps = lnet.period * batch
     neuron_pops = [p for p in plan.pops if p.kind in ("IF", "SignedIF")]
-    counts = {p.name: np.zeros(batch, np.int64) for p in neuron_pops}
-    recs = {o: [] for o in plan.outputs}
     built = time.perf_counter()
-    sample_seconds = []
+    bar = _progress_bar(progress, steps)
     try:
-        for b in range(batch):
-            tic = time.perf_counter()
-            if b:
-                for k, v in values.items():
-                    lnet.populations[k].value.set(to_lava(v[b], chw[k]))
-                for p in plan.pops:
-                    if p.kind == "source":
-                        continue
-                    proc = lnet.populations[p.name]
-                    proc.t.set(np.zeros(1))
-                    proc.acc.set(np.zeros(p.shape))
-                    if p.kind != "Linear":
-                        proc.v.set(p.v0)
-                        proc.spike_count.set(np.zeros(p.shape))
-            lnet.run(steps)
-            sample_seconds.append(time.perf_counter() - tic)
-            for p in neuron_pops:
-                counts[p.name][b] = int(np.asarray(lnet.populations[p.name].spike_count.get()).sum())
-            for o in plan.outputs:
-                recs[o].append(from_lava(np.asarray(lnet.populations[o].rec.get()), chw[o]))
+        done = 0
+        while done < steps:  # in pieces only for the progress bar: every run() call costs a round trip
+            n = steps - done if bar is None else min(steps - done, max(1, steps // 20))
+            lnet.run(n)
+            done += n
+            if bar is not None:
+                bar.update(n)
+        counts = {p.name: np.rint(np.asarray(lnet.populations[p.name].spikes.get())).astype(np.int64)
+                  for p in neuron_pops}
+        recs = {o: np.asarray(lnet.populations[o].rec.get()) for o in plan.outputs}  # (B, K, *Lava shape)
     finally:
+        if bar is not None:
+            bar.close()
         lnet.stop()
     ran = time.perf_counter()
     outputs: dict[int, dict[str, np.ndarray]] = {t: {} for t in ts}
     sums: dict[int, dict[str, np.ndarray]] = {t: {} for t in ts}
     for o in plan.outputs:
-        rec = np.stack(recs[o], axis=1)  # (K, B, C, H, W)
-        pop = plan.pop(o)
-        unit = from_lava(per_neuron(pop.unit.astype(np.float64), chw[o]), chw[o])
+        rec = from_lava(recs[o], chw[o])  # (B, K, C, H, W); Var.get returns float64, exact for these integers
+        unit = from_lava(per_neuron(plan.pop(o).unit.astype(np.float64), chw[o]), chw[o])
         for i, t in enumerate(ts):
-            raw = rec[i].astype(np.int64) if fixed else rec[i]
+            raw = np.rint(rec[:, i]).astype(np.int64) if fixed else rec[:, i]
             outputs[t][o] = (raw.astype(np.float64) * unit) / t
             sums[t][o] = raw
     extra = {"mode": mode, "encoding": "direct", "seconds": ran - started, "build_seconds": built - started,
-             "run_seconds": ran - built, "lava_steps": steps, "depth": {p.name: p.depth for p in plan.pops},
-             "seconds_per_step": (ran - built) / max(1, steps * batch), "sample_seconds": sample_seconds}
+             "run_seconds": ran - built, "lava_steps": lnet.period, "depth": {p.name: p.depth for p in plan.pops},
+             "seconds_per_step": (ran - built) / max(1, steps)}
     if fixed:
         extra["sums"] = sums
         extra["weight_bits"] = plan.weight_bits
     neurons = {p.name: int(np.prod(p.shape)) for p in neuron_pops}
     return SimResult(outputs=outputs, spike_counts=counts, neurons=neurons, steps=t_max, extra=extra)
+
+
+def _progress_bar(progress: bool | None, steps: int):
+    """A tqdm bar over Lava steps (None: only on a terminal), or None."""
+    import sys
+
+    if progress is None:
+        progress = sys.stderr.isatty()
+    if not progress:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=steps, desc="lava", unit="step", leave=False)

@@ -12,13 +12,20 @@ fixed-point model (tag "fixed_pt": V, vth, vth_neg, bias int64, the integers of 
 spikes and Linear outputs leave as int32 graded messages).
 
 Time gating (the synaptic delay of Lava, docs/backend_lava.md): a local step counter t counts run_spk calls; a
-population is idle (discards its input, sends zeros, keeps its state) for t <= t_start and, when t_end > 0, for
-t > t_end. t_start is the population's depth (synapse stages from the input), so its active step k = t - t_start
-is the NumPy reference's step k. While active it adds its output to `acc` (signed spikes or z), |s| to
-`spike_count`, and copies `acc` into rec[i] when k == rec_at[i] (decoding at checkpoints in one run).
+population is idle (discards its input, sends zeros, keeps its state) for its first t_start steps and, when
+t_end > 0, after step t_end. t_start is the population's depth (synapse stages from the input), so its active
+step k = u - t_start is the NumPy reference's step k. While active it adds its output to `acc` (signed spikes or
+z), |s| to `spike_count` (per neuron) and to `spikes[sample]` (the layer's total), and copies `acc` into
+rec[sample, i] when k == rec_at[i] (decoding at checkpoints in one run).
 
-ConstantSource sends `value` every step (direct encoding). Delay sends what it received `steps` steps earlier
-(it equalizes depths where branches of different depth meet at a concat).
+Batches: with period P > 0 the run is a sequence of samples of P steps each, u = (t - 1) % P + 1 the step within
+sample (t - 1) // P; at the first step of every sample after the first a population resets v to v_init and acc,
+spike_count to 0. This replaces Var.set between samples, which lava-nc 0.10.0 carries out one value per message
+(and Var.get likewise: read `spikes`, a few values, rather than the per-neuron `spike_count`).
+
+ConstantSource sends `value` every step (direct encoding; with period P, value[sample] of a (samples, *shape)
+array). Delay sends what it received `steps` steps earlier (it equalizes depths where branches of different
+depth meet at a concat).
 """
 
 from __future__ import annotations
@@ -41,13 +48,17 @@ FIXED_STATE = np.int64  # membrane, thresholds, bias, accumulators in fixed poin
 # ---- processes -------------------------------------------------------------------------------------------------
 
 class ConstantSource(AbstractProcess):
-    """Sends `value` (the image, or its integers in fixed point) on s_out every step."""
+    """Sends `value` (the image, or its integers in fixed point) on s_out every step; with period > 0, `value`
+    is (samples, *shape) and sample s = (t - 1) // period is sent during its period."""
 
-    def __init__(self, *, value: np.ndarray, name: str | None = None) -> None:
+    def __init__(self, *, value: np.ndarray, period: int = 0, name: str | None = None) -> None:
         super().__init__(name=name)
         value = np.asarray(value)
-        self.s_out = OutPort(shape=value.shape)
+        shape = value.shape[1:] if period else value.shape
+        self.s_out = OutPort(shape=shape)
         self.value = Var(shape=value.shape, init=value)
+        self.period = Var(shape=(1,), init=int(period))
+        self.t = Var(shape=(1,), init=0)
 
 
 class Delay(AbstractProcess):
@@ -67,19 +78,23 @@ class Population(AbstractProcess):
     """Common ports and Vars of IF, SignedIF and Linear (see the module docstring)."""
 
     def __init__(self, *, shape: tuple[int, ...], bias: np.ndarray | float = 0, t_start: int = 0, t_end: int = 0,
-                 rec_at: np.ndarray | None = None, name: str | None = None, **kwargs) -> None:
+                 rec_at: np.ndarray | None = None, period: int = 0, samples: int = 1, name: str | None = None,
+                 **kwargs) -> None:
         super().__init__(name=name, **kwargs)
         shape = tuple(int(s) for s in shape)
         rec_at = np.asarray([0] if rec_at is None else rec_at, dtype=np.int64)
+        samples = max(1, int(samples))
         self.a_in = InPort(shape=shape)
         self.s_out = OutPort(shape=shape)
         self.bias = Var(shape=shape, init=np.broadcast_to(bias, shape).copy())
         self.t = Var(shape=(1,), init=0)
         self.t_start = Var(shape=(1,), init=int(t_start))
         self.t_end = Var(shape=(1,), init=int(t_end))
+        self.period = Var(shape=(1,), init=int(period))
         self.acc = Var(shape=shape, init=0)
         self.rec_at = Var(shape=rec_at.shape, init=rec_at)
-        self.rec = Var(shape=rec_at.shape + shape, init=0)
+        self.rec = Var(shape=(samples,) + rec_at.shape + shape, init=0)
+        self.spikes = Var(shape=(samples,), init=0)
 
 
 class Linear(Population):
@@ -87,7 +102,7 @@ class Linear(Population):
 
 
 class IF(Population):
-    """Integrate-and-fire, reset by subtraction; vth and v (initial potential) per neuron."""
+    """Integrate-and-fire, reset by subtraction; vth and v (initial potential v_init) per neuron."""
 
     def __init__(self, *, shape: tuple[int, ...], vth: np.ndarray | float, v_init: np.ndarray | float = 0,
                  **kwargs) -> None:
@@ -95,6 +110,7 @@ class IF(Population):
         shape = self.a_in.shape
         self.vth = Var(shape=shape, init=np.broadcast_to(vth, shape).copy())
         self.v = Var(shape=shape, init=np.broadcast_to(v_init, shape).copy())
+        self.v_init = Var(shape=shape, init=np.broadcast_to(v_init, shape).copy())
         self.spike_count = Var(shape=shape, init=0)
 
 
@@ -109,23 +125,35 @@ class SignedIF(IF):
 
 # ---- models ----------------------------------------------------------------------------------------------------
 
+class _SourceModel(PyLoihiProcessModel):
+    def run_spk(self) -> None:
+        self.t[0] += 1
+        period = int(self.period[0])
+        if not period:
+            self.s_out.send(self.value)
+            return
+        sample = min((int(self.t[0]) - 1) // period, self.value.shape[0] - 1)
+        self.s_out.send(self.value[sample])
+
+
 @implements(proc=ConstantSource, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("floating_pt")
-class PyConstantSourceFloat(PyLoihiProcessModel):
+class PyConstantSourceFloat(_SourceModel):
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     value: np.ndarray = LavaPyType(np.ndarray, float)
-
-    def run_spk(self) -> None:
-        self.s_out.send(self.value)
+    period: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    t: np.ndarray = LavaPyType(np.ndarray, np.int64)
 
 
 @implements(proc=ConstantSource, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt")
-class PyConstantSourceFixed(PyConstantSourceFloat):
+class PyConstantSourceFixed(_SourceModel):
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, FIXED_MSG, precision=24)
     value: np.ndarray = LavaPyType(np.ndarray, FIXED_MSG, precision=24)
+    period: np.ndarray = LavaPyType(np.ndarray, np.int64)
+    t: np.ndarray = LavaPyType(np.ndarray, np.int64)
 
 
 class _DelayModel(PyLoihiProcessModel):
@@ -159,7 +187,7 @@ class PyDelayFixed(_DelayModel):
 
 
 class _PopulationModel(PyLoihiProcessModel):
-    """Gating, accumulation and recording; subclasses define `fire(z) -> out`."""
+    """Gating, per-sample reset, accumulation and recording; subclasses define `fire(z) -> out`."""
 
     fixed = False
 
@@ -171,22 +199,35 @@ class _PopulationModel(PyLoihiProcessModel):
     def fire(self, z: np.ndarray) -> np.ndarray:
         return z
 
+    def reset(self) -> None:
+        self.acc[...] = 0
+
     def run_spk(self) -> None:
         a = self.a_in.recv()
         self.t[0] += 1
-        t, start, end = int(self.t[0]), int(self.t_start[0]), int(self.t_end[0])
-        if t <= start or (end > 0 and t > end):
+        t, start, end, period = int(self.t[0]), int(self.t_start[0]), int(self.t_end[0]), int(self.period[0])
+        sample, u = ((t - 1) // period, (t - 1) % period + 1) if period else (0, t)
+        if u == 1 and sample > 0:
+            self.reset()
+        if u <= start or (end > 0 and u > end):
             self.s_out.send(np.zeros(self.s_out.shape))
             return
         out = self.fire(self.z(a))
         self.acc += out
-        hit = np.flatnonzero(self.rec_at == t - start)
-        for i in hit:
-            self.rec[i] = self.acc
+        if sample < self.spikes.shape[0]:
+            if hasattr(self, "spike_count"):
+                self.spikes[sample] += np.count_nonzero(out)
+            for i in np.flatnonzero(self.rec_at == u - start):
+                self.rec[sample, i] = self.acc
         self.s_out.send(out)
 
 
 class _IFMixin:
+    def reset(self) -> None:
+        self.acc[...] = 0
+        self.v[...] = self.v_init
+        self.spike_count[...] = 0
+
     def fire(self, z: np.ndarray) -> np.ndarray:
         self.v += z
         pos = self.v >= self.vth
@@ -195,7 +236,7 @@ class _IFMixin:
         return pos.astype(np.int8)
 
 
-class _SignedIFMixin:
+class _SignedIFMixin(_IFMixin):
     def fire(self, z: np.ndarray) -> np.ndarray:
         self.v += z
         pos = self.v >= self.vth
@@ -213,11 +254,14 @@ def _common(fixed: bool) -> dict:
         "s_out": LavaPyType(PyOutPort.VEC_DENSE, FIXED_MSG if fixed else float, precision=24),
         "bias": LavaPyType(np.ndarray, state), "t": LavaPyType(np.ndarray, np.int64),
         "t_start": LavaPyType(np.ndarray, np.int64), "t_end": LavaPyType(np.ndarray, np.int64),
+        "period": LavaPyType(np.ndarray, np.int64),
         "acc": LavaPyType(np.ndarray, FIXED_STATE if fixed else np.float64),
         "rec_at": LavaPyType(np.ndarray, np.int64),
         "rec": LavaPyType(np.ndarray, FIXED_STATE if fixed else np.float64),
+        "spikes": LavaPyType(np.ndarray, np.int64),
         "vth": LavaPyType(np.ndarray, state), "vth_neg": LavaPyType(np.ndarray, state),
-        "v": LavaPyType(np.ndarray, state), "spike_count": LavaPyType(np.ndarray, np.int64),
+        "v": LavaPyType(np.ndarray, state), "v_init": LavaPyType(np.ndarray, state),
+        "spike_count": LavaPyType(np.ndarray, np.int64),
     }
 
 
@@ -237,11 +281,11 @@ def _model(proc: type, mixin: type | None, fixed: bool, names: tuple[str, ...]) 
     return cls
 
 
-_BASE = ("a_in", "s_out", "bias", "t", "t_start", "t_end", "acc", "rec_at", "rec")
+_BASE = ("a_in", "s_out", "bias", "t", "t_start", "t_end", "period", "acc", "rec_at", "rec", "spikes")
 for _fixed in (False, True):
     _model(Linear, None, _fixed, _BASE)
-    _model(IF, _IFMixin, _fixed, _BASE + ("vth", "v", "spike_count"))
-    _model(SignedIF, _SignedIFMixin, _fixed, _BASE + ("vth", "vth_neg", "v", "spike_count"))
+    _model(IF, _IFMixin, _fixed, _BASE + ("vth", "v", "v_init", "spike_count"))
+    _model(SignedIF, _SignedIFMixin, _fixed, _BASE + ("vth", "vth_neg", "v", "v_init", "spike_count"))
 
 MODELS = {(p, f): globals()[f"Py{p.__name__}{'Fixed' if f else 'Float'}"]
           for p in (Linear, IF, SignedIF) for f in (False, True)}
