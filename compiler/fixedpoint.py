@@ -1,17 +1,24 @@
 """Fixed-point (integer) form of a Network, shared by every backend so that they agree bit for bit.
 
-Each connection layer l gets one scale s_l. Its source delivers integers with a per-channel unit u_i:
+Each output channel o of a connection layer gets its own scale s_o (a neuron's dynamics only involve its own row
+of weights, so per-channel units change nothing but the rounding). Its source delivers integers with a
+per-channel unit u_i:
 the input layer's integers are round(x / input_scale) (unit input_scale; 1 for rate-encoded 0/1 spikes), a
 neuron layer's integers are its spikes in {-1, 0, 1} (unit theta_i), concat and pad pass units through.
 
     W_eff[o, i] = W[o, i] * u_i                       (per input channel; the group layout is respected)
-    s_l        = max|W_eff| / (2**(weight_bits-1) - 1)
-    w_int      = round(W_eff / s_l)                   (signed, weight_bits wide; 16 by default, 8 as Loihi)
-    b_int      = round(b / s_l)                       theta_int = max(1, round(theta / s_l))
-    theta_neg_int = max(1, round(theta / alpha / s_l))  v0_int = round(v_init * theta / s_l)
+    s_o        = max_i |W_eff[o, i]| / (2**(weight_bits-1) - 1)   (a channel without weights: the layer's max)
+    w_int      = round(W_eff / s_o)                   (signed, weight_bits wide; 16 by default, 8 as Loihi)
+    b_int      = round(b / s_o)                       theta_int = max(1, round(theta / s_o))
+    theta_neg_int = max(1, round(theta / alpha / s_o))  v0_int = round(v_init * theta / s_o)
+
+One scale per layer (the older rule) let one channel with large weights, such as a nearly silent channel whose
+small lambda blew its weights up under channel-wise normalization, round every other channel's threshold to a
+few units. Loihi's per-core weight exponent is per layer; per-channel scales map onto per-neuron thresholds
+and weights there (see `snnc inspect --target loihi2` for the bits needed).
 
 The membrane is a 64-bit integer; every step V += conv(spikes_int, w_int) + b_int, then the neuron update of
-docs/neurons.md with the integer thresholds. A linear layer's value z_int decodes as z_int * s_l, a neuron
+docs/neurons.md with the integer thresholds. A linear layer's value z_int decodes as z_int * s_o, a neuron
 layer's spikes as s * theta. Rounding is numpy's (half to even) and happens here only, once, in Python:
 backends receive the integers. A linear layer (no neuron) may only be a network output in fixed-point mode,
 except a copy layer (depthwise, bias-free, weights 0/1, such as nearest upsampling as a deconvolution): it
@@ -38,7 +45,8 @@ FLOAT32_EXACT = 2**24
 @dataclass
 class QuantizedLayer:
     name: str
-    scale: float  # s_l: value of one integer unit of this layer's membrane / linear output
+    scale: float  # the largest s_o: value of one integer unit of the layer's coarsest channel
+    scales: np.ndarray | None = None  # (C,) float64 s_o per output channel
     w_int: np.ndarray | None = None  # same layout as Layer.weight, int32 holding weight_bits-wide values
     b_int: np.ndarray | None = None  # (C,) int64
     theta_int: np.ndarray | None = None  # (C,) int64, neuron layers only
@@ -80,6 +88,28 @@ def _effective_weight(layer: Layer, unit_in: np.ndarray) -> np.ndarray:
         per_feature = np.repeat(unit_in, w.shape[1] // c_in)
         return w * per_feature[None, :]
     raise AssertionError(layer.op)
+
+
+def _out_channel_peaks(layer: Layer, w_eff: np.ndarray) -> np.ndarray:
+    """max |W_eff| per output channel, (C_out,), whatever the layout (conv rows; deconv columns within groups)."""
+    a = np.abs(w_eff)
+    if layer.op == "deconv":  # (C_in, C_out/g, kh, kw): output channel g*(C_out/g) + j reads rows of group g
+        group = int(layer.attrs.get("group", 1))
+        per_in = a.shape[0] // group
+        return np.concatenate([a[g * per_in:(g + 1) * per_in].max(axis=(0, 2, 3)) for g in range(group)])
+    return a.reshape(a.shape[0], -1).max(axis=1)
+
+
+def _per_weight(layer: Layer, scales: np.ndarray) -> np.ndarray:
+    """The (C_out,) scales broadcast onto the weight tensor's layout."""
+    if layer.op == "deconv":
+        group = int(layer.attrs.get("group", 1))
+        per_in, per_out = layer.weight.shape[0] // group, layer.weight.shape[1]
+        s = np.empty(layer.weight.shape[:2])
+        for g in range(group):
+            s[g * per_in:(g + 1) * per_in] = scales[g * per_out:(g + 1) * per_out][None, :]
+        return s[:, :, None, None]
+    return scales.reshape((-1,) + (1,) * (layer.weight.ndim - 1))
 
 
 def _max_input_int(net: Network, src_units_are_spikes: bool) -> int:
@@ -126,24 +156,27 @@ def quantize(net: Network, weight_bits: int = DEFAULT_WEIGHT_BITS) -> dict[str, 
                                                  net, not from_input[src]))
             continue
         w_eff = _effective_weight(layer, units[src])
-        peak = float(np.abs(w_eff).max()) if w_eff.size else 0.0
-        scale = peak / qmax if peak > 0 else 1.0
-        w_int = np.round(w_eff / scale).astype(np.int32)
         c_out = layer.shape[0]
+        peaks = _out_channel_peaks(layer, w_eff) if w_eff.size else np.zeros(c_out)
+        top = float(peaks.max(initial=0.0))
+        scales = np.where(peaks > 0, peaks, top if top > 0 else qmax) / qmax
+        w_int = np.round(w_eff / _per_weight(layer, scales)).astype(np.int32)
         bias = np.zeros(c_out) if layer.bias is None else layer.bias.astype(np.float64)
-        q = QuantizedLayer(layer.name, scale, w_int=w_int, b_int=np.round(bias / scale).astype(np.int64))
+        scale = float(scales.max())
+        q = QuantizedLayer(layer.name, scale, scales=scales, w_int=w_int,
+                           b_int=np.round(bias / scales).astype(np.int64))
         fan_in = w_int[0].size if layer.op != "deconv" else int(np.prod(w_int.shape[1:])) * w_int.shape[0]
         q.max_abs_sum = int(np.abs(w_int).max(initial=0)) * fan_in * _max_input_int(net, not from_input[src])
         n = layer.neuron
         if n is None:
             linear.add(layer.name)
-            q.out_unit = np.full(c_out, scale)
+            q.out_unit = scales
         else:
             theta = n.threshold.astype(np.float64) * np.ones(c_out)
-            q.theta_int = np.maximum(1, np.round(theta / scale)).astype(np.int64)
+            q.theta_int = np.maximum(1, np.round(theta / scales)).astype(np.int64)
             if n.kind == "SignedIF":
-                q.theta_neg_int = np.maximum(1, np.round(theta / n.alpha / scale)).astype(np.int64)
-            q.v0_int = np.round(n.v_init * theta / scale).astype(np.int64)
+                q.theta_neg_int = np.maximum(1, np.round(theta / n.alpha / scales)).astype(np.int64)
+            q.v0_int = np.round(n.v_init * theta / scales).astype(np.int64)
             q.out_unit = theta
         units[layer.name] = q.out_unit
         from_input[layer.name] = False
