@@ -75,11 +75,14 @@ def _class_names(model: onnx.ModelProto) -> list[str] | None:
 def compile_model(model_path: str | Path, *, input_shape: Sequence[int] | None = None,
                   calib_dir: str | Path | None = None, calib_random: int | None = None, percentile: float = DEFAULT_OPTIONS["percentile"],
                   norm: str = "channel", passes: Sequence[str] | None = None, skip: Sequence[str] = (),
-                  maxpool: str = "exact", v_init: float = DEFAULT_OPTIONS["v_init"], progress: bool = True,
+                  maxpool: str = "exact", v_init: float = DEFAULT_OPTIONS["v_init"],
+                  neuron: str = DEFAULT_OPTIONS["neuron"], progress: bool = True,
                   include_ann: bool = True) -> CompileResult:
     """ONNX detector -> spiking network (all in memory; `write_output` saves it)."""
     if norm not in ("channel", "layer"):
         raise SnncError(f"--norm {norm!r}: expected channel or layer")
+    if neuron not in ("memory", "plain"):
+        raise SnncError(f"--neuron {neuron!r}: expected memory or plain")
     names = select_passes(passes, skip)
     prepared = prepare(model_path, input_shape)
     parts = split_model(prepared, source=str(model_path))
@@ -89,7 +92,7 @@ def compile_model(model_path: str | Path, *, input_shape: Sequence[int] | None =
         raise SnncError("channel_norm needs calibration images: pass --calib DIR (a folder of jpg/png), "
                         "or --calib-random N to calibrate on random inputs")
     ctx = PassContext(options={"percentile": percentile, "norm": norm, "maxpool": maxpool, "v_init": v_init,
-                               "progress": progress},
+                               "neuron": neuron, "progress": progress},
                       calibration=calib)
     graph = run_passes(import_graph(parts.spiking), names, ctx)
     spiking = export_model(graph, like=prepared)
@@ -108,6 +111,7 @@ def compile_model(model_path: str | Path, *, input_shape: Sequence[int] | None =
     net.meta = {
         "snnc_version": __version__, "source": Path(model_path).name, "source_sha256": file_sha256(model_path),
         "passes": names, "options": {"percentile": percentile, "norm": norm, "maxpool": maxpool, "v_init": v_init,
+                                     "neuron": neuron,
                                      "calibration_images": 0 if calib is None else int(len(calib)),
                                      "calibration": "folder" if calib_dir else ("random" if calib_random else None)},
         "stats": stats, "class_names": _class_names(prepared), "host_outputs": [o.name for o in prepared.graph.output],

@@ -27,7 +27,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
         calib_random=args.calib_random, percentile=args.percentile, norm=args.norm,
         passes=_csv(args.passes) if args.passes else None,
         skip=(_csv(args.skip) if args.skip else []) + (["split_leaky_relu"] if args.leaky == "ibt" else []),
-        maxpool=args.maxpool, v_init=0.5 if args.v_init == "half" else 0.0, progress=not args.quiet,
+        maxpool=args.maxpool, v_init=0.5 if args.v_init == "half" else 0.0, neuron=args.neuron,
+        progress=not args.quiet,
         include_ann=not args.no_ann)
     out = write_output(result, args.output, args.emit)
     net = result.network
@@ -93,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--passes", help="comma-separated passes to run (default: the whole pipeline)")
     c.add_argument("--skip", help="comma-separated passes to leave out of the pipeline")
     c.add_argument("--maxpool", choices=["exact", "approximate"], default="exact", help="max-pool conversion")
+    c.add_argument("--neuron", choices=["memory", "plain"], default=DEFAULT_OPTIONS["neuron"],
+                   help="IF neurons that take back excess spikes with -1 spikes (memory, default) or plain IF")
     c.add_argument("--leaky", choices=["split", "ibt"], default="split",
                    help="LeakyReLU as two IF neurons (split, default) or one signed IBT neuron (ibt, the seeds')")
     c.add_argument("--v-init", choices=["zero", "half"], default="half" if DEFAULT_OPTIONS["v_init"] else "zero",

@@ -42,7 +42,8 @@ def layer_rows(net: Network) -> list[dict]:
             detail = f"{attrs['mode']} {attrs['pads']}"
         rows.append({"layer": layer.name, "op": layer.op, "detail": detail,
                      "shape": "x".join(str(d) for d in layer.shape),
-                     "neuron": (n.kind if n else ("linear" if layer.weight is not None else "-")),
+                     "neuron": ((n.kind + ("+mem" if n.memory else "")) if n
+                                else ("linear" if layer.weight is not None else "-")),
                      "threshold": theta, "params": layer_params(layer), "macs": layer_macs(layer, net),
                      "output": layer.name in net.outputs})
     return rows

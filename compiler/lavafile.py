@@ -67,6 +67,7 @@ def save(net: Network, path: str | os.PathLike) -> None:
                     n = layer.neuron
                     entry["neuron"] = {
                         "kind": n.kind, "alpha": float(n.alpha), "v_init": float(n.v_init), "reset": n.reset,
+                        "memory": bool(n.memory),
                         "threshold": _array_entry(zf, f"arrays/{i}.threshold.npy", n.threshold),
                     }
                 layers.append(entry)
@@ -125,7 +126,7 @@ def load(path: str | os.PathLike) -> Network:
                 if e.get("neuron") is not None:
                     nd = e["neuron"]
                     neuron = Neuron(nd["kind"], arr(nd["threshold"]), alpha=nd["alpha"], v_init=nd["v_init"],
-                                    reset=nd.get("reset", "subtract"))
+                                    reset=nd.get("reset", "subtract"), memory=bool(nd.get("memory", False)))
                 layers.append(Layer(
                     name=e["name"], op=e["op"], inputs=list(e["inputs"]), shape=tuple(e["shape"]),
                     weight=arr(e["weight"]) if e.get("weight") else None,

@@ -55,7 +55,7 @@ def lower_to_network(model: onnx.ModelProto) -> Network:
                 a = nxt.attrs
                 neuron = Neuron(nxt.op, np.asarray(a.get("threshold", [1.0])) * np.ones(tensor_shape(y)[1]),
                                 alpha=float(a.get("alpha", 0.0)), v_init=float(a.get("v_init", 0.0)),
-                                reset=str(a.get("reset", "subtract")))
+                                reset=str(a.get("reset", "subtract")), memory=bool(int(a.get("memory", 0))))
                 y = nxt.outputs[0]
             elif any(is_neuron(c) for c in y.outputs):
                 raise UnsupportedOpError(f"{node_label(node)}: its output feeds a neuron and other nodes")

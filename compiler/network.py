@@ -12,6 +12,8 @@ file by `snnc.compiler.lavafile`. Semantics of one time step t (docs/neurons.md 
     then, for conv / deconv / dense:
       neuron is None: out(t) = z(t)                   (linear, e.g. a detection head read as membrane potential)
       neuron IF:      V += z; s = V >= theta; V -= s*theta; out(t) = s*theta
+                      memory IF: also s = -1 where V < 0 and the neuron's count n of emitted spikes is > 0,
+                      then V += theta; n += s (it takes back earlier spikes, never more than it emitted)
       neuron SignedIF: as IF, and s = -1 where V <= -theta/alpha, then V += theta/alpha; out(t) = s*theta
 
 An output (Network.outputs) is decoded as mean over t of out(t) (membrane decoding) by default.
@@ -38,6 +40,7 @@ class Neuron:
     alpha: float = 0.0  # SignedIF: negative threshold is -theta/alpha; unused for IF
     v_init: float = 0.0  # initial membrane potential as a fraction of theta (0.0 or 0.5 typically)
     reset: str = "subtract"  # the only reset snnc implements: keep the excess over threshold
+    memory: bool = False  # IF only: -1 spikes take back earlier +1 spikes when V < 0 (docs/neurons.md)
 
     def __post_init__(self) -> None:
         if self.kind not in NEURON_KINDS:
@@ -45,6 +48,9 @@ class Neuron:
         self.threshold = np.asarray(self.threshold, dtype=np.float32).reshape(-1)
         if self.kind == "SignedIF" and not self.alpha > 0:
             raise ValueError("SignedIF needs alpha > 0")
+        if self.memory and self.kind != "IF":
+            raise ValueError("only IF neurons have the memory variant")
+        self.memory = bool(self.memory)
 
     @property
     def neg_threshold(self) -> np.ndarray:

@@ -16,7 +16,7 @@ log = logging.getLogger(__name__)
 # (docs/results.md): percentile 99.9 with a handful of calibration photos clipped the heads so much that even the
 # rate-limit ANN (T -> infinity) lost half of the ANN's detections; 99.99 kept all of them. V(0) = theta/2
 # halves the worst-case quantization error of every neuron (Bu et al. 2022).
-DEFAULT_OPTIONS = {"percentile": 99.99, "norm": "channel", "maxpool": "exact", "v_init": 0.5}
+DEFAULT_OPTIONS = {"percentile": 99.99, "norm": "channel", "maxpool": "exact", "v_init": 0.5, "neuron": "memory"}
 
 DEFAULT_PIPELINE = (
     "fold_batchnorm",

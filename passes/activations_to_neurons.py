@@ -6,6 +6,10 @@
     QCFS(lam, L)       -> snnc.IF(threshold=lam, v_init=0.5, calibrated=1)   (Bu et al.: zero expected error at T=L)
 
 Every new neuron starts at V(0) = v_init * theta, option `v_init` (`--v-init`, default 0.5: theta/2).
+IF neurons get memory=1 (option `neuron`, `--neuron memory`, the default; `plain` for the seeds' IF): they emit
+a -1 spike, taking back an earlier +1, when V < 0 and they have emitted more +1 than -1 spikes, and then add theta
+back to V (docs/neurons.md). Their count then follows floor((V(0) + sum z) / theta) clipped at 0 instead of the
+running maximum of that sum, which is what removes most of the unevenness error (METHODS.md section 5).
 IF: V += z; spike when V >= theta; V -= theta (reset by subtraction). SignedIF also spikes -1 when
 V <= -theta/alpha and then adds theta/alpha back (docs/neurons.md). `threshold` is a per-channel list (or one
 value); `calibrated=0` marks thresholds that `channel_norm` must still set from data (1.0 until then, in the
@@ -103,6 +107,7 @@ class ActivationsToNeurons(Pass):
     def run(self, graph: gs.Graph, ctx: PassContext) -> gs.Graph:
         counts = {"IF": 0, "SignedIF": 0}
         v_init = float(ctx.option("v_init", DEFAULT_OPTIONS["v_init"]))  # QCFS neurons always start at theta/2
+        memory = int(ctx.option("neuron", DEFAULT_OPTIONS["neuron"]) == "memory")
         for node in list(graph.nodes):
             if not node.outputs or node.domain == SNNC_DOMAIN:
                 continue
@@ -112,7 +117,8 @@ class ActivationsToNeurons(Pass):
             new = None
             if node.op == "Relu":
                 _check_source(node, x)
-                new = _neuron("IF", node.name, x, node.outputs[0], threshold=[1.0], v_init=v_init, calibrated=0)
+                new = _neuron("IF", node.name, x, node.outputs[0], threshold=[1.0], v_init=v_init, calibrated=0,
+                              memory=memory)
             elif node.op == "LeakyRelu":
                 alpha = float(node.attrs.get("alpha", 0.01))
                 if not 0 < alpha < 1:
@@ -129,7 +135,8 @@ class ActivationsToNeurons(Pass):
                     raise UnsupportedOpError(f"{node_label(node)}: only Clip(0, lambda) with constant lambda > 0 "
                                              "is a spiking neuron")
                 _check_source(node, x)
-                new = _neuron("IF", node.name, x, node.outputs[0], threshold=[hi], v_init=v_init, calibrated=1)
+                new = _neuron("IF", node.name, x, node.outputs[0], threshold=[hi], v_init=v_init, calibrated=1,
+                              memory=memory)
             elif node.op == "Mul" and producer(node.inputs[0]) is not None \
                     and producer(node.inputs[0]).op in NEURON_SOURCES:
                 match = _match_qcfs(graph, node)
@@ -137,7 +144,7 @@ class ActivationsToNeurons(Pass):
                     continue
                 chain, lam, levels = match
                 new = _neuron("IF", node.name + "_qcfs", x, chain[-1].outputs[0], threshold=[lam], v_init=0.5,
-                              calibrated=1, qcfs_levels=levels)
+                              calibrated=1, qcfs_levels=levels, memory=memory)
                 for n in chain:
                     n.inputs.clear()
                     n.outputs.clear()

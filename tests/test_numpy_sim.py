@@ -16,11 +16,12 @@ from snnc.compiler.network import Layer, Network, Neuron
 # ---- small networks ---------------------------------------------------------------------------------------------
 
 
-def single_neuron(kind="IF", theta=1.0, alpha=0.1, v_init=0.0, weights=((1.0,),), scale=1.0) -> Network:
+def single_neuron(kind="IF", theta=1.0, alpha=0.1, v_init=0.0, weights=((1.0,),), scale=1.0,
+                  memory=False) -> Network:
     """input (n,) -> dense -> one neuron per row of `weights`."""
     w = np.asarray(weights, np.float32)
     neuron = Neuron(kind, np.full(w.shape[0], theta, np.float32), alpha=alpha if kind == "SignedIF" else 0.0,
-                    v_init=v_init)
+                    v_init=v_init, memory=memory)
     layers = [Layer("x", "input", [], (w.shape[1],)),
               Layer("n", "dense", ["x"], (w.shape[0],), weight=w, neuron=neuron)]
     return Network(layers, ["n"], input_encoding={"kind": "direct", "scale": scale})
@@ -299,6 +300,48 @@ def test_unevenness_example_of_methods_section_5():
     np.testing.assert_allclose(res.outputs[6]["n"][:, 0], [0.5, 4 / 6, 2 / 6])
     np.testing.assert_array_equal(res.spike_counts["n"], [3, 4, 2])
     assert rate_limit_forward(net, trains.mean(axis=0))["n"][0, 0] == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("mode", ["float", "fixed"])
+def test_memory_if_takes_back_excess_spikes(mode):
+    """Memory IF, theta 1, W = 1, input currents 0.6, 0.6, -1, 0.5, 0.5, 0.5, -0.4, -0.4 (sum 0.9).
+
+    V: 0.6 | 1.2 -> +1 (0.2) | -0.8 -> -1 (0.2) | 0.7 | 1.2 -> +1 (0.2) | 0.7 | 0.3 | -0.1 -> -1 (0.9):
+    spikes +1 -1 +1 -1, net 0 = floor(0.9). The plain IF keeps its first spike (net 1) and never returns it.
+    """
+    x = np.array([0.6, 0.6, -1.0, 0.5, 0.5, 0.5, -0.4, -0.4], np.float32).reshape(8, 1, 1)
+    plain = simulate(single_neuron("IF", scale=0.1), x, [2, 3, 8], encoding="explicit", progress=False, mode=mode)
+    mem = simulate(single_neuron("IF", memory=True, scale=0.1), x, [2, 3, 5, 8], encoding="explicit",
+                   progress=False, mode=mode)  # input unit 0.1: the currents are exact integers in fixed point
+    assert plain.outputs[8]["n"][0, 0] == pytest.approx(1 / 8) and plain.spike_counts["n"].tolist() == [1]
+    assert [mem.outputs[t]["n"][0, 0] * t for t in (2, 3, 5, 8)] == pytest.approx([1, 0, 1, 0])
+    assert mem.spike_counts["n"].tolist() == [4]  # both signs count (SOPs)
+
+
+def test_memory_if_fixes_the_excitation_first_order_of_section_5():
+    """The unevenness example: excitation first gave 4 spikes (0.67) with the plain IF; the memory IF returns one
+    at t = 6 (V = -1 < 0) and ends at 3 = the ANN's 0.5. Inhibition first still gives 0.33: nothing to return."""
+    net = single_neuron("IF", weights=[[2.0, -1.0]], memory=True)
+    trains = np.zeros((6, 2, 2), np.float32)
+    trains[[0, 1, 2], 0, 0] = 1
+    trains[[3, 4, 5], 0, 1] = 1
+    trains[[3, 4, 5], 1, 0] = 1
+    trains[[0, 1, 2], 1, 1] = 1
+    res = simulate(net, trains, 6, encoding="explicit", progress=False)
+    np.testing.assert_allclose(res.outputs[6]["n"][:, 0], [0.5, 2 / 6])
+    np.testing.assert_array_equal(res.spike_counts["n"], [5, 2])
+
+
+@pytest.mark.parametrize("z", [-0.3, 0.0, 0.013, 0.37, 0.9, 1.7])
+def test_memory_if_rate_limit_is_clipped_relu(z):
+    net = single_neuron("IF", v_init=0.5, memory=True)
+    rng = np.random.default_rng(1)
+    noisy = (z + rng.normal(0, 0.5, 4096)).astype(np.float32).reshape(4096, 1, 1)  # spiky input around z
+    noisy -= noisy.mean() - np.float32(z)
+    res = simulate(net, noisy, 4096, encoding="explicit", progress=False)
+    assert res.outputs[4096]["n"][0, 0] == pytest.approx(min(max(z, 0.0), 1.0), abs=1.5 / 4096 + 1e-6) or z > 1
+    if z <= 0:
+        assert res.outputs[4096]["n"][0, 0] == 0.0
 
 
 def test_spike_counts_count_both_signs():

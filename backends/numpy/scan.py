@@ -7,6 +7,10 @@ Per step t, on every neuron (float32 in float mode, int64 in fixed-point mode, t
     neg = V <= -theta_neg ;  V += theta_neg where neg       # SignedIF only; theta_neg = theta / alpha
     s(t) = pos - neg               # int8 in {-1, 0, 1}
 
+Memory IF (`count` given, theta_neg None): a -1 spike takes back an earlier +1 where V < 0 and the neuron's
+count of emitted spikes (+1s minus -1s) is positive, then V += theta; count += s. After a +1 spike V >= 0, so the
+two never coincide.
+
 pos and neg are computed from the same integrated V (they exclude each other since theta > 0), so the order of
 the two resets does not matter. The neurons are processed in tiles of about 64k values (all steps of a tile
 before the next tile, so the tile's membrane stays in cache) and the tiles are shared out over threads: numpy
@@ -23,11 +27,13 @@ TILE_VALUES = 65536
 
 
 def scan(V: np.ndarray, z: np.ndarray, z_const: bool, spikes: np.ndarray, theta: np.ndarray,
-         theta_neg: np.ndarray | None, pool: Executor | None = None, tile_values: int = TILE_VALUES) -> None:
+         theta_neg: np.ndarray | None, pool: Executor | None = None, tile_values: int = TILE_VALUES,
+         count: np.ndarray | None = None) -> None:
     """Run the neuron update for spikes.shape[0] steps.
 
     V (B, N) membrane, updated in place. z (Tc, B, N), or (B, N) the same at every step when z_const.
     spikes (Tc, B, N) int8, written. theta, theta_neg (N,) of V's dtype (theta_neg None: IF neuron).
+    count (B, N) int32, updated in place: the memory IF's emitted count (None: no memory).
     """
     steps, batch, n = spikes.shape
     width = max(1024, tile_values // max(1, batch))
@@ -39,6 +45,11 @@ def scan(V: np.ndarray, z: np.ndarray, z_const: bool, spikes: np.ndarray, theta:
         if theta_neg is not None:
             tn, mtn = theta_neg[a:b], minus_neg[a:b]
             neg = np.empty(v.shape, dtype=np.bool_)
+        if count is not None:
+            cnt = count[:, a:b]
+            neg = np.empty(v.shape, dtype=np.bool_)
+            below = np.empty(v.shape, dtype=np.bool_)
+            zero = np.zeros((), v.dtype)
         for t in range(steps):
             np.add(v, z[:, a:b] if z_const else z[t, :, a:b], out=v)
             s = spikes[t, :, a:b]
@@ -49,6 +60,13 @@ def scan(V: np.ndarray, z: np.ndarray, z_const: bool, spikes: np.ndarray, theta:
                 np.less_equal(v, mtn, out=neg)
                 np.add(v, tn, out=v, where=neg)
                 np.subtract(s, neg, out=s, casting="unsafe")
+            elif count is not None:
+                np.less(v, zero, out=below)
+                np.greater(cnt, 0, out=neg)
+                np.logical_and(neg, below, out=neg)
+                np.add(v, th, out=v, where=neg)
+                np.subtract(s, neg, out=s, casting="unsafe")
+                np.add(cnt, s, out=cnt, casting="unsafe")
 
     bounds = [(a, min(n, a + width)) for a in range(0, n, width)]
     if pool is None or len(bounds) == 1:
