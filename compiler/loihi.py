@@ -15,6 +15,11 @@ The estimate, per connection layer with C output channels of P positions each, f
 - dense: no sharing; a core holding n neurons stores n * F * b / 8 bytes: n <= min(8192, 128 KB / (F b / 8)).
 Explicit synapses (each nonzero connection, counted for the 120 M chip limit) are reported as well: they are
 what a mapping without weight sharing would need. pad / concat layers need no cores (they are routing).
+
+Memory IF neurons (docs/neurons.md, the default for IF) keep one more state variable per neuron than an IF
+neuron: the count n of +1 minus -1 spikes, 0 <= n <= T, i.e. log2(T) + 1 bits (9 at T = 256), next to the
+membrane; and they send signed spikes (graded spikes on Loihi 2). The report counts them and says so; it does
+not reduce the neurons per core for the larger state (8,192 per core is Loihi 2's figure for its neurons).
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ class LayerFit:
     acc_bits: int  # bits of the largest possible |z| in fixed point (sign included)
     cores: int
     note: str = ""
+    memory: bool = False  # memory IF neurons: one more state variable (the count n) per neuron
 
 
 @dataclass
@@ -56,6 +62,7 @@ class Fit:
     neurons: int = 0
     synapses: int = 0
     chips: int = 1
+    memory_neurons: int = 0  # neurons that are memory IF (one more state variable each)
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -136,10 +143,14 @@ def fit(net: Network, weight_bits: int = MAX_WEIGHT_BITS) -> Fit:
         acc = (weight_bits - 1) + in_bits + max(1, math.ceil(math.log2(max(2, fan)))) + 1
         if acc > ACCUMULATOR_BITS:
             note = (note + "; " if note else "") + f"|z| may need {acc} bits > {ACCUMULATOR_BITS}-bit accumulator"
-        rows.append(LayerFit(layer.name, layer.op, neurons, syn, fan, weight_bits, acc, cores, note))
+        memory = layer.neuron is not None and layer.neuron.memory
+        if memory:
+            note = (note + "; " if note else "") + "memory IF: +1 state (count)"
+        rows.append(LayerFit(layer.name, layer.op, neurons, syn, fan, weight_bits, acc, cores, note, memory))
     result.cores = sum(r.cores for r in rows)
     result.neurons = sum(r.neurons for r in rows)
     result.synapses = sum(r.synapses for r in rows)
+    result.memory_neurons = sum(r.neurons for r in rows if r.memory)
     result.chips = max(1, math.ceil(result.cores / CORES_PER_CHIP), math.ceil(result.neurons / NEURONS_PER_CHIP))
     return result
 
@@ -164,6 +175,10 @@ def fit_report(net: Network, weight_bits: int = MAX_WEIGHT_BITS) -> str:
     if f.synapses > SYNAPSES_PER_CHIP:
         lines.append(f"note: {f.synapses:,} explicit synapses > {SYNAPSES_PER_CHIP:,}: the estimate relies on "
                      "Loihi 2's convolutional weight sharing")
+    if f.memory_neurons:
+        lines.append(f"note: {f.memory_neurons:,} memory IF neurons keep one more state variable each than an IF "
+                     "neuron (the count of +1 minus -1 spikes: log2(T) + 1 bits, 9 at T = 256) and send signed "
+                     "(graded) spikes; the estimate assumes 8,192 of them still fit a core")
     why += f.problems
     if f.fits:
         lines.append(f"fits on one Loihi 2 chip: {f.cores} of {CORES_PER_CHIP} cores (estimate)")

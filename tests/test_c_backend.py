@@ -148,6 +148,50 @@ OPS = ["conv", "conv_stride2", "conv_pads_asym", "conv_group", "conv_depthwise_d
        "dense_linear", "concat", "pad_edge", "pad_constant", "pad_on_input", "if", "signed_if", "linear_head"]
 
 
+# Cases whose memory IF layers emit no -1 spike in 6 steps: those fed only by the constant (direct) image, whose
+# constant z never takes V below 0 after a spike, and the 10 dense neurons (memory_train_net covers dense layers).
+NO_NEGATIVE_SPIKES = {"conv_on_input", "upsample_copy", "dense_linear", "pad_on_input", "signed_if", "linear_head",
+                      "dense"}
+
+
+def with_memory(net: Network, signed_too: bool = False) -> Network:
+    """`net` with its IF neurons (with signed_too: every neuron) turned into memory IF neurons (docs/neurons.md)."""
+    layers = []
+    for lay in net.layers:
+        n = lay.neuron
+        if n is not None and (n.kind == "IF" or signed_too):
+            lay = dataclasses.replace(lay, neuron=Neuron("IF", n.threshold, v_init=n.v_init, memory=True))
+        layers.append(lay)
+    return dataclasses.replace(net, layers=layers)
+
+
+def net_for(case: str, memory: bool) -> Network:
+    return with_memory(single_op(case)) if memory else single_op(case)
+
+
+def memory_train_net(memory: bool = True) -> Network:
+    """A memory IF neuron 'n' (theta 1, V(0) = 0) whose input current at t = 1..8 is CURRENTS, from a direct input.
+
+    The input (1,) = 1 drives 8 plain IF neurons 'k' (theta 1, V(0) = 0, current 1/k + 0.01): neuron k spikes
+    exactly at the multiples of k up to 8 (margin 0.01 * t to the threshold, safe in fixed point). The weights
+    w_k from them to 'n' solve sum over k dividing t of w_k = CURRENTS[t] (Moebius inversion: 0.6, 0, -1.6, -0.1,
+    -0.1, 1.5, -1, -0.9), so the currents reach 'n' although the backend only has direct encoding."""
+    t = np.arange(1, 9)
+    divides = (t[:, None] % t[None, :] == 0).astype(np.float64)  # [t, k]: k divides t
+    w = np.round(np.linalg.solve(divides, CURRENTS), 6).astype(np.float32)
+    drive = (1.0 / t + 0.01).astype(np.float32).reshape(8, 1)
+    layers = [Layer("x", "input", [], (1,)),
+              Layer("k", "dense", ["x"], (8,), drive, None, {}, Neuron("IF", np.ones(8, np.float32), v_init=0.0)),
+              Layer("n", "dense", ["k"], (1,), w.reshape(1, 8), None, {},
+                    Neuron("IF", np.ones(1, np.float32), v_init=0.0, memory=memory))]
+    return Network(layers, ["n", "k"], input_encoding={"kind": "direct", "scale": 1.0})
+
+
+# the hand-made spike train of tests/test_numpy_sim.py::test_memory_if_takes_back_excess_spikes
+CURRENTS = np.array([0.6, 0.6, -1.0, 0.5, 0.5, 0.5, -0.4, -0.4])
+NET_COUNT = [0, 1, 0, 0, 1, 1, 1, 0]  # +1 spikes minus -1 spikes after t = 1..8: +1 at 2, -1 at 3, +1 at 5, -1 at 8
+
+
 def yolo_like(size: int = 16) -> Network:
     """conv, strided conv, IBT neurons, edge pad + k2 conv (the max-pool stand-in), deconv, concat, two heads."""
     rng = np.random.default_rng(7)
@@ -216,9 +260,12 @@ def ref_deconv(x, w, attrs, out_shape):
     return full[:, pt:pt + out_shape[1], pl:pl + out_shape[2]]
 
 
-def ref_fixed(net: Network, x: np.ndarray, ts: list[int], v_init=None):
-    """Fixed-point simulation with plain loops: (outputs[T][name] (B, ...), spike_counts[name] (B,))."""
+def ref_fixed(net: Network, x: np.ndarray, ts: list[int], v_init=None, negatives: dict | None = None):
+    """Fixed-point simulation with plain loops: (outputs[T][name] (B, ...), spike_counts[name] (B,)).
+    negatives, when given, receives the number of -1 spikes per neuron layer (all samples)."""
     net = with_v_init(net, v_init)
+    if negatives is not None:
+        negatives.update({lay.name: 0 for lay in net.neuron_layers})
     q = quantize(net)
     outs = {t: {n: [] for n in net.outputs} for t in ts}
     counts = {lay.name: [] for lay in net.neuron_layers}
@@ -227,6 +274,7 @@ def ref_fixed(net: Network, x: np.ndarray, ts: list[int], v_init=None):
                                        lay.shape).astype(np.int64) for lay in net.neuron_layers}
         sums = {n: np.zeros(net.layer(n).shape, np.int64) for n in net.outputs}
         cnt = {n: 0 for n in V}
+        emitted = {n: np.zeros(net.layer(n).shape, np.int64) for n in V}  # memory IF: +1s minus -1s
         for t in range(1, ts[-1] + 1):
             val = {}
             for lay in net.layers:
@@ -262,6 +310,14 @@ def ref_fixed(net: Network, x: np.ndarray, ts: list[int], v_init=None):
                         neg = v <= -tn
                         v = v + tn * neg
                         s = s - neg
+                    elif lay.neuron.memory:
+                        neg = (v < 0) & (emitted[lay.name] > 0)
+                        v = v + th * neg
+                        s = s - neg
+                        emitted[lay.name] += s
+                    if lay.neuron.kind == "SignedIF" or lay.neuron.memory:
+                        if negatives is not None:
+                            negatives[lay.name] += int(neg.sum())
                     V[lay.name] = v
                     cnt[lay.name] += int(np.abs(s).sum())
                     val[lay.name] = s
@@ -343,20 +399,25 @@ int main(int argc, char **argv) {
         assert float(got[3]) == rng.random()
 
 
+@pytest.mark.parametrize("memory", [False, True], ids=["plain", "memory"])
 @pytest.mark.parametrize("case", OPS)
-def test_op_fixed_matches_loop_reference(case, cbk):
-    net = single_op(case)
+def test_op_fixed_matches_loop_reference(case, memory, cbk):
+    net = net_for(case, memory)
     x = images(net.input_layers[0].shape)
     res = cbk.simulate(net, x, [1, 3, 6], mode="fixed")
-    ref_out, ref_counts = ref_fixed(net, x, [1, 3, 6])
+    negatives: dict = {}
+    ref_out, ref_counts = ref_fixed(net, x, [1, 3, 6], negatives=negatives)
     assert_same(res, ref_out, ref_counts)
     assert sum(int(v.sum()) for v in res.spike_counts.values()) > 0
+    if memory and case not in NO_NEGATIVE_SPIKES:  # the memory IF's -1 spikes happened: the check is not vacuous
+        assert sum(negatives[lay.name] for lay in net.neuron_layers if lay.neuron.memory) > 0, negatives
 
 
+@pytest.mark.parametrize("memory", [False, True], ids=["plain", "memory"])
 @pytest.mark.parametrize("case", OPS)
-def test_op_matches_numpy_backend(case, cbk):
+def test_op_matches_numpy_backend(case, memory, cbk):
     ref_bk = numpy_backend()
-    net = single_op(case)
+    net = net_for(case, memory)
     x = images(net.input_layers[0].shape)
     ref = ref_bk.simulate(net, x, [1, 3, 6], mode="fixed")
     res = cbk.simulate(net, x, [1, 3, 6], mode="fixed")
@@ -367,22 +428,27 @@ def test_op_matches_numpy_backend(case, cbk):
     assert_close(res, ref)
 
 
-def test_yolo_like_fixed_bit_exact(cbk):
-    net = yolo_like()
+@pytest.mark.parametrize("memory", [False, True], ids=["as_built", "memory"])
+def test_yolo_like_fixed_bit_exact(memory, cbk):
+    net = with_memory(yolo_like(), signed_too=True) if memory else yolo_like()
     x = images((3, 16, 16), batch=2, seed=3)
     ts = [1, 4, 16]
     res = cbk.simulate(net, x, ts, mode="fixed")
-    ref_out, ref_counts = ref_fixed(net, x, ts)
+    negatives: dict = {}
+    ref_out, ref_counts = ref_fixed(net, x, ts, negatives=negatives)
     assert_same(res, ref_out, ref_counts)
     rates = res.firing_rates()
     assert all(0 < r < 1 for r in rates.values()), rates
+    if memory:  # memory IF -1 spikes in every layer but the first (fed by the constant image)
+        assert all(negatives[lay.name] > 0 for lay in net.neuron_layers[1:]), negatives
     ref = numpy_backend().simulate(net, x, ts, mode="fixed")
     assert_same(res, ref.outputs, ref.spike_counts)
 
 
-def test_yolo_like_float_and_v_init(cbk):
+@pytest.mark.parametrize("memory", [False, True], ids=["as_built", "memory"])
+def test_yolo_like_float_and_v_init(memory, cbk):
     ref_bk = numpy_backend()
-    net = yolo_like()
+    net = with_memory(yolo_like(), signed_too=True) if memory else yolo_like()
     x = images((3, 16, 16), batch=2, seed=4)
     for v_init in (None, 0.0):
         ref = ref_bk.simulate(net, x, [2, 8], mode="float", v_init=v_init)
@@ -393,12 +459,48 @@ def test_yolo_like_float_and_v_init(cbk):
         assert_same(res, ref.outputs, ref.spike_counts)
 
 
-def test_rate_encoding_bit_exact(cbk):
+def single_memory_neuron() -> Network:
+    """input (1,) -> dense W = 1 -> one memory IF neuron, theta 1, V(0) = 0, input unit 0.1 (as test_numpy_sim)."""
+    return Network([Layer("x", "input", [], (1,)),
+                    Layer("n", "dense", ["x"], (1,), np.ones((1, 1), np.float32), None, {},
+                          Neuron("IF", np.ones(1, np.float32), v_init=0.0, memory=True))], ["n"],
+                   input_encoding={"kind": "direct", "scale": 0.1})
+
+
+@pytest.mark.parametrize("mode", ["fixed", "float"])
+def test_memory_if_hand_made_spike_train(mode, cbk):
+    """A memory IF neuron fed the currents 0.6, 0.6, -1, 0.5, 0.5, 0.5, -0.4, -0.4 spikes +1, -1, +1, -1 at
+    t = 2, 3, 5, 8 (tests/test_numpy_sim.py::test_memory_if_takes_back_excess_spikes). The C backend has no
+    explicit encoding: the currents come from a direct input through 8 plain IF neurons (`memory_train_net`),
+    which the NumPy simulator confirms gives what the explicit currents give. Read at every checkpoint
+    t = 1..8: the output sum is the neuron's count n(t) = +1s minus -1s; spike counts count both signs."""
+    ts = list(range(1, 9))
+    explicit = numpy_backend().simulate(single_memory_neuron(), CURRENTS.astype(np.float32).reshape(8, 1, 1), ts,
+                                        mode=mode, encoding="explicit", progress=False)
+    net = memory_train_net()
+    x = np.ones((1, 1), np.float32)
+    ref = numpy_backend().simulate(net, x, ts, mode=mode, progress=False)
+    res = cbk.simulate(net, x, ts, mode=mode)
+    for r in (explicit, ref, res):
+        assert [r.outputs[t]["n"][0, 0] * t for t in ts] == pytest.approx(NET_COUNT, abs=1e-5)
+        assert r.spike_counts["n"].tolist() == [4]
+    assert res.spike_counts["k"].tolist() == ref.spike_counts["k"].tolist() == [8 + 4 + 2 + 2 + 1 + 1 + 1 + 1]
+    if mode == "fixed":
+        assert [int(res.extra["raw_sums"][t]["n"][0, 0]) for t in ts] == NET_COUNT
+        assert_same(res, ref.outputs, ref.spike_counts)
+    # the plain IF keeps its t = 2 spike: count 1 from t = 2 on
+    plain = cbk.simulate(memory_train_net(memory=False), x, ts, mode=mode)
+    assert [plain.outputs[t]["n"][0, 0] * t for t in ts] == pytest.approx([0] + [1] * 7, abs=1e-5)
+
+
+@pytest.mark.parametrize("memory", [False, True], ids=["as_built", "memory"])
+def test_rate_encoding_bit_exact(memory, cbk):
     ref_bk = numpy_backend()
-    net = dataclasses.replace(yolo_like(8), input_encoding={"kind": "rate"})
+    base = with_memory(yolo_like(8), signed_too=True) if memory else yolo_like(8)
+    net = dataclasses.replace(base, input_encoding={"kind": "rate"})
     x = images((3, 8, 8), batch=3, seed=5)
-    ref = ref_bk.simulate(yolo_like(8), x, 4, mode="fixed", seed=3, encoding="rate")
-    res = cbk.simulate(yolo_like(8), x, 4, mode="fixed", seed=3, encoding="rate")
+    ref = ref_bk.simulate(base, x, 4, mode="fixed", seed=3, encoding="rate")
+    res = cbk.simulate(base, x, 4, mode="fixed", seed=3, encoding="rate")
     assert_same(res, ref.outputs, ref.spike_counts)
     for mode in ("fixed", "float"):
         ref = ref_bk.simulate(net, x, [3, 7], mode=mode, seed=11)
@@ -409,10 +511,11 @@ def test_rate_encoding_bit_exact(cbk):
             assert_close(res, ref)
 
 
-@pytest.mark.parametrize("mode,weights,rate", [("fixed", "bin", False), ("float", "bin", False),
-                                               ("fixed", "header", False), ("float", "header", True)])
-def test_generated_sources_compile_strict(tmp_path, mode, weights, rate):
-    net = yolo_like(8)
+@pytest.mark.parametrize("mode,weights,rate,memory", [
+    ("fixed", "bin", False, False), ("float", "bin", False, False), ("fixed", "header", False, False),
+    ("float", "header", True, False), ("fixed", "bin", False, True), ("float", "header", True, True)])
+def test_generated_sources_compile_strict(tmp_path, mode, weights, rate, memory):
+    net = with_memory(yolo_like(8)) if memory else yolo_like(8)
     if rate:
         net = dataclasses.replace(net, input_encoding={"kind": "rate"})
     proj = c_backend.generate(net, tmp_path, mode, weights=weights)
@@ -595,36 +698,30 @@ def yolo96(tmp_path_factory):
     return write_output(result, work / "yolov3-tiny-96.lava"), calib / "astronaut.png"
 
 
-def detection_threshold(path, photo, T: int) -> float:
-    """Half the NumPy simulator's best fixed-point score at T (at most the default 0.25), after checking that
-    the best detection is the astronaut: the CLI runs compare non-empty detection lists. At 96 x 96 and small T the
-    SNN's scores are far below the ANN's (two persons at 0.64 and 0.54), by how much depends on the pipeline."""
-    from snnc.compiler import lavafile
-    from snnc.compiler.run import run_network
-
-    res = run_network(lavafile.load(path), [photo], T, mode="fixed", score_thr=1e-4, progress=False)
-    best = max(res.detections[T][0], key=lambda d: d.score)
-    assert best.name == "person", best
-    return min(0.25, best.score / 2)
-
-
 def test_snnc_run_backend_c_reproduces_numpy_detections(yolo96, tmp_path):
-    """`snnc run --backend c` on a real photo (yolov3-tiny at 96 x 96): the same detections (class, score, box) at
-    every checkpoint and the same spikes per layer as `--backend numpy`, in fixed point (bit-exact)."""
+    """`snnc run --backend c` on a real photo (yolov3-tiny at 96 x 96, memory IF neurons from every ReLU): the same
+    detections (class, score, box) at every checkpoint and the same spikes per layer as `--backend numpy`, in
+    fixed point (bit-exact), at the default score threshold (0.25). Both persons of the photo are there at each
+    checkpoint (the ANN: 0.64 and 0.54; fixed point measured 0.57 / 0.47 at T = 32 and 0.58 / 0.50 at T = 64)."""
     import json
 
+    from snnc.compiler.host import SCORE_THR
+
+    from snnc.compiler import lavafile
+
     path, photo = yolo96
-    thr = detection_threshold(path, photo, 64)
+    assert all(lay.neuron.memory for lay in lavafile.load(path).neuron_layers)  # the default pipeline's neurons
     got = {}
     for backend in ("numpy", "c"):
         out = tmp_path / f"{backend}.json"
         res = snnc_cli("run", str(path), "--image", str(photo), "-T", "32,64", "--backend", backend,
-                       "--mode", "fixed", "--score-thr", f"{thr:.6g}", "--json", str(out), "-q")
+                       "--mode", "fixed", "--json", str(out), "-q")
         assert res.returncode == 0, res.stderr
         got[backend] = json.loads(out.read_text())
     ref, c = got["numpy"], got["c"]
-    dets = ref["images"][0]["detections"]
-    assert "person" in {d["name"] for d in dets}, dets
+    assert ref["score_threshold"] == SCORE_THR == 0.25
+    for t, dets in ref["images"][0]["detections_at"].items():
+        assert [d["name"] for d in dets].count("person") >= 2, (t, dets)
     assert c["images"][0]["detections_at"] == ref["images"][0]["detections_at"]
     assert c["figures"]["spikes_per_layer"] == ref["figures"]["spikes_per_layer"]
     assert c["backend"] == "c"

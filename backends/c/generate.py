@@ -13,7 +13,9 @@ convolution, not T. The neuron update then follows docs/neurons.md:
 
     fixed:  V += z_int + b_int (int64);  IF: s = V >= theta_int, V -= s*theta_int
             SignedIF: s = +1 where V >= theta_int (V -= theta_int), else -1 where V <= -theta_neg_int
-            (V += theta_neg_int); the next layer receives s in {-1, 0, 1}; linear layers output z_int + b_int.
+            (V += theta_neg_int); memory IF: as IF, and s = -1 where V < 0 and the neuron's count n of emitted
+            spikes (+1s minus -1s, an int32 per neuron) is > 0 (V += theta_int), then n += s;
+            the next layer receives s in {-1, 0, 1}; linear layers output z_int + b_int.
     float:  the same in snn_real_t with out = s * theta.
 
 Integers come from `snnc.compiler.fixedpoint.quantize` (bit-exact with the NumPy reference); no rounding happens
@@ -475,10 +477,13 @@ static void snn_layer_{i}(snn_ctx *c)
         self.param(f"v0_{i}", self.mem, np.asarray(v0).reshape(c))
         if tn is not None:
             self.param(f"tn{i}", self.mem, np.asarray(tn).reshape(c))
+        memory = n.kind == "IF" and bool(n.memory)
+        if memory:  # the memory IF's emitted count per neuron (+1 spikes minus -1 spikes, 0 <= m <= steps)
+            self.alloc(f"m{i}", "int32_t", c * h * w)
         self.reset_lines.append(f"""    for (int p = 0; p < {h * w}; ++p)
         for (int ch = 0; ch < {c}; ++ch)
             c->v{i}[p * {c} + ch] = c->v0_{i}[ch];
-    c->n{i} = 0;""")
+    c->n{i} = 0;""" + (f"\n    memset(c->m{i}, 0, {c * h * w}u * sizeof *c->m{i});" if memory else ""))
         zval = "(int64_t)z[k]" if self.fixed else "z[k]"
         # branch-free so that the compiler vectorizes it; the same arithmetic as docs/neurons.md
         if self.fixed:
@@ -489,6 +494,13 @@ static void snn_layer_{i}(snn_ctx *c)
             const int64_t le = v <= -tn[ch];
             v += tn[ch] & -le;
             o[k] = (int8_t)(ge - le);
+            cnt += ge + le;"""
+            elif memory:  # after a +1 spike v >= 0, so ge and le exclude each other
+                fire += """
+            const int64_t le = (v < 0) & (M[k] > 0);
+            v += th[ch] & -le;
+            o[k] = (int8_t)(ge - le);
+            M[k] += (int32_t)(ge - le);
             cnt += ge + le;"""
             else:
                 fire += """
@@ -503,11 +515,20 @@ static void snn_layer_{i}(snn_ctx *c)
             v = le ? v + tn[ch] : v;
             o[k] = (int8_t)(ge - le);
             cnt += ge + le;"""
+            elif memory:
+                fire += """
+            const int le = (v < 0) & (M[k] > 0);
+            v = le ? v + th[ch] : v;
+            o[k] = (int8_t)(ge - le);
+            M[k] += ge - le;
+            cnt += ge + le;"""
             else:
                 fire += """
             o[k] = (int8_t)ge;
             cnt += ge;"""
         tn_decl = f"\n        const {self.mem} *tn = c->tn{i};" if tn is not None else ""
+        if memory:
+            tn_decl += f"\n        int32_t *M = c->m{i};"
         return f"""    {{
         {self.mem} *V = c->v{i};
         int8_t *o = c->o{i};
@@ -730,7 +751,7 @@ typedef struct snn_ctx snn_ctx;
  * are compiled in). Returns NULL on failure; snn_last_error() says why. The context starts reset. */
 snn_ctx *snn_init(const char *weights_path);
 const char *snn_last_error(void);
-/* Membranes to their initial value, spike counts and output sums to 0, step counter to 0. */
+/* Membranes to their initial value; memory IF counts, spike counts and output sums to 0; step counter 0. */
 void snn_reset(snn_ctx *ctx);
 /* One time step with input x (SNN_INPUT_SIZE values, (C, H, W) order). */
 void snn_step(snn_ctx *ctx, const snn_input_t *x);

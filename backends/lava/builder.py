@@ -52,7 +52,7 @@ class SnncSimCfg(Loihi2SimCfg):
 @dataclass
 class LavaNet:
     plan: Plan
-    populations: dict[str, Any]  # layer name -> ConstantSource / IF / SignedIF / Linear
+    populations: dict[str, Any]  # layer name -> ConstantSource / IF / MemoryIF / SignedIF / Linear
     connections: dict[str, Any]  # connection name -> lava Conv / Dense / Sparse
     delays: dict[str, Any]  # "<source>+<steps>" -> Delay
     input_ports: dict[str, list]  # input layer name -> the InPorts its values feed
@@ -131,9 +131,9 @@ def build_plan(plan: Plan, *, steps: int = 0, rec_at: Sequence[int] = (), source
             cls = P.ConstantSource
         elif p.kind == "Linear":
             proc, cls = P.Linear(bias=p.bias.astype(dtype), **common), P.Linear
-        elif p.kind == "IF":
-            proc, cls = P.IF(bias=p.bias.astype(dtype), vth=p.vth.astype(dtype), v_init=p.v0.astype(dtype),
-                             **common), P.IF
+        elif p.kind in ("IF", "MemoryIF"):
+            cls = P.MemoryIF if p.kind == "MemoryIF" else P.IF
+            proc = cls(bias=p.bias.astype(dtype), vth=p.vth.astype(dtype), v_init=p.v0.astype(dtype), **common)
         else:
             proc, cls = P.SignedIF(bias=p.bias.astype(dtype), vth=p.vth.astype(dtype),
                                    vth_neg=p.vth_neg.astype(dtype), v_init=p.v0.astype(dtype), **common), P.SignedIF

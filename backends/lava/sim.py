@@ -22,7 +22,7 @@ from snnc.compiler.errors import SnncError
 from snnc.compiler.network import Network
 
 from .builder import build_plan, with_v_init
-from .plan import from_lava, make_plan, per_neuron, to_lava
+from .plan import NEURON_KINDS, from_lava, make_plan, per_neuron, to_lava
 
 
 def _inputs(net: Network, x: Any) -> dict[str, np.ndarray]:
@@ -80,7 +80,7 @@ def simulate(net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float
     lnet = build_plan(plan, steps=t_max, rec_at=ts, samples=batch,
                       input_values={k: to_lava(v, chw[k]) for k, v in values.items()})
     steps = lnet.period * batch
-    neuron_pops = [p for p in plan.pops if p.kind in ("IF", "SignedIF")]
+    neuron_pops = [p for p in plan.pops if p.kind in NEURON_KINDS]
     built = time.perf_counter()
     bar = _progress_bar(progress, steps)
     try:

@@ -3,13 +3,15 @@
 Neurons (docs/neurons.md, one population per connection layer, shape (W, H, C) or (C,)):
 
     IF         V += z; s = V >= vth; V -= s*vth; out = s                          reset by subtraction
+    MemoryIF   as IF, then n = V < 0 and count > 0; V += n*vth; out = s - n; count += out     (memory IF)
     SignedIF   V += z; p = V >= vth; n = V <= -vth_neg; V -= p*vth; V += n*vth_neg; out = p - n    (IBT)
     Linear     out = z (no spikes); a detection head or a copy layer such as nearest upsampling
 
 with z = a_in + bias (bias per neuron, every step) and V(0) = v_init per neuron. Each has a float model
 (tag "floating_pt": V, vth, bias float32, z = float32(a_in) + bias as in the NumPy reference) and a bit-accurate
 fixed-point model (tag "fixed_pt": V, vth, vth_neg, bias int64, the integers of `snnc.compiler.fixedpoint`;
-spikes and Linear outputs leave as int32 graded messages).
+spikes and Linear outputs leave as int32 graded messages). MemoryIF's `count` (+1 spikes minus -1 spikes
+emitted since the sample's start, 0 <= count <= T) is int32 in both; its -1 spikes need graded messages.
 
 Time gating (the synaptic delay of Lava, docs/backend_lava.md): a local step counter t counts run_spk calls; a
 population is idle (discards its input, sends zeros, keeps its state) for its first t_start steps and, when
@@ -20,8 +22,9 @@ rec[sample, i] when k == rec_at[i] (decoding at checkpoints in one run).
 
 Batches: with period P > 0 the run is a sequence of samples of P steps each, u = (t - 1) % P + 1 the step within
 sample (t - 1) // P; at the first step of every sample after the first a population resets v to v_init and acc,
-spike_count to 0. This replaces Var.set between samples, which lava-nc 0.10.0 carries out one value per message
-(and Var.get likewise: read `spikes`, a few values, rather than the per-neuron `spike_count`).
+spike_count (and MemoryIF's count) to 0. This replaces Var.set between samples, which lava-nc 0.10.0 carries out
+one value per message (and Var.get likewise: read `spikes`, a few values, rather than the per-neuron
+`spike_count`).
 
 ConstantSource sends `value` every step (direct encoding; with period P, value[sample] of a (samples, *shape)
 array). Delay sends what it received `steps` steps earlier (it equalizes depths where branches of different
@@ -112,6 +115,15 @@ class IF(Population):
         self.v = Var(shape=shape, init=np.broadcast_to(v_init, shape).copy())
         self.v_init = Var(shape=shape, init=np.broadcast_to(v_init, shape).copy())
         self.spike_count = Var(shape=shape, init=0)
+
+
+class MemoryIF(IF):
+    """Memory IF: as IF, and a -1 spike (taking back an earlier +1, V += vth) where V < 0 and the neuron has
+    emitted more +1 than -1 spikes; `count` holds that difference per neuron (docs/neurons.md, "Memory IF")."""
+
+    def __init__(self, *, shape: tuple[int, ...], vth: np.ndarray | float, **kwargs) -> None:
+        super().__init__(shape=shape, vth=vth, **kwargs)
+        self.count = Var(shape=self.a_in.shape, init=0)
 
 
 class SignedIF(IF):
@@ -247,6 +259,23 @@ class _SignedIFMixin(_IFMixin):
         return pos.astype(np.int8) - neg.astype(np.int8)
 
 
+class _MemoryIFMixin(_IFMixin):
+    def reset(self) -> None:
+        super().reset()
+        self.count[...] = 0
+
+    def fire(self, z: np.ndarray) -> np.ndarray:
+        self.v += z
+        pos = self.v >= self.vth
+        self.v -= np.where(pos, self.vth, 0).astype(self.v.dtype)
+        neg = (self.v < 0) & (self.count > 0)  # after a +1 spike v >= 0: exclusive with pos
+        self.v += np.where(neg, self.vth, 0).astype(self.v.dtype)
+        out = pos.astype(np.int8) - neg.astype(np.int8)
+        self.count += out
+        self.spike_count += pos | neg
+        return out
+
+
 def _common(fixed: bool) -> dict:
     state = FIXED_STATE if fixed else np.float32
     return {
@@ -262,6 +291,7 @@ def _common(fixed: bool) -> dict:
         "vth": LavaPyType(np.ndarray, state), "vth_neg": LavaPyType(np.ndarray, state),
         "v": LavaPyType(np.ndarray, state), "v_init": LavaPyType(np.ndarray, state),
         "spike_count": LavaPyType(np.ndarray, np.int64),
+        "count": LavaPyType(np.ndarray, np.int32),
     }
 
 
@@ -285,9 +315,10 @@ _BASE = ("a_in", "s_out", "bias", "t", "t_start", "t_end", "period", "acc", "rec
 for _fixed in (False, True):
     _model(Linear, None, _fixed, _BASE)
     _model(IF, _IFMixin, _fixed, _BASE + ("vth", "v", "v_init", "spike_count"))
+    _model(MemoryIF, _MemoryIFMixin, _fixed, _BASE + ("vth", "v", "v_init", "spike_count", "count"))
     _model(SignedIF, _SignedIFMixin, _fixed, _BASE + ("vth", "vth_neg", "v", "v_init", "spike_count"))
 
 MODELS = {(p, f): globals()[f"Py{p.__name__}{'Fixed' if f else 'Float'}"]
-          for p in (Linear, IF, SignedIF) for f in (False, True)}
+          for p in (Linear, IF, MemoryIF, SignedIF) for f in (False, True)}
 MODELS.update({(ConstantSource, False): PyConstantSourceFloat, (ConstantSource, True): PyConstantSourceFixed,
                (Delay, False): PyDelayFloat, (Delay, True): PyDelayFixed})
