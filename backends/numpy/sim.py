@@ -42,6 +42,18 @@ The integer convolutions run in float32 (onnxruntime), which is exact while ever
 where the bound max_o sum|w_int[o]| * max|in| is larger, the weights are split into base-2**k digits whose
 convolutions each stay below it (`ops.exact_parts`) and are recombined in int64. The raw int64 sums are returned
 in `SimResult.extra["sums"][T][layer]` for bit-exact comparisons with other backends.
+
+Recording per-neuron state (`record_layers=True`, off by default; for the error analysis of
+`snnc.compiler.evaluation.errors`): every neuron layer also counts its positive and negative spikes per neuron,
+and at each checkpoint T the counts and the membrane V(T) are handed to `on_checkpoint(T, state)` (or, without a
+callback, copied into `SimResult.extra["layers_at"][T]`). state[layer] = {"pos", "neg" (SignedIF and memory IF,
+else None): (B, N) counts of +1 and -1 spikes over steps 1..T (int16 when max(T) < 2**15, else int32), "v":
+(B, N) float32 V(T) in real units (fixed point: V_int * theta / theta_int), "v0", "theta", "theta_neg" (SignedIF,
+else None) (N,) float64 in real units, "memory" (bool)}; a non-constant input layer (rate or explicit encoding)
+gets {"sum": (B, N) float64 sum of its out(t)}. The arrays may be the live accumulators: a callback must copy what
+it keeps. With eq. 8 of METHODS.md these give each neuron's mean input over T exactly:
+T mean z = V(T) - V(0) + pos * theta - neg * r, where a -1 spike adds r back to V: r = theta / alpha for SignedIF,
+r = theta for the memory IF; both send -theta downstream.
 """
 
 from __future__ import annotations
@@ -53,7 +65,7 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -93,6 +105,7 @@ class _LayerPlan:
     bias_int: np.ndarray | None = None  # fixed point: (1, C, 1, 1) or (1, C) int64
     theta: np.ndarray | None = None  # (N,) per neuron, V's dtype
     theta_neg: np.ndarray | None = None  # (N,) SignedIF
+    memory: bool = False  # memory IF: -1 spikes take back earlier +1 spikes (a spike count per neuron is kept)
     v0: np.ndarray | None = None  # (N,) initial membrane
     last_use: int = -1  # index of the last layer reading this one
 
@@ -204,7 +217,7 @@ def _build_plan(net: Network, mode: str, encoding: str, input_max: int, weight_b
                                     theta=_per_neuron(ql.theta_int, shape, np.int64),
                                     theta_neg=None if ql.theta_neg_int is None else
                                     _per_neuron(ql.theta_neg_int, shape, np.int64),
-                                    v0=_per_neuron(ql.v0_int, shape, np.int64))
+                                    v0=_per_neuron(ql.v0_int, shape, np.int64), memory=n_.memory)
             else:
                 w = _fold_units(layer, layer.weight, src.unit).astype(np.float32)
                 op = ops.make_op(layer, w, layer.bias, threads)
@@ -217,7 +230,7 @@ def _build_plan(net: Network, mode: str, encoding: str, input_max: int, weight_b
                                     theta=_per_neuron(theta, shape, np.float32),
                                     theta_neg=_per_neuron(n_.neg_threshold * np.ones(c, np.float32), shape,
                                                           np.float32) if n_.kind == "SignedIF" else None,
-                                    v0=_per_neuron(v0, shape, np.float32))
+                                    v0=_per_neuron(v0, shape, np.float32), memory=n_.memory)
         plans[layer.name] = lp
         order.append(lp)
     for lp in order:
@@ -245,7 +258,7 @@ def _fingerprint(net: Network, neurons: bool = True) -> str:
             add(arr if arr is not None else None)
         if neurons and layer.neuron is not None:
             n = layer.neuron
-            add((n.kind, float(n.alpha), float(n.v_init), n.reset))
+            add((n.kind, float(n.alpha), float(n.v_init), n.reset, bool(n.memory)))
             add(n.threshold)
     return h.hexdigest()
 
@@ -374,8 +387,13 @@ def _largest_call_per_step(plan: _Plan, batch: int) -> int:
 def simulate(net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float", v_init: float | None = None,
              decode: str = "membrane", seed: int = 0, encoding: str | None = None,
              max_bytes: int = DEFAULT_MAX_BYTES, progress: bool | None = None, threads: int | None = None,
-             weight_bits: int | None = None) -> SimResult:
-    """Simulate `net` on a batch x for max(T) steps; decoded outputs at every checkpoint in T. See the module doc."""
+             weight_bits: int | None = None, record_layers: bool = False,
+             on_checkpoint: Callable[[int, dict], None] | None = None) -> SimResult:
+    """Simulate `net` on a batch x for max(T) steps; decoded outputs at every checkpoint in T. See the module doc.
+
+    record_layers: also count each neuron's spikes by sign and hand them, with V(T), to on_checkpoint(T, state)
+    at every checkpoint (without a callback: copies in extra["layers_at"]); see the module docstring.
+    """
     ts = checkpoints(T)
     t_max = ts[-1]
     if mode not in MODES:
@@ -418,6 +436,7 @@ def simulate(net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float
     outputs = list(net.outputs)
     V = {lp.layer.name: np.tile(lp.v0, (batch, 1)) for lp in plan.layers if lp.theta is not None}
     counts = {name: np.zeros(batch, np.int64) for name in V}
+    emitted = {lp.layer.name: np.zeros((batch, lp.n), np.int32) for lp in plan.layers if lp.memory}  # +1s - -1s
     sums = {}
     for name in outputs:
         lp = by_name[name]
@@ -431,6 +450,8 @@ def simulate(net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float
     counts_at: dict[int, dict[str, np.ndarray]] = {}
     layer_seconds = {lp.layer.name: 0.0 for lp in plan.layers}
     timers = {"synapses": 0.0, "neurons": 0.0}
+    recorder = _Recorder(plan, batch, t_max, fixed) if record_layers else None
+    layers_at: dict[int, dict] = {}
 
     from tqdm.auto import tqdm
 
@@ -449,6 +470,8 @@ def simulate(net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float
                     data = const_cache[name]
                 elif layer.op == "input":
                     data = _input_chunk(lp, values[name], encoding, rng, t0, t1, batch)
+                    if recorder is not None and not lp.const:
+                        recorder.add_input(name, data, tc)
                 elif layer.op == "pad":
                     data = _pad(vals[layer.inputs[0]], layer)
                 elif layer.op == "concat":
@@ -477,10 +500,12 @@ def simulate(net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float
                         spikes = np.empty((tc, batch, lp.n), np.int8)
                         zf = z.reshape((batch, lp.n) if src_const else (tc, batch, lp.n))
                         tic_scan = time.perf_counter()
-                        scan(V[name], zf, src_const, spikes, lp.theta, lp.theta_neg, pool)
+                        scan(V[name], zf, src_const, spikes, lp.theta, lp.theta_neg, pool, count=emitted.get(name))
                         timers["neurons"] += time.perf_counter() - tic_scan
                         for b in range(batch):
                             counts[name][b] += np.count_nonzero(spikes[:, b])
+                        if recorder is not None:
+                            recorder.add_spikes(name, spikes)
                         data = spikes.reshape((tc * batch,) + layer.shape)
                     z = zf = None  # free before the next layer
                 if lp.const:
@@ -505,6 +530,13 @@ def simulate(net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float
                     if fixed:
                         raw_sums.setdefault(t1, {})[name] = sums[name].reshape((batch,) + lp.layer.shape).copy()
                 counts_at[t1] = {k: v.copy() for k, v in counts.items()}
+                if recorder is not None:
+                    state = recorder.state(V)
+                    if on_checkpoint is not None:
+                        on_checkpoint(t1, state)
+                    else:
+                        layers_at[t1] = {k: {f: (a.copy() if isinstance(a, np.ndarray) else a) for f, a in d.items()}
+                                         for k, d in state.items()}
     finally:
         bar.close()
         if pool is not None:
@@ -516,8 +548,80 @@ def simulate(net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float
     if fixed:
         extra["sums"] = raw_sums
         extra["weight_bits"] = weight_bits
+    if recorder is not None and on_checkpoint is None:
+        extra["layers_at"] = layers_at
     neurons = {lp.layer.name: lp.n for lp in plan.layers if lp.theta is not None}
     return SimResult(outputs=result_out, spike_counts=counts, neurons=neurons, steps=t_max, extra=extra)
+
+
+class _Recorder:
+    """Per-neuron spike counts by sign (and input sums) for `record_layers`; only built when asked for.
+
+    Counts accumulate as the signed sum and the number of spikes (|s| = s & 1 for s in {-1, 0, 1}), first in int8
+    over blocks of up to 127 steps, then into int16 / int32: 15x faster than comparing and summing the whole
+    chunk (measured on the digits network), so recording costs little next to the neuron scan.
+    """
+
+    BLOCK = 127  # steps whose int8 sums cannot overflow
+
+    def __init__(self, plan: _Plan, batch: int, t_max: int, fixed: bool):
+        dtype = np.int16 if t_max < 2**15 else np.int32
+        self.net_sum: dict[str, np.ndarray] = {}
+        self.abs_sum: dict[str, np.ndarray | None] = {}
+        self.inputs: dict[str, np.ndarray] = {}
+        self.meta: dict[str, tuple] = {}
+        for lp in plan.layers:
+            if lp.theta is not None:
+                name = lp.layer.name
+                self.net_sum[name] = np.zeros((batch, lp.n), dtype)
+                signed = lp.theta_neg is not None or lp.memory  # -1 spikes possible
+                self.abs_sum[name] = np.zeros((batch, lp.n), dtype) if signed else None
+                theta = _per_neuron(lp.unit, lp.layer.shape, np.float64)  # real threshold (float of float32)
+                to_real = theta / lp.theta.astype(np.float64) if fixed else None  # V_int -> real units
+                v0 = lp.v0.astype(np.float64) * (to_real if fixed else 1.0)
+                theta_neg = None
+                if lp.theta_neg is not None:
+                    theta_neg = lp.theta_neg.astype(np.float64) * (to_real if fixed else 1.0)
+                self.meta[name] = (theta, theta_neg, v0, to_real, bool(lp.memory))
+            elif lp.layer.op == "input" and not lp.const:
+                self.inputs[lp.layer.name] = np.zeros((batch, lp.n), np.float64)
+
+    def add_spikes(self, name: str, spikes: np.ndarray) -> None:
+        """spikes (Tc, B, N) int8 in {-1, 0, 1}."""
+        net_sum, abs_sum = self.net_sum[name], self.abs_sum[name]
+        for a in range(0, spikes.shape[0], self.BLOCK):
+            block = spikes[a:a + self.BLOCK]
+            acc = block[0].copy()
+            for t in range(1, block.shape[0]):
+                np.add(acc, block[t], out=acc)
+            net_sum += acc
+            if abs_sum is not None:
+                np.bitwise_and(block[0], 1, out=acc)
+                tmp = np.empty_like(acc)
+                for t in range(1, block.shape[0]):
+                    np.bitwise_and(block[t], 1, out=tmp)
+                    np.add(acc, tmp, out=acc)
+                abs_sum += acc
+
+    def add_input(self, name: str, data: np.ndarray, tc: int) -> None:
+        acc = self.inputs[name]
+        acc += data.reshape(tc, acc.shape[0], acc.shape[1]).sum(axis=0, dtype=np.float64)
+
+    def state(self, V: dict[str, np.ndarray]) -> dict[str, dict]:
+        out: dict[str, dict] = {}
+        for name, net_sum in self.net_sum.items():
+            theta, theta_neg, v0, to_real, memory = self.meta[name]
+            abs_sum = self.abs_sum[name]
+            if abs_sum is None:
+                pos, neg = net_sum, None
+            else:
+                pos, neg = (abs_sum + net_sum) >> 1, (abs_sum - net_sum) >> 1
+            v = V[name] if to_real is None else V[name].astype(np.float64) * to_real
+            out[name] = {"pos": pos, "neg": neg, "v": v.astype(np.float32, copy=False), "v0": v0,
+                         "theta": theta, "theta_neg": theta_neg, "memory": memory}
+        for name, acc in self.inputs.items():
+            out[name] = {"sum": acc}
+        return out
 
 
 def _input_chunk(lp: _LayerPlan, x: np.ndarray, encoding: str, rng, t0: int, t1: int, batch: int) -> np.ndarray:
@@ -589,3 +693,47 @@ def rate_limit_forward(net: Network, x: Any, *, all_layers: bool = False, thread
             vals[layer.name] = z.astype(np.float32, copy=False)
     keep = [l.name for l in net.layers] if all_layers else list(net.outputs)
     return {k: vals[k] for k in keep}
+
+
+def layer_forward(net: Network, x: Any, *, override: dict[str, np.ndarray] | None = None,
+                  threads: int | None = None, encoding: str | None = None
+                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """One walk of the rate-limit network that also returns every synaptic layer's input z: (z, outputs).
+
+    z[l] = W out[src] + b for conv / deconv / dense layers; outputs[l] is the layer's rate-limit output
+    (rate_limit_forward's rule), or override[l] when given: a layer's consumers then read the override instead.
+    With an SNN's mean outputs (spike count * theta / T per neuron layer) as overrides, z[l] is each layer's mean
+    synaptic input over T in that SNN (the layers are linear in their inputs), which separates a layer's own
+    temporal error from the error it inherits (snnc.compiler.evaluation.errors). Float32, (B, *shape) arrays.
+    """
+    threads = default_threads() if threads is None else max(1, int(threads))
+    encoding = encoding or str(net.input_encoding.get("kind", "direct"))
+    xs = _inputs_by_layer(net, x, "direct")
+    override = override or {}
+    layer_ops = _rate_limit_ops(net, threads)
+    zs: dict[str, np.ndarray] = {}
+    vals: dict[str, np.ndarray] = {}
+    for layer in net.layers:
+        if layer.op == "input":
+            a = np.asarray(xs[layer.name], dtype=np.float32)
+            out = np.clip(a, 0, 1) if encoding == "rate" else a
+        elif layer.op == "pad":
+            out = _pad(vals[layer.inputs[0]], layer)
+        elif layer.op == "concat":
+            out = np.concatenate([vals[s] for s in layer.inputs], axis=1)
+        else:
+            z = layer_ops[layer.name](vals[layer.inputs[0]]).astype(np.float32, copy=False)
+            zs[layer.name] = z
+            out = z
+            n = layer.neuron
+            if n is not None and layer.name not in override:
+                c = layer.shape[0]
+                theta = (n.threshold * np.ones(c, np.float32)).reshape((1, c) + (1,) * (z.ndim - 2))
+                if n.kind == "SignedIF":
+                    out = np.clip(np.where(z >= 0, z, np.float32(n.alpha) * z), -theta, theta)
+                else:
+                    out = np.clip(z, 0, theta)
+        if layer.name in override:
+            out = np.asarray(override[layer.name], dtype=np.float32).reshape((-1,) + tuple(layer.shape))
+        vals[layer.name] = out.astype(np.float32, copy=False)
+    return zs, vals
