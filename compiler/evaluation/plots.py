@@ -143,23 +143,22 @@ def cost_vs_T(metrics: dict[str, Any], path: Path) -> Path | None:
     if any(r["analog_macs"] for r in rows):
         ax.plot(ts, [r["analog_macs"] for r in rows], "s-", label="SNN MACs (analog input layer)")
     ax.axhline(rows[0]["ann_macs"], color="k", lw=1, label="ANN MACs")
-    ax.set_yscale("log")
-    _log2_axis(ax, ts)
-    ax.set_xlabel("T")
-    ax.set_ylabel("operations per image")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    _log_log_panel(ax, ts, "operations per image")
     ax = fig.add_subplot(1, 2, 2)
     for kind, marker in (("float", "o-"), ("int", "s-")):
         ax.plot(ts, [r["energy_pj"][kind]["ratio"] for r in rows], marker, label=f"32-bit {kind}")
     ax.axhline(1.0, color="k", lw=1)
+    _log_log_panel(ax, ts, "energy SNN / ANN (estimate)")
+    return _save(fig, path)
+
+
+def _log_log_panel(ax, ts: list[int], ylabel: str) -> None:
     ax.set_yscale("log")
     _log2_axis(ax, ts)
     ax.set_xlabel("T")
-    ax.set_ylabel("energy SNN / ANN (estimate)")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    return _save(fig, path)
 
 
 def ablation(metrics: dict[str, Any], path: Path) -> Path | None:
