@@ -666,31 +666,7 @@ def rate_limit_forward(net: Network, x: Any, *, all_layers: bool = False, thread
     Under rate encoding the input is its firing probability clip(x, 0, 1). Returns the outputs (or, with
     all_layers, every layer) as (B, *shape) arrays.
     """
-    threads = default_threads() if threads is None else max(1, int(threads))
-    encoding = encoding or str(net.input_encoding.get("kind", "direct"))
-    xs = _inputs_by_layer(net, x, "direct")
-    layer_ops = _rate_limit_ops(net, threads)
-    vals: dict[str, np.ndarray] = {}
-    for layer in net.layers:
-        if layer.op == "input":
-            a = np.asarray(xs[layer.name], dtype=np.float32)
-            vals[layer.name] = np.clip(a, 0, 1) if encoding == "rate" else a
-        elif layer.op == "pad":
-            vals[layer.name] = _pad(vals[layer.inputs[0]], layer)
-        elif layer.op == "concat":
-            vals[layer.name] = np.concatenate([vals[s] for s in layer.inputs], axis=1)
-        else:
-            z = layer_ops[layer.name](vals[layer.inputs[0]])
-            n = layer.neuron
-            if n is not None:
-                c = layer.shape[0]
-                theta = (n.threshold * np.ones(c, np.float32)).reshape((1, c) + (1,) * (z.ndim - 2))
-                if n.kind == "SignedIF":
-                    z = np.where(z >= 0, z, np.float32(n.alpha) * z)
-                    z = np.clip(z, -theta, theta)
-                else:
-                    z = np.clip(z, 0, theta)
-            vals[layer.name] = z.astype(np.float32, copy=False)
+    vals = _rate_limit_walk(net, x, threads, encoding, {}, None)
     keep = [l.name for l in net.layers] if all_layers else list(net.outputs)
     return {k: vals[k] for k in keep}
 
@@ -706,12 +682,18 @@ def layer_forward(net: Network, x: Any, *, override: dict[str, np.ndarray] | Non
     synaptic input over T in that SNN (the layers are linear in their inputs), which separates a layer's own
     temporal error from the error it inherits (snnc.compiler.evaluation.errors). Float32, (B, *shape) arrays.
     """
+    zs: dict[str, np.ndarray] = {}
+    vals = _rate_limit_walk(net, x, threads, encoding, override or {}, zs)
+    return zs, vals
+
+
+def _rate_limit_walk(net: Network, x: Any, threads: int | None, encoding: str | None,
+                     override: dict[str, np.ndarray], zs: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """Every layer's rate-limit output (or its override); each synaptic layer's z goes into zs when given."""
     threads = default_threads() if threads is None else max(1, int(threads))
     encoding = encoding or str(net.input_encoding.get("kind", "direct"))
     xs = _inputs_by_layer(net, x, "direct")
-    override = override or {}
     layer_ops = _rate_limit_ops(net, threads)
-    zs: dict[str, np.ndarray] = {}
     vals: dict[str, np.ndarray] = {}
     for layer in net.layers:
         if layer.op == "input":
@@ -723,7 +705,8 @@ def layer_forward(net: Network, x: Any, *, override: dict[str, np.ndarray] | Non
             out = np.concatenate([vals[s] for s in layer.inputs], axis=1)
         else:
             z = layer_ops[layer.name](vals[layer.inputs[0]]).astype(np.float32, copy=False)
-            zs[layer.name] = z
+            if zs is not None:
+                zs[layer.name] = z
             out = z
             n = layer.neuron
             if n is not None and layer.name not in override:
@@ -736,4 +719,4 @@ def layer_forward(net: Network, x: Any, *, override: dict[str, np.ndarray] | Non
         if layer.name in override:
             out = np.asarray(override[layer.name], dtype=np.float32).reshape((-1,) + tuple(layer.shape))
         vals[layer.name] = out.astype(np.float32, copy=False)
-    return zs, vals
+    return vals
