@@ -149,6 +149,11 @@ def _to_set_classes(dets: list[tuple], cmap: np.ndarray) -> list[tuple]:
     return out
 
 
+def _in_set_classes(found: list[list[Detection]], cmap: np.ndarray) -> list[list[tuple]]:
+    """host.detect's per-image Detections -> per-image (cls, score, x1, y1, x2, y2) in the set's classes."""
+    return [_to_set_classes([(d.cls, d.score, *d.box) for d in per], cmap) for per in found]
+
+
 def _as_detections(dets: list[tuple], names: Sequence[str]) -> list[Detection]:
     return [Detection(int(d[0]), str(names[int(d[0])]), float(d[1]), tuple(float(v) for v in d[2:6])) for d in dets]
 
@@ -225,7 +230,7 @@ def run_network(net: Network, evset: EvalSet, ts: Sequence[int], cfg: EvalConfig
             z_rl, a_rl = layer_forward(net, x, threads=cfg.threads)
             rl_dets = detect(net, {o: a_rl[o] for o in net.outputs}, list(lbs), cfg.score_thr, cfg.iou_thr,
                              max_det=cfg.max_det)
-            run.rate_limit.extend(_to_set_classes([(d.cls, d.score, *d.box) for d in per], cmap) for per in rl_dets)
+            run.rate_limit.extend(_in_set_classes(rl_dets, cmap))
             if errors is not None:
                 errors.add_rate_limit(z_rl, a_rl)
             del z_rl
@@ -250,7 +255,7 @@ def run_network(net: Network, evset: EvalSet, ts: Sequence[int], cfg: EvalConfig
             tic = time.perf_counter()
             for T in ts:
                 found = detect(net, sim.outputs[T], list(lbs), cfg.score_thr, cfg.iou_thr, max_det=cfg.max_det)
-                run.snn[T].extend(_to_set_classes([(d.cls, d.score, *d.box) for d in per], cmap) for per in found)
+                run.snn[T].extend(_in_set_classes(found, cmap))
                 if errors is not None:
                     errors.add_heads(T, sim.outputs[T], ann_heads, first=(T == ts[0]))
             secs["decode"] += time.perf_counter() - tic
@@ -359,7 +364,7 @@ def evaluate(lava: str | Path, cfg: EvalConfig) -> dict[str, Any]:
         if cfg.ablation:
             from .ablation import run_ablation
 
-            metrics["ablation"] = run_ablation(net, evset, ts, cfg, cmap, names, run)
+            metrics["ablation"] = run_ablation(net, evset, ts, cfg, cmap, names, run, ann_row.get("mAP50"))
         metrics["timing"] = {**{k: round(v, 3) for k, v in run.seconds.items()}, "scoring": round(score_seconds, 3),
                              "simulation_per_image_step": run.seconds["simulation"] / (len(evset) * ts[-1]),
                              "total": round(time.perf_counter() - started, 3)}
