@@ -347,6 +347,7 @@ def test_ablation_and_fidelity_mode(digits, capsys):
     assert {"layer-norm", "negatives dropped", "spike-count decoding"} <= set(names)
     assert {"IBT", "split leaky"} & set(names) and {"plain IF", "memory IF"} & set(names)
     assert any(n.startswith("V(0)=") for n in names)
+    assert m["ablation"]["ann"] == m["accuracy"]["ann"]["mAP50"]  # labelled: the ANN line is the measured mAP
     for v in m["ablation"]["variants"]:
         assert [r["T"] for r in v["snn"]] == [8, 32]
         assert all(0 <= r["mAP50"] <= 1 for r in v["snn"])
