@@ -1,7 +1,9 @@
 """Backends: one registry, one small interface. The NumPy simulator is the reference the others are tested against.
 
-A backend is a class registered with `@register_backend("name")` that implements `simulate`; heavy
-dependencies (a C compiler, lava-nc) are imported lazily inside it so `import snnc.backends` stays cheap.
+A backend is a class registered with `@register_backend("name")` that implements `run(net, x, ts, options)`
+for every field of `SimOptions` (refusing a value it cannot honour with one line); callers use
+`simulate(net, x, T, options=None, **fields)`. Heavy dependencies (a C compiler, lava-nc, torch) are imported
+lazily inside a backend so `import snnc.backends` stays cheap.
 """
 
 from __future__ import annotations
@@ -12,8 +14,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from snnc.compiler.errors import SnncError
-from snnc.compiler.network import Network
+from snnc.ir.errors import SnncError
+from snnc.ir.network import Network
+from snnc.ir.options import SimOptions, checkpoints, sim_options
+
+__all__ = ["Backend", "SimResult", "checkpoints", "get_backend", "register_backend"]
 
 _REGISTRY: dict[str, type] = {}
 # Modules that register backends when imported; imported on first lookup so optional deps stay optional.
@@ -41,13 +46,31 @@ class SimResult:
 
 
 class Backend:
-    """Interface: simulate `net` on a batch `x` (B, *input shape) for max(T) steps, decoding at each T."""
+    """Interface: simulate `net` on a batch `x` (B, *input shape) for max(T) steps, decoding at each T.
+
+    Subclasses implement `run`; `extra_options` names the backend-specific switches (SimOptions.extra) it
+    understands: any other extra is refused, so no option is silently dropped.
+    """
 
     name = "base"
+    extra_options: frozenset[str] = frozenset()
 
-    def simulate(self, net: Network, x: np.ndarray, T: int | Sequence[int], *, mode: str = "float",
-                 v_init: float | None = None, decode: str = "membrane", seed: int = 0) -> SimResult:
+    def simulate(self, net: Network, x: np.ndarray, T: int | Sequence[int], options: SimOptions | None = None,
+                 **fields) -> SimResult:
+        opts = sim_options(options, **fields)
+        unknown = sorted(set(opts.extra) - set(self.extra_options))
+        if unknown:
+            raise SnncError(f"backend {self.name!r} does not support {', '.join(unknown)}")
+        return self.run(net, x, checkpoints(T), opts)
+
+    def run(self, net: Network, x: np.ndarray, ts: list[int], options: SimOptions) -> SimResult:
         raise NotImplementedError
+
+    @staticmethod
+    def require_cpu(name: str, options: SimOptions) -> None:
+        if options.device != "cpu":
+            raise SnncError(f"backend {name!r} runs on the CPU only (--device {options.device}); "
+                            "use --backend torch for a GPU")
 
 
 def register_backend(name: str) -> Callable[[type], type]:
@@ -70,11 +93,3 @@ def get_backend(name: str) -> Backend:
     if name not in _REGISTRY:
         raise SnncError(f"unknown backend {name!r}; available: {', '.join(sorted(_BUILTIN_MODULES))}")
     return _REGISTRY[name]()
-
-
-def checkpoints(T: int | Sequence[int]) -> list[int]:
-    """Sorted unique positive checkpoints from an int or a sequence of ints."""
-    ts = sorted({int(t) for t in ([T] if isinstance(T, (int, np.integer)) else T)})
-    if not ts or ts[0] < 1:
-        raise SnncError(f"-T must be positive integers, got {T}")
-    return ts

@@ -30,10 +30,10 @@ from snnc.backends import get_backend
 from snnc.backends.numpy import rate_limit_forward
 from snnc.compiler.api import compile_model
 from snnc.compiler.darknet import darknet_to_onnx
-from snnc.compiler.evaluation.metrics import evaluate_fidelity
-from snnc.compiler.host import detect
+from snnc.evaluation.metrics import evaluate_fidelity
+from snnc.runtime.host import detect
 from snnc.compiler.pipeline import DEFAULT_PIPELINE
-from snnc.compiler.run import preprocess
+from snnc.runtime.run import preprocess
 from snnc.compiler.samples import available_photos, sample_photo, write_photos
 from snnc.compiler.zoo import fetch_yolov3_tiny
 
@@ -68,7 +68,7 @@ def run_config(name: str, onnx_path: Path, folds: list[tuple[Path, list[np.ndarr
         net = res.network
         clip.append(res.stats.get("clipping_error", {}))
         x, lbs = preprocess(net, photos)
-        from snnc.compiler.run import ann_detections
+        from snnc.runtime.run import ann_detections
 
         ann_all += _dets(ann_detections(net, x, lbs, score_thr=EVAL_SCORE))
         rl_all += _dets(detect(net, rate_limit_forward(net, x), lbs, score_thr=EVAL_SCORE))

@@ -114,7 +114,7 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, Path, np.ndarra
     import onnx
     from PIL import Image
 
-    from snnc.compiler import lavafile
+    from snnc.ir import lavafile
     from snnc.compiler.images import letterbox
 
     if args.synthetic:
@@ -135,7 +135,8 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, Path, np.ndarra
         shape = net.input_layers[0].shape
         x = np.stack([letterbox(photo(n), shape[1:])[0] for n in _names(args.images)])
         return Path(args.lava), work / "ann.onnx", x, f"{args.lava}"
-    from snnc.compiler.api import compile_model, write_output
+    from snnc.apps.outputs import write_output
+    from snnc.compiler.api import compile_model
     from snnc.compiler.darknet import darknet_to_onnx
     from snnc.compiler.zoo import fetch_yolov3_tiny
 
@@ -181,7 +182,7 @@ def time_ann(ann: Path, x: np.ndarray, repeats: int) -> tuple[float, float]:
 
 def worker(args: argparse.Namespace) -> int:
     from snnc.backends import get_backend
-    from snnc.compiler import lavafile
+    from snnc.ir import lavafile
 
     net = lavafile.load(args.lava)
     x = np.load(args.inputs)

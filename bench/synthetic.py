@@ -13,7 +13,7 @@ import time
 import numpy as np
 
 from snnc.backends.numpy import rate_limit_forward
-from snnc.compiler.network import Layer, Network, Neuron
+from snnc.ir.network import Layer, Network, Neuron
 
 # (out channels, kernel, stride) of the backbone, 002 Table 1
 BACKBONE = [(16, 3, 1), (16, 3, 2), (32, 3, 1), (32, 3, 2), (64, 3, 1), (64, 3, 2), (128, 3, 1), (128, 3, 2),

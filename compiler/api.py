@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -13,20 +11,20 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
-from . import __version__, lavafile
-from .errors import SnncError
-from .frontend import file_sha256, prepare
-from .graph import export_model, import_graph, run_model
-from .images import letterbox, list_images, read_image
-from .lower import lower_to_network
-from .network import Network
-from .pipeline import DEFAULT_OPTIONS, run_passes, select_passes
-from .ratelimit import neurons_to_activations
-from .registry import PassContext
-from .split import split_model
+from snnc.ir import __version__, lavafile
+from snnc.ir.errors import SnncError
+from snnc.compiler.frontend import file_sha256, prepare
+from snnc.compiler.graph import export_model, import_graph, run_model
+from snnc.compiler.images import letterbox, list_images, read_image
+from snnc.compiler.lower import lower_to_network
+from snnc.ir.network import Network
+from snnc.ir.options import CompileOptions, compile_options
+from snnc.compiler.pipeline import run_passes, select_passes
+from snnc.compiler.ratelimit import neurons_to_activations
+from snnc.compiler.registry import PassContext
+from snnc.compiler.split import split_model
 
 log = logging.getLogger(__name__)
-EMIT_KINDS = ("lava", "onnx", "ratelimit", "c")
 
 
 @dataclass
@@ -72,28 +70,22 @@ def _class_names(model: onnx.ModelProto) -> list[str] | None:
     return None
 
 
-def compile_model(model_path: str | Path, *, input_shape: Sequence[int] | None = None,
-                  calib_dir: str | Path | None = None, calib_random: int | None = None, percentile: float = DEFAULT_OPTIONS["percentile"],
-                  norm: str = "channel", passes: Sequence[str] | None = None, skip: Sequence[str] = (),
-                  maxpool: str = "exact", v_init: float = DEFAULT_OPTIONS["v_init"],
-                  neuron: str = DEFAULT_OPTIONS["neuron"], progress: bool = True,
-                  include_ann: bool = True) -> CompileResult:
-    """ONNX detector -> spiking network (all in memory; `write_output` saves it)."""
-    if norm not in ("channel", "layer"):
-        raise SnncError(f"--norm {norm!r}: expected channel or layer")
-    if neuron not in ("memory", "plain"):
-        raise SnncError(f"--neuron {neuron!r}: expected memory or plain")
-    names = select_passes(passes, skip)
+def compile_model(model_path: str | Path, options: CompileOptions | None = None, *,
+                  input_shape: Sequence[int] | None = None, calib_dir: str | Path | None = None,
+                  calib_random: int | None = None, progress: bool = True, include_ann: bool = True,
+                  **overrides: Any) -> CompileResult:
+    """ONNX detector -> spiking network, all in memory (`snnc.apps.outputs.write_output` saves it).
+
+    `options` holds the conversion choices (default `CompileOptions()`); keyword `overrides` change single
+    fields, e.g. `compile_model("m.onnx", calib_dir="photos/", norm="layer", leaky="ibt")`.
+    """
+    opts = compile_options(options, **overrides)
+    names = select_passes(opts)
     prepared = prepare(model_path, input_shape)
     parts = split_model(prepared, source=str(model_path))
     in_shape = [d.dim_value for d in parts.spiking.graph.input[0].type.tensor_type.shape.dim][1:]
     calib = load_calibration(calib_dir, calib_random, in_shape)
-    if "channel_norm" in names and calib is None:
-        raise SnncError("channel_norm needs calibration images: pass --calib DIR (a folder of jpg/png), "
-                        "or --calib-random N to calibrate on random inputs")
-    ctx = PassContext(options={"percentile": percentile, "norm": norm, "maxpool": maxpool, "v_init": v_init,
-                               "neuron": neuron, "progress": progress},
-                      calibration=calib)
+    ctx = PassContext(options=opts, calibration=calib, progress=progress)
     graph = run_passes(import_graph(parts.spiking), names, ctx)
     spiking = export_model(graph, like=prepared)
     ratelimit = neurons_to_activations(spiking, clip=True)
@@ -110,44 +102,9 @@ def compile_model(model_path: str | Path, *, input_shape: Sequence[int] | None =
                       "input_name": parts.spiking.graph.input[0].name, "shape": [int(d) for d in in_shape]}
     net.meta = {
         "snnc_version": __version__, "source": Path(model_path).name, "source_sha256": file_sha256(model_path),
-        "passes": names, "options": {"percentile": percentile, "norm": norm, "maxpool": maxpool, "v_init": v_init,
-                                     "neuron": neuron,
+        "passes": names, "options": {**opts.record(),
                                      "calibration_images": 0 if calib is None else int(len(calib)),
                                      "calibration": "folder" if calib_dir else ("random" if calib_random else None)},
         "stats": stats, "class_names": _class_names(prepared), "host_outputs": [o.name for o in prepared.graph.output],
     }
     return CompileResult(net, spiking, ratelimit, parts.spiking, parts.host, stats)
-
-
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=".snnc-", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_output(result: CompileResult, output: str | Path, emit: str = "lava") -> Path:
-    """Save one artifact: the .lava file, the spiking ONNX, the rate-limit ANN, or a C project folder."""
-    output = Path(output)
-    if emit not in EMIT_KINDS:
-        raise SnncError(f"--emit {emit!r}: expected one of {', '.join(EMIT_KINDS)}")
-    if emit != "c" and not output.parent.exists():
-        raise SnncError(f"{output.parent}: output folder does not exist")
-    if emit == "lava":
-        lavafile.save(result.network, output)
-    elif emit == "onnx":
-        _atomic_write_bytes(output, result.spiking.SerializeToString())
-    elif emit == "ratelimit":
-        _atomic_write_bytes(output, result.ratelimit.SerializeToString())
-    else:
-        try:
-            from snnc.backends.c import generate
-        except ImportError as exc:
-            raise SnncError(f"the C backend is not available: {exc}") from None
-        generate(result.network, output)
-    return output

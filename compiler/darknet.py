@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from .errors import SnncError
+from snnc.ir.errors import SnncError
 
 log = logging.getLogger(__name__)
 

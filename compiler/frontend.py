@@ -11,8 +11,8 @@ import onnx
 import onnx_graphsurgeon as gs
 from google.protobuf.message import DecodeError
 
-from .errors import SnncError
-from .graph import check_model, export_model, import_graph, infer_shapes
+from snnc.ir.errors import SnncError
+from snnc.compiler.graph import check_model, export_model, import_graph, infer_shapes
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from .errors import SnncError
+from snnc.ir.errors import SnncError
 
 log = logging.getLogger(__name__)
 gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR  # its warnings about intermediate states are noise to users

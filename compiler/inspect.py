@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .network import Layer, Network
+from snnc.ir.network import Layer, Network
 
 
 def layer_params(layer: Layer) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from .graph import const_value, make_const, sole_consumer
+from snnc.compiler.graph import const_value, make_const, sole_consumer
 
 
 def pointwise_matrix(node: gs.Node) -> np.ndarray | None:
@@ -55,7 +55,7 @@ def fuse_pointwise_into_consumer(graph: gs.Graph, node: gs.Node) -> bool:
 def is_copy_conv(graph: gs.Graph, node: gs.Node) -> bool:
     """A depthwise, bias-free Conv/ConvTranspose with 0/1 weights and no neuron after it: it only routes values
     (nearest upsampling as a deconvolution). Normalization passes scales through it unchanged."""
-    from .graph import is_neuron
+    from snnc.compiler.graph import is_neuron
 
     if node.op not in ("Conv", "ConvTranspose"):
         return False

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .network import Layer, Network
+from snnc.ir.network import Layer, Network
 
 CORES_PER_CHIP = 128
 NEURONS_PER_CORE = 8192

@@ -10,9 +10,9 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from .errors import UnsupportedOpError
-from .graph import const_value, import_graph, is_neuron, node_label, sole_consumer, tensor_shape
-from .network import Layer, Network, Neuron
+from snnc.ir.errors import UnsupportedOpError
+from snnc.compiler.graph import const_value, import_graph, is_neuron, node_label, sole_consumer, tensor_shape
+from snnc.ir.network import Layer, Network, Neuron
 
 
 def _conv_attrs(node: gs.Node, x_shape: list[int]) -> dict:

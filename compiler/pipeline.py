@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Any, Sequence
 
+import onnx
 import onnx_graphsurgeon as gs
 
-from .graph import check_model, export_model, import_graph, infer_shapes
-from .registry import PassContext, get_pass
+import snnc.passes  # noqa: F401  (importing the package registers the built-in passes)
+from snnc.compiler.graph import check_model, export_model, import_graph, infer_shapes
+from snnc.compiler.registry import PassContext, get_pass
+from snnc.ir.options import CompileOptions, compile_options
 
 log = logging.getLogger(__name__)
-
-# Option defaults shared by the passes, the API and the CLI. Chosen from measurements on the real yolov3-tiny
-# (docs/results.md): percentile 99.9 with a handful of calibration photos clipped the heads so much that even the
-# rate-limit ANN (T -> infinity) lost half of the ANN's detections; 99.99 kept all of them. V(0) = theta/2
-# halves the worst-case quantization error of every neuron (Bu et al. 2022).
-DEFAULT_OPTIONS = {"percentile": 99.99, "norm": "channel", "maxpool": "exact", "v_init": 0.5, "neuron": "memory"}
 
 DEFAULT_PIPELINE = (
     "fold_batchnorm",
@@ -26,36 +24,58 @@ DEFAULT_PIPELINE = (
     "activations_to_neurons",
     "channel_norm",
 )
+# Passes an option turns off: --leaky ibt keeps LeakyReLU for activations_to_neurons' signed IBT neuron.
+OPTION_SKIPS = {("leaky", "ibt"): ("split_leaky_relu",)}
 
 
-def select_passes(passes: Sequence[str] | None = None, skip: Sequence[str] = ()) -> list[str]:
-    """The pipeline to run: `passes` in the default order (or as given for non-default ones), minus `skip`."""
-    for name in list(passes or []) + list(skip):
+def select_passes(options: CompileOptions | None = None) -> list[str]:
+    """The pipeline to run: `options.passes` (default: the whole pipeline, in order) minus `options.skip` and
+    the passes an option turns off."""
+    options = options or CompileOptions()
+    for name in list(options.passes or []) + list(options.skip):
         get_pass(name)  # unknown names fail here, with the list of known ones
-    chosen = list(DEFAULT_PIPELINE) if passes is None else list(passes)
-    return [p for p in chosen if p not in set(skip)]
+    chosen = list(DEFAULT_PIPELINE) if options.passes is None else list(options.passes)
+    skip = set(options.skip)
+    for (field_name, value), names in OPTION_SKIPS.items():
+        if getattr(options, field_name) == value:
+            skip.update(names)
+    return [p for p in chosen if p not in skip]
 
 
 def run_passes(graph: gs.Graph, names: Sequence[str], ctx: PassContext) -> gs.Graph:
-    """Run each pass, validate the graph after it, log its effect (nodes before/after)."""
+    """Run each pass (requires, run, ensures), validate the graph after it, log and record its effect."""
     for name in names:
         p = get_pass(name)()
         before = len(graph.nodes)
+        p.requires(graph, ctx)
         graph = p.run(graph, ctx)
         graph.cleanup().toposort()
         p.ensures(graph)
         model = export_model(graph.copy())
         check_model(model, what=f"graph after pass {name}")
         graph = import_graph(infer_shapes(model))
-        log.info("pass %-24s nodes %4d -> %4d", name, before, len(graph.nodes))
+        log.info("pass %-24s nodes %4d -> %4d, %d rewrites", name, before, len(graph.nodes), p.rewrites)
         ctx.stats.setdefault("passes", []).append({"name": name, "nodes_before": before,
-                                                   "nodes_after": len(graph.nodes)})
+                                                   "nodes_after": len(graph.nodes), "rewrites": int(p.rewrites)})
     return graph
 
 
-def apply_pass(model, name: str, **options):
-    """Run one pass on a ModelProto and return the rewritten ModelProto (used by tests and embedders)."""
-    ctx = PassContext(options={k: v for k, v in options.items() if k != "calibration"},
-                      calibration=options.get("calibration"))
+@dataclass
+class PassOutcome:
+    model: onnx.ModelProto
+    rewrites: int
+    stats: dict[str, Any]
+
+
+def run_pass(model: onnx.ModelProto, name: str, *, calibration=None, progress: bool = False,
+             **options: Any) -> PassOutcome:
+    """Run one pass on a ModelProto (tests and embedders): the rewritten model, its rewrite count, statistics.
+    Keyword options are CompileOptions fields."""
+    ctx = PassContext(options=compile_options(**options), calibration=calibration, progress=progress)
     graph = run_passes(import_graph(model), [name], ctx)
-    return export_model(graph, like=model)
+    return PassOutcome(export_model(graph, like=model), int(ctx.stats["passes"][-1]["rewrites"]), ctx.stats)
+
+
+def apply_pass(model: onnx.ModelProto, name: str, **options: Any) -> onnx.ModelProto:
+    """`run_pass(...).model`."""
+    return run_pass(model, name, **options).model

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from .graph import SNNC_DOMAIN, export_model, import_graph, is_neuron, make_const, make_var, unique_name
+from snnc.compiler.graph import SNNC_DOMAIN, export_model, import_graph, is_neuron, make_const, make_var, unique_name
 
 
 def neuron_thresholds(node: gs.Node) -> np.ndarray:

@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from .errors import SnncError
+from snnc.ir.errors import SnncError
 
 DEMO_PHOTO = "motorcycle"
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import onnx
 import onnx_graphsurgeon as gs
 
-from .errors import SnncError
-from .graph import export_model, import_graph, infer_shapes
+from snnc.ir.errors import SnncError
+from snnc.compiler.graph import export_model, import_graph, infer_shapes
 
 log = logging.getLogger(__name__)
 CUT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")

@@ -17,7 +17,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from .errors import SnncError
+from snnc.ir.errors import SnncError
+from snnc.ir.files import atomic_path
 
 log = logging.getLogger(__name__)
 
@@ -75,19 +76,14 @@ def _extract(archive: Path, names: list[str], cache: Path) -> None:
                 if name not in members:
                     raise SnncError(f"{archive}: no {_MEMBER_DIR}{name} in the archive")
                 src = tar.extractfile(members[name])
-                fd, tmp = tempfile.mkstemp(dir=cache, prefix=f".{name}.")
-                try:
-                    with os.fdopen(fd, "wb") as out:
+                with atomic_path(cache / name) as tmp:  # a concurrent reader never sees half a file
+                    with open(tmp, "wb") as out:
                         while True:
                             chunk = src.read(1 << 20)
                             if not chunk:
                                 break
                             out.write(chunk)
                     os.chmod(tmp, 0o644)
-                    os.replace(tmp, cache / name)  # atomic: a concurrent reader never sees half a file
-                except BaseException:
-                    Path(tmp).unlink(missing_ok=True)
-                    raise
     except (tarfile.TarError, OSError) as exc:
         raise SnncError(f"{archive}: cannot read the archive ({exc})") from None
 

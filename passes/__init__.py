@@ -1,6 +1,6 @@
 """Built-in passes, one module each; importing this package registers them (see `snnc passes`)."""
 
-from . import (  # noqa: F401
+from snnc.passes import (  # noqa: F401
     activations_to_neurons,
     channel_norm,
     fold_batchnorm,

@@ -28,9 +28,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from snnc.compiler.errors import UnsupportedOpError
+from snnc.ir.errors import UnsupportedOpError
 from snnc.compiler.graph import SNNC_DOMAIN, const_value, node_label, producer, sole_consumer
-from snnc.compiler.pipeline import DEFAULT_OPTIONS
 from snnc.compiler.registry import Pass, PassContext, register_pass
 
 REFUSED = ("Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Mish", "Softplus", "Softsign", "Elu", "Selu",
@@ -106,8 +105,8 @@ class ActivationsToNeurons(Pass):
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> gs.Graph:
         counts = {"IF": 0, "SignedIF": 0}
-        v_init = float(ctx.option("v_init", DEFAULT_OPTIONS["v_init"]))  # QCFS neurons always start at theta/2
-        memory = int(ctx.option("neuron", DEFAULT_OPTIONS["neuron"]) == "memory")
+        v_init = float(ctx.options.v_init)  # QCFS neurons always start at theta/2
+        memory = int(ctx.options.neuron == "memory")
         for node in list(graph.nodes):
             if not node.outputs or node.domain == SNNC_DOMAIN:
                 continue
@@ -154,6 +153,7 @@ class ActivationsToNeurons(Pass):
                 graph.nodes.append(new)
                 counts[new.op] += 1
         ctx.stats.setdefault(self.name, {}).update(counts)
+        self.rewrites = sum(counts.values())
         return graph
 
     def ensures(self, graph: gs.Graph) -> None:

@@ -32,13 +32,12 @@ import numpy as np
 import onnx_graphsurgeon as gs
 from tqdm import tqdm
 
-from snnc.compiler.errors import SnncError, UnsupportedOpError
+from snnc.ir.errors import SnncError, UnsupportedOpError
 from snnc.compiler.graph import (
     const_value, export_model, is_graph_output, is_neuron, make_const, node_label, producer, run_model, sole_consumer,
     with_outputs,
 )
 from snnc.compiler.linear import is_copy_conv
-from snnc.compiler.pipeline import DEFAULT_OPTIONS
 from snnc.compiler.ratelimit import neuron_thresholds, neurons_to_activations
 from snnc.compiler.registry import Pass, PassContext, register_pass
 
@@ -82,22 +81,17 @@ def _calibrate(graph: gs.Graph, neurons: list[gs.Node], ctx: PassContext) -> dic
                                        (n.outputs[0].shape[1],)).copy() for n in neurons if n not in need}
     if not need:
         return lambdas
-    if ctx.calibration is None:
-        raise SnncError("channel_norm needs calibration images: pass --calib DIR (a folder of jpg/png), "
-                        "or --calib-random N to calibrate on random inputs")
-    percentile = float(ctx.option("percentile", DEFAULT_OPTIONS["percentile"]))
-    if not 0 < percentile <= 100:
-        raise SnncError(f"--percentile {percentile}: expected a value in (0, 100]")
-    per_channel = ctx.option("norm", "channel") == "channel"
+    percentile = float(ctx.options.percentile)
+    per_channel = ctx.options.norm == "channel"
     ann = neurons_to_activations(export_model(graph.copy()), clip=False)
     names = [n.outputs[0].name for n in need]
     ann = with_outputs(ann, names)
-    stats = {n: _Stats(int(ctx.option("samples", 16384))) for n in names}
+    stats = {n: _Stats(ctx.options.calib_samples) for n in names}
     x = ctx.calibration
-    batch = int(ctx.option("calib_batch", 4))
+    batch = ctx.options.calib_batch
     input_name = graph.inputs[0].name
     for start in tqdm(range(0, len(x), batch), desc="calibrating", unit="batch",
-                      disable=not ctx.option("progress", True)):
+                      disable=not ctx.progress):
         outs = run_model(ann, {input_name: x[start:start + batch].astype(np.float32)}, names)
         for n in need:
             a = outs[n.outputs[0].name]
@@ -165,6 +159,13 @@ class ChannelNorm(Pass):
     summary = "per-channel (or layer) activation percentiles from calibration data folded into weights; theta=1"
     exact = False  # exact in the rate limit at percentile 100 on the calibration data
 
+    def requires(self, graph: gs.Graph, ctx: PassContext) -> None:
+        uncalibrated = [n for n in graph.nodes if is_neuron(n) and int(n.attrs.get("calibrated", 0)) == 0
+                        and int(n.attrs.get("normalized", 0)) == 0]
+        if uncalibrated and ctx.calibration is None:
+            raise SnncError("channel_norm needs calibration images: pass --calib DIR (a folder of jpg/png), "
+                            "or --calib-random N to calibrate on random inputs")
+
     def run(self, graph: gs.Graph, ctx: PassContext) -> gs.Graph:
         neurons = [n for n in graph.nodes if is_neuron(n)]
         done = [n for n in neurons if int(n.attrs.get("normalized", 0)) == 1]
@@ -189,4 +190,5 @@ class ChannelNorm(Pass):
             n.attrs["threshold"] = [1.0]
             n.attrs["normalized"] = 1
             n.attrs["lambda"] = [float(v) for v in lambdas[n.name]]
+        self.rewrites = len(neurons)
         return graph

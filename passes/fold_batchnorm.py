@@ -17,7 +17,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from snnc.compiler.errors import UnsupportedOpError
+from snnc.ir.errors import UnsupportedOpError
 from snnc.compiler.graph import const_value, make_const, node_label, producer, sole_consumer, unique_name
 from snnc.compiler.registry import Pass, PassContext, register_pass
 
@@ -87,6 +87,7 @@ class FoldBatchNorm(Pass):
             bn.outputs.clear()
             folded += 1
         ctx.stats.setdefault("fold_batchnorm", {})["folded"] = folded
+        self.rewrites = folded
         return graph
 
     def ensures(self, graph: gs.Graph) -> None:

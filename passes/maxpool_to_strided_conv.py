@@ -28,7 +28,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from snnc.compiler.errors import UnsupportedOpError
+from snnc.ir.errors import UnsupportedOpError
 from snnc.compiler.graph import const_value, make_const, make_var, node_label, producer, tensor_shape, unique_name
 from snnc.compiler.linear import fuse_pointwise_into_consumer
 from snnc.compiler.registry import Pass, PassContext, register_pass
@@ -126,14 +126,13 @@ class MaxPoolToStridedConv(Pass):
     exact = True
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> gs.Graph:
-        mode = ctx.option("maxpool", "exact")
-        if mode not in ("exact", "approximate"):
-            raise UnsupportedOpError(f"--maxpool {mode!r}: expected exact or approximate")
+        mode = ctx.options.maxpool
         count = 0
         for node in [n for n in graph.nodes if n.op == "MaxPool"]:
             self._convert(graph, node, mode)
             count += 1
         ctx.stats.setdefault(self.name, {}).update(converted=count, mode=mode)
+        self.rewrites = count
         return graph
 
     def _convert(self, graph: gs.Graph, node: gs.Node, mode: str) -> None:

@@ -155,6 +155,7 @@ class SplitLeakyRelu(Pass):
         while pending:
             self._sink(graph, pending.pop(), pending)
         ctx.stats.setdefault(self.name, {}).update(split=split, kept_as_ibt=kept)
+        self.rewrites = split
         return graph
 
     def _sink(self, graph: gs.Graph, k: gs.Node, pending: list[gs.Node]) -> None:

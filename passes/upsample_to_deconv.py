@@ -15,7 +15,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from snnc.compiler.errors import UnsupportedOpError
+from snnc.ir.errors import UnsupportedOpError
 from snnc.compiler.graph import const_value, make_const, node_label, run_model, tensor_shape, unique_name
 from snnc.compiler.registry import Pass, PassContext, register_pass
 
@@ -96,6 +96,7 @@ class UpsampleToDeconv(Pass):
             node.outputs.clear()
             count += 1
         ctx.stats.setdefault(self.name, {})["converted"] = count
+        self.rewrites = count
         return graph
 
     def ensures(self, graph: gs.Graph) -> None:

@@ -20,9 +20,9 @@ import pytest
 import snnc.backends.c as c_backend
 from snnc.backends import get_backend
 from snnc.backends.c.generate import with_v_init
-from snnc.compiler.errors import SnncError
-from snnc.compiler.fixedpoint import quantize
-from snnc.compiler.network import Layer, Network, Neuron
+from snnc.ir.errors import SnncError
+from snnc.ir.fixedpoint import quantize
+from snnc.ir.network import Layer, Network, Neuron
 
 # A C compiler and make are requirements of these tests (CI has both): a missing one fails, it does not skip.
 STRICT = ["-std=c99", "-pedantic", "-Wall", "-Wextra", "-Werror", "-O2"]
@@ -616,7 +616,7 @@ def test_default_flags_build(tmp_path):
 # ---- the command line: `snnc compile --backend c` and `snnc run --backend c` -------------------------------------
 
 def snnc_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "snnc.compiler.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "snnc.apps.cli", *args], capture_output=True, text=True,
                           cwd=cwd, timeout=900)
 
 
@@ -628,7 +628,7 @@ def test_cli_compile_backend_c_builds_with_make_and_matches_numpy(tmp_path):
     from models import tiny_yolo
     from PIL import Image
 
-    from snnc.compiler import lavafile
+    from snnc.ir import lavafile
 
     model = tmp_path / "tiny.onnx"
     onnx.save(tiny_yolo(), model)
@@ -682,7 +682,8 @@ def yolo96(tmp_path_factory):
     from PIL import Image
     from skimage import data
 
-    from snnc.compiler.api import compile_model, write_output
+    from snnc.apps.outputs import write_output
+    from snnc.compiler.api import compile_model
     from snnc.compiler.darknet import darknet_to_onnx
     from snnc.compiler.zoo import fetch_yolov3_tiny
 
@@ -705,9 +706,9 @@ def test_snnc_run_backend_c_reproduces_numpy_detections(yolo96, tmp_path):
     checkpoint (the ANN: 0.64 and 0.54; fixed point measured 0.57 / 0.47 at T = 32 and 0.58 / 0.50 at T = 64)."""
     import json
 
-    from snnc.compiler.host import SCORE_THR
+    from snnc.runtime.host import SCORE_THR
 
-    from snnc.compiler import lavafile
+    from snnc.ir import lavafile
 
     path, photo = yolo96
     assert all(lay.neuron.memory for lay in lavafile.load(path).neuron_layers)  # the default pipeline's neurons
@@ -736,7 +737,7 @@ def test_yolov3_tiny_float_within_1e5(yolo96):
     that is identical."""
     from skimage import data
 
-    from snnc.compiler import lavafile
+    from snnc.ir import lavafile
     from snnc.compiler.images import letterbox
 
     path, _ = yolo96

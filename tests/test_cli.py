@@ -12,12 +12,12 @@ import pytest
 from models import Builder, tiny_yolo
 from PIL import Image
 
-from snnc.compiler import lavafile
-from snnc.compiler.errors import FormatError
+from snnc.ir import lavafile
+from snnc.ir.errors import FormatError
 
 
 def snnc(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "snnc.compiler.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "snnc.apps.cli", *args], capture_output=True, text=True,
                           cwd=cwd, timeout=300)
 
 

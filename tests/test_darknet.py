@@ -18,7 +18,7 @@ import pytest
 import torch  # CI installs torch==2.13.0 (CPU)
 
 from snnc.compiler.darknet import COCO_CLASSES, DARKNET_BN_EPS, darknet_to_onnx, parse_cfg
-from snnc.compiler.errors import SnncError
+from snnc.ir.errors import SnncError
 from snnc.compiler.zoo import fetch_yolov3_tiny, md5sum
 
 ROOT = Path(__file__).resolve().parent.parent

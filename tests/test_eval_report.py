@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 from snnc.backends.numpy.sim import layer_forward, rate_limit_forward, simulate
-from snnc.compiler import cli
-from snnc.compiler.evaluation.errors import ErrorAnalysis, quantization_mask, rate_limit
-from snnc.compiler.evaluation.report import check_report, referenced_files
-from snnc.compiler.network import Layer, Network, Neuron
+from snnc.apps import cli
+from snnc.evaluation.errors import ErrorAnalysis, quantization_mask, rate_limit
+from snnc.evaluation.report import check_report, referenced_files
+from snnc.ir.network import Layer, Network, Neuron
 
 MODELS = Path(__file__).resolve().parent.parent / "examples" / "digits" / "models"
 
@@ -138,8 +138,8 @@ def test_recorded_counts_by_sign_over_long_chunks():
 
 @pytest.mark.parametrize("kind", ["memory", "SignedIF"])
 def test_exact_sops_equal_per_neuron_energy_report(kind):
-    from snnc.compiler.evaluation.activity import Activity
-    from snnc.compiler.evaluation.energy import energy_report
+    from snnc.evaluation.activity import Activity
+    from snnc.compiler.energy import energy_report
 
     net, x = tiny_net(kind)
     act = Activity(net, [16])
@@ -206,7 +206,7 @@ def test_error_split_sums_to_the_total_error(kind, v_init):
     """quantization + unevenness = the local temporal error, computed here independently: the mean inputs z_bar
     from a walk of the network on the SNN's mean outputs (W phi_in + b), not from the recorded V(T) the analysis
     uses; quantization-class neurons within theta/T."""
-    from snnc.compiler.evaluation.errors import mean_outputs
+    from snnc.evaluation.errors import mean_outputs
 
     net, x = tiny_net(kind, v_init=v_init, seed=3)
     ts = [4, 16, 64]
@@ -246,15 +246,16 @@ def test_error_split_sums_to_the_total_error(kind, v_init):
 # ---- the digits detector end to end -----------------------------------------------------------------------------
 
 def snnc(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "snnc.compiler.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "snnc.apps.cli", *args], capture_output=True, text=True,
                           timeout=timeout, check=False)
 
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     """The digits ReLU and leaky detectors compiled on 32 train canvases; a 40-image labelled test set (COCO)."""
-    from snnc.compiler.api import compile_model, write_output
-    from snnc.compiler.evaluation.digits import make_digits, write_digits
+    from snnc.apps.outputs import write_output
+    from snnc.compiler.api import compile_model
+    from snnc.evaluation.digits import make_digits, write_digits
 
     root = tmp_path_factory.mktemp("digits")
     calib = root / "calib"
@@ -410,13 +411,13 @@ def test_bad_input_one_line_no_report(digits, tmp_path, capsys):
 
 
 def test_failure_midway_leaves_no_report(digits, tmp_path, capsys, monkeypatch):
-    from snnc.compiler.errors import SnncError
-    from snnc.compiler.evaluation import run as run_mod
+    from snnc.ir.errors import SnncError
+    from snnc.evaluation import run as run_mod
 
     def broken(*a, **k):
         raise SnncError("simulated failure in the middle of the run")
 
-    from snnc.compiler.evaluation import plots
+    from snnc.evaluation import plots
 
     rep = tmp_path / "rep"
     argv = ["eval", str(digits["relu"]), "--data", str(digits["test"]), "-n", "2", "-T", "2", "--report", str(rep),

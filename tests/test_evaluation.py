@@ -1,4 +1,4 @@
-"""snnc.compiler.evaluation: COCO mAP on hand-made cases, the three dataset layouts, SOP counting by hand, and the
+"""snnc.evaluation: COCO mAP on hand-made cases, the three dataset layouts, SOP counting by hand, and the
 committed digits detectors' ANN mAP on the test split."""
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from snnc.compiler.evaluation.datasets import Sample, detect_layout, load_dataset, write_dataset
-from snnc.compiler.network import Layer, Network, Neuron
+from snnc.evaluation.datasets import Sample, detect_layout, load_dataset, write_dataset
+from snnc.ir.network import Layer, Network, Neuron
 
-from snnc.compiler.evaluation.metrics import evaluate_detections, evaluate_fidelity
+from snnc.evaluation.metrics import evaluate_detections, evaluate_fidelity
 
 
 def _has(module: str) -> bool:
@@ -77,7 +77,7 @@ def test_empty_and_detection_forms():
     assert evaluate_detections(gt, [[], []], NAMES)["mAP50"] == 0.0
     assert math.isnan(evaluate_detections([Sample(None, np.zeros((0, 4)), [])], [[]], NAMES)["mAP50"])
 
-    class Det:  # the shape of snnc.compiler.host.Detection
+    class Det:  # the shape of snnc.runtime.host.Detection
         def __init__(self, cls, score, box):
             self.cls, self.score, self.box = cls, score, box
 
@@ -99,7 +99,7 @@ def test_fidelity_mode():
 
 @needs_sklearn
 def test_three_layouts_load_the_same_boxes(tmp_path):
-    from snnc.compiler.evaluation.digits import CLASS_NAMES, make_digits, write_digits
+    from snnc.evaluation.digits import CLASS_NAMES, make_digits, write_digits
 
     ds = make_digits("val", 6, seed=3)
     loaded = {}
@@ -134,7 +134,7 @@ def test_three_layouts_load_the_same_boxes(tmp_path):
 
 
 def test_layout_errors(tmp_path):
-    from snnc.compiler.errors import SnncError
+    from snnc.ir.errors import SnncError
 
     with pytest.raises(SnncError, match="no dataset layout"):
         detect_layout(tmp_path)
@@ -147,7 +147,7 @@ def test_layout_errors(tmp_path):
 
 @needs_sklearn
 def test_digits_deterministic_and_disjoint():
-    from snnc.compiler.evaluation.digits import make_digits, split_indices
+    from snnc.evaluation.digits import make_digits, split_indices
 
     a, b = make_digits("test", 5, seed=1), make_digits("test", 5, seed=1)
     np.testing.assert_array_equal(a.images, b.images)
@@ -187,7 +187,7 @@ def _tiny_net() -> Network:
 
 
 def test_sops_by_hand():
-    from snnc.compiler.evaluation.energy import energy_report, fanout_maps
+    from snnc.compiler.energy import energy_report, fanout_maps
 
     net = _tiny_net()
     maps = fanout_maps(net)
@@ -216,8 +216,8 @@ def test_sops_by_hand():
 
 
 def test_sops_edge_pad_and_rate_input():
-    from snnc.compiler.errors import SnncError
-    from snnc.compiler.evaluation.energy import energy_report, fanout_maps
+    from snnc.ir.errors import SnncError
+    from snnc.compiler.energy import energy_report, fanout_maps
 
     layers = [
         Layer("x", "input", [], (1, 2, 2)),
@@ -246,8 +246,8 @@ DIGITS_FLOOR = {"digits_relu.onnx": 0.95, "digits_leaky.onnx": 0.95}  # mAP@0.5 
 @needs_sklearn
 @pytest.mark.parametrize("name", sorted(DIGITS_FLOOR))
 def test_digits_ann_map(name):
-    from snnc.compiler.evaluation.ann import evaluate_onnx
-    from snnc.compiler.evaluation.digits import make_digits
+    from snnc.evaluation.ann import evaluate_onnx
+    from snnc.evaluation.digits import make_digits
 
     import onnx
 

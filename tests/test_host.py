@@ -10,11 +10,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from PIL import Image
 
-from snnc.compiler.errors import SnncError
-from snnc.compiler.host import (Detection, boxes_to_input, detect, detections_to_json, draw_detections, iou, nms,
+from snnc.ir.errors import SnncError
+from snnc.runtime.host import (Detection, boxes_to_input, detect, detections_to_json, draw_detections, iou, nms,
                                 run_host)
 from snnc.compiler.images import Letterbox, letterbox
-from snnc.compiler.network import Layer, Network
+from snnc.ir.network import Layer, Network
 
 # ---- IoU and NMS ------------------------------------------------------------------------------------------------
 

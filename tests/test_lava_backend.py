@@ -22,9 +22,10 @@ from snnc.backends import get_backend
 from snnc.backends.lava import INSTALL, build, require_lava
 from snnc.backends.lava.compare import compare_with_numpy
 from snnc.backends.lava.plan import make_plan
-from snnc.compiler import lavafile, loihi
-from snnc.compiler.errors import FormatError, SnncError
-from snnc.compiler.network import Layer, Network, Neuron
+from snnc.ir import lavafile
+from snnc.compiler import loihi
+from snnc.ir.errors import FormatError, SnncError
+from snnc.ir.network import Layer, Network, Neuron
 
 T = [7, 16]
 # lava-nc 0.10.0 installs on Python 3.10 only: there (the .venv310 of `make test`) a missing lava fails these tests;
@@ -346,7 +347,8 @@ def yolo96(tmp_path_factory):
     percentiles from two letterboxed photos, V(0) = theta/2): the .lava path and a folder with the photos."""
     from PIL import Image
 
-    from snnc.compiler.api import compile_model, write_output
+    from snnc.apps.outputs import write_output
+    from snnc.compiler.api import compile_model
     from snnc.compiler.darknet import darknet_to_onnx
     from snnc.compiler.zoo import fetch_yolov3_tiny
 
@@ -395,7 +397,7 @@ def test_yolov3_tiny_reduced(yolo96):
 def _snnc(*args: str):
     import subprocess
 
-    return subprocess.run([sys.executable, "-m", "snnc.compiler.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "snnc.apps.cli", *args], capture_output=True, text=True,
                           timeout=900)
 
 
@@ -407,7 +409,7 @@ def test_snnc_run_backend_lava_reproduces_numpy_detections(yolo96, tmp_path):
     (the ANN: 0.64 and 0.54; fixed point measured 0.52 / 0.39 at T = 16 and 0.57 / 0.47 at T = 32)."""
     import json
 
-    from snnc.compiler.host import SCORE_THR
+    from snnc.runtime.host import SCORE_THR
 
     path, photos = yolo96
     photo = photos / "astronaut.png"
@@ -664,7 +666,7 @@ def test_snnc_run_without_lava_is_one_line(tmp_path):
     net, _ = single_op("conv")
     lavafile.save(net, tmp_path / "net.lava")
     Image.fromarray(np.zeros((10, 12, 3), np.uint8)).save(tmp_path / "img.png")
-    code = ("import sys; sys.modules['lava'] = None; from snnc.compiler.cli import main; "
+    code = ("import sys; sys.modules['lava'] = None; from snnc.apps.cli import main; "
             f"sys.exit(main(['run', {str(tmp_path / 'net.lava')!r}, '--image', {str(tmp_path / 'img.png')!r}, "
             "'-T', '4', '--backend', 'lava', '-q']))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

@@ -9,9 +9,9 @@ from snnc.backends import get_backend
 from snnc.backends.numpy import NumpyBackend, rate_limit_forward, simulate
 from snnc.backends.numpy import ops as numpy_ops
 from snnc.backends.numpy import sim as numpy_sim
-from snnc.compiler.errors import SnncError
-from snnc.compiler.fixedpoint import quantize
-from snnc.compiler.network import Layer, Network, Neuron
+from snnc.ir.errors import SnncError
+from snnc.ir.fixedpoint import quantize
+from snnc.ir.network import Layer, Network, Neuron
 
 # ---- small networks ---------------------------------------------------------------------------------------------
 

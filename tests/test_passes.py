@@ -9,7 +9,7 @@ import pytest
 from models import Builder, tiny_yolo
 
 from snnc.compiler.dump import graph_dump
-from snnc.compiler.errors import SnncError, UnsupportedOpError
+from snnc.ir.errors import SnncError, UnsupportedOpError
 from snnc.compiler.graph import run_model
 from snnc.compiler.pipeline import apply_pass
 from snnc.compiler.ratelimit import neurons_to_activations

@@ -12,17 +12,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from snnc.compiler import lavafile
-from snnc.compiler.api import compile_model, write_output
-from snnc.compiler.evaluation.digits import make_digits
-from snnc.compiler.run import run_network
+from snnc.ir import lavafile
+from snnc.apps.outputs import write_output
+from snnc.compiler.api import compile_model
+from snnc.evaluation.digits import make_digits
+from snnc.runtime.run import run_network
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = ROOT / "examples/digits/models/digits_relu.onnx"
 
 
 def snnc(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "snnc.compiler.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "snnc.apps.cli", *args], capture_output=True, text=True,
                           timeout=600)
 
 

@@ -16,8 +16,9 @@ import onnx
 import pytest
 from PIL import Image
 
-from snnc.compiler import lavafile
-from snnc.compiler.api import compile_model, write_output
+from snnc.ir import lavafile
+from snnc.apps.outputs import write_output
+from snnc.compiler.api import compile_model
 from snnc.compiler.darknet import darknet_to_onnx
 from snnc.compiler.frontend import prepare
 from snnc.compiler.graph import run_model

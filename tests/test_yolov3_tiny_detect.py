@@ -11,11 +11,12 @@ import numpy as np
 import onnx
 import pytest
 
-from snnc.compiler import lavafile
-from snnc.compiler.api import compile_model, write_output
+from snnc.ir import lavafile
+from snnc.apps.outputs import write_output
+from snnc.compiler.api import compile_model
 from snnc.compiler.darknet import darknet_to_onnx
-from snnc.compiler.host import iou
-from snnc.compiler.run import run_network
+from snnc.runtime.host import iou
+from snnc.runtime.run import run_network
 from snnc.compiler.samples import write_photos
 from snnc.compiler.zoo import fetch_yolov3_tiny
 

@@ -23,10 +23,11 @@ from typing import Sequence
 import numpy as np
 
 from snnc.backends import Backend, SimResult, checkpoints, register_backend
-from snnc.compiler.errors import SnncError
-from snnc.compiler.network import Network
+from snnc.ir.errors import SnncError
+from snnc.ir.network import Network
+from snnc.ir.options import SimOptions
 
-from .generate import Project, render
+from snnc.backends.c.generate import Project, render
 
 log = logging.getLogger(__name__)
 
@@ -169,15 +170,14 @@ class CBackend(Backend):
         self.float_type = float_type
         self.weight_bits = weight_bits
 
-    def simulate(self, net: Network, x: np.ndarray, T: int | Sequence[int], *, mode: str = "float",
-                 v_init: float | None = None, decode: str = "membrane", seed: int = 0, encoding: str | None = None,
-                 weight_bits: int | None = None) -> SimResult:
+    def run(self, net: Network, x: np.ndarray, ts: list[int], options: SimOptions) -> SimResult:
         """As the NumPy reference (`encoding` "direct" or "rate" overrides the network's; "explicit" is not
-        supported here). decode "membrane" and "spikes" give the same values (docs/neurons.md)."""
-        ts = checkpoints(T)
-        if decode not in ("membrane", "spikes"):
-            raise SnncError(f"decode must be 'membrane' or 'spikes', got {decode!r}")
-        net = with_encoding(net, encoding)
+        supported here). decode "membrane" and "spikes" give the same values (docs/neurons.md). The generated
+        program is single-threaded and streams its state, so `threads`, `max_bytes` and `progress` have
+        nothing to bound or show."""
+        self.require_cpu(self.name, options)
+        mode, v_init, seed, weight_bits = options.mode, options.v_init, options.seed, options.weight_bits
+        net = with_encoding(net, options.encoding)
         bits = self.weight_bits if weight_bits is None else weight_bits
         project = render(net, mode, weight_bits=bits, float_type=self.float_type, v_init=v_init)
         x = np.asarray(x)

@@ -18,7 +18,7 @@ convolution, not T. The neuron update then follows docs/neurons.md:
             the next layer receives s in {-1, 0, 1}; linear layers output z_int + b_int.
     float:  the same in snn_real_t with out = s * theta.
 
-Integers come from `snnc.compiler.fixedpoint.quantize` (bit-exact with the NumPy reference); no rounding happens
+Integers come from `snnc.ir.fixedpoint.quantize` (bit-exact with the NumPy reference); no rounding happens
 in C. No memory is allocated after `snn_init`.
 """
 
@@ -31,11 +31,11 @@ from pathlib import Path
 
 import numpy as np
 
-from snnc.compiler.errors import SnncError
-from snnc.compiler.fixedpoint import is_copy_layer, quantize
-from snnc.compiler.network import Layer, Network
+from snnc.ir.errors import SnncError
+from snnc.ir.fixedpoint import is_copy_layer, quantize
+from snnc.ir.network import Layer, Network
 
-from . import runtime
+from snnc.backends.c import runtime
 
 GENERATOR_VERSION = 1
 BLOB_MAGIC = b"SNNCWTS1"

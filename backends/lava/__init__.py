@@ -19,8 +19,9 @@ import sys
 from typing import Any, Sequence
 
 from snnc.backends import Backend, SimResult, register_backend
-from snnc.compiler.errors import SnncError
-from snnc.compiler.network import Network
+from snnc.ir.errors import SnncError
+from snnc.ir.network import Network
+from snnc.ir.options import SimOptions
 
 INSTALL = ('lava-nc is not installed; the Lava backend needs it: pip install "snnc[lava]" in a Python 3.10 '
            'environment with "numpy<2" "networkx==2.8.7" (README, docs/backend_lava.md)')
@@ -57,11 +58,11 @@ def require_lava() -> None:
 
 def build(net_or_path, mode: str = "fixed", **kwargs: Any):
     """The Network (or `.lava` file) as connected Lava processes: `builder.LavaNet` (see builder.build)."""
-    from snnc.compiler import lavafile
+    from snnc.ir import lavafile
 
     net = net_or_path if isinstance(net_or_path, Network) else lavafile.load(net_or_path)  # FormatError first
     require_lava()
-    from .builder import build as _build
+    from snnc.backends.lava.builder import build as _build
 
     return _build(net, mode, **kwargs)
 
@@ -80,7 +81,7 @@ class LavaBackend(Backend):
         """As the NumPy reference's simulate (direct encoding only); progress: a bar over Lava steps (None:
         only on a terminal)."""
         require_lava()
-        from .sim import simulate
+        from snnc.backends.lava.sim import simulate
 
         return simulate(net, x, T, mode=mode, v_init=v_init, decode=decode, seed=seed, weight_bits=weight_bits,
                         encoding=encoding, progress=progress)

@@ -21,12 +21,12 @@ from lava.proc.dense.process import Dense
 from lava.proc.sparse.models import PySparseModelFloat
 from lava.proc.sparse.process import Sparse
 
-from snnc.compiler import lavafile
-from snnc.compiler.errors import SnncError
-from snnc.compiler.network import Network
+from snnc.ir import lavafile
+from snnc.ir.errors import SnncError
+from snnc.ir.network import Network
 
-from . import processes as P
-from .plan import ACC_BITS, Plan, make_plan
+from snnc.backends.lava import processes as P
+from snnc.backends.lava.plan import ACC_BITS, Plan, make_plan
 
 
 class SnncSimCfg(Loihi2SimCfg):

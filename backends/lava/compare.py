@@ -10,7 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from snnc.backends import SimResult, checkpoints, get_backend
-from snnc.compiler.network import Network
+from snnc.ir.network import Network
 
 
 @dataclass

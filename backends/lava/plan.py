@@ -23,9 +23,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import scipy.sparse as sp
 
-from snnc.compiler import fixedpoint
-from snnc.compiler.errors import SnncError
-from snnc.compiler.network import Layer, Network
+from snnc.ir import fixedpoint
+from snnc.ir.errors import SnncError
+from snnc.ir.network import Layer, Network
 
 CONNECTION_OPS = ("conv", "deconv", "dense")
 NEURON_KINDS = ("IF", "MemoryIF", "SignedIF")  # population kinds with spikes

@@ -18,11 +18,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from snnc.backends import SimResult, checkpoints
-from snnc.compiler.errors import SnncError
-from snnc.compiler.network import Network
+from snnc.ir.errors import SnncError
+from snnc.ir.network import Network
 
-from .builder import build_plan, with_v_init
-from .plan import NEURON_KINDS, from_lava, make_plan, per_neuron, to_lava
+from snnc.backends.lava.builder import build_plan, with_v_init
+from snnc.backends.lava.plan import NEURON_KINDS, from_lava, make_plan, per_neuron, to_lava
 
 
 def _inputs(net: Network, x: Any) -> dict[str, np.ndarray]:

@@ -17,25 +17,31 @@ terminal), `threads` (default: the CPUs this process may use), `weight_bits` (fi
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any
 
 from snnc.backends import Backend, SimResult, register_backend
-from snnc.compiler.network import Network
+from snnc.ir.network import Network
+from snnc.ir.options import SimOptions
 
-from .sim import DEFAULT_MAX_BYTES, clear_cache, rate_limit_forward, simulate
+from snnc.backends.numpy.sim import DEFAULT_MAX_BYTES, clear_cache, rate_limit_forward, simulate
 
 __all__ = ["NumpyBackend", "simulate", "rate_limit_forward", "clear_cache", "DEFAULT_MAX_BYTES"]
 
 
 @register_backend("numpy")
 class NumpyBackend(Backend):
-    """Reference simulator: float32 or exact fixed point, any T in memory bounded by `max_bytes`."""
+    """Reference simulator: float32 or exact fixed point, any T in memory bounded by `max_bytes`.
 
-    def simulate(self, net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float",
-                 v_init: float | None = None, decode: str = "membrane", seed: int = 0, encoding: str | None = None,
-                 max_bytes: int = DEFAULT_MAX_BYTES, progress: bool | None = None, threads: int | None = None,
-                 weight_bits: int | None = None) -> SimResult:
-        return simulate(net, x, T, mode=mode, v_init=v_init, decode=decode, seed=seed, encoding=encoding,
-                        max_bytes=max_bytes, progress=progress, threads=threads, weight_bits=weight_bits)
+    Backend-specific options (SimOptions.extra): record_layers, on_checkpoint (the per-layer error analysis).
+    """
+
+    extra_options = frozenset({"record_layers", "on_checkpoint"})
+
+    def run(self, net: Network, x: Any, ts: list[int], options: SimOptions) -> SimResult:
+        self.require_cpu(self.name, options)
+        o = options
+        return simulate(net, x, ts, mode=o.mode, v_init=o.v_init, decode=o.decode, seed=o.seed,
+                        encoding=o.encoding, max_bytes=o.max_bytes or DEFAULT_MAX_BYTES, progress=o.progress,
+                        threads=o.threads, weight_bits=o.weight_bits, **o.extra)
 
     rate_limit_forward = staticmethod(rate_limit_forward)

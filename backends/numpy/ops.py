@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from snnc.compiler.errors import SnncError
-from snnc.compiler.fixedpoint import FLOAT32_EXACT
-from snnc.compiler.network import Layer
+from snnc.ir.errors import SnncError
+from snnc.ir.fixedpoint import FLOAT32_EXACT
+from snnc.ir.network import Layer
 
 
 def _onnx_dtype(dtype: np.dtype) -> int:

@@ -1,6 +1,6 @@
 """The NumPy reference simulator: layer by layer over a chunk of time steps, chunk after chunk.
 
-Semantics: docs/neurons.md (and `snnc.compiler.network`). All layers see their sources' out(t) of the same step
+Semantics: docs/neurons.md (and `snnc.ir.network`). All layers see their sources' out(t) of the same step
 t (no synaptic delay), so the network is feed-forward in time as well: for a chunk of steps [t0, t1) each layer
 in topological order gets the outputs of all the chunk's steps of its sources at once, computes its synaptic
 input z for all of them as ONE batched convolution over (steps * batch) samples, and only the neuron update
@@ -13,7 +13,7 @@ Between layers spikes are int8 in {-1, 0, 1}; the real value s * theta is folded
 
 Float mode: weights, z and membranes are float32; output sums are float64.
 
-Fixed-point mode (`mode="fixed"`, integers from `snnc.compiler.fixedpoint.quantize`), exactly, per sample:
+Fixed-point mode (`mode="fixed"`, integers from `snnc.ir.fixedpoint.quantize`), exactly, per sample:
 
     V[l] = v0_int[l]                          (int64, every neuron layer, before step 1)
     sums[o] = 0, count[l] = 0                 (int64)
@@ -44,7 +44,7 @@ convolutions each stay below it (`ops.exact_parts`) and are recombined in int64.
 in `SimResult.extra["sums"][T][layer]` for bit-exact comparisons with other backends.
 
 Recording per-neuron state (`record_layers=True`, off by default; for the error analysis of
-`snnc.compiler.evaluation.errors`): every neuron layer also counts its positive and negative spikes per neuron,
+`snnc.evaluation.errors`): every neuron layer also counts its positive and negative spikes per neuron,
 and at each checkpoint T the counts and the membrane V(T) are handed to `on_checkpoint(T, state)` (or, without a
 callback, copied into `SimResult.extra["layers_at"][T]`). state[layer] = {"pos", "neg" (SignedIF and memory IF,
 else None): (B, N) counts of +1 and -1 spikes over steps 1..T (int16 when max(T) < 2**15, else int32), "v":
@@ -70,12 +70,12 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from snnc.backends import SimResult, checkpoints
-from snnc.compiler import fixedpoint
-from snnc.compiler.errors import SnncError
-from snnc.compiler.network import Layer, Network
+from snnc.ir import fixedpoint
+from snnc.ir.errors import SnncError
+from snnc.ir.network import Layer, Network
 
-from . import ops
-from .scan import scan
+from snnc.backends.numpy import ops
+from snnc.backends.numpy.scan import scan
 
 # Memory budget of the time-chunked buffers (an upper bound; ops.CALL_BYTES usually decides the chunk).
 DEFAULT_MAX_BYTES = 1024**3
@@ -680,7 +680,7 @@ def layer_forward(net: Network, x: Any, *, override: dict[str, np.ndarray] | Non
     (rate_limit_forward's rule), or override[l] when given: a layer's consumers then read the override instead.
     With an SNN's mean outputs (spike count * theta / T per neuron layer) as overrides, z[l] is each layer's mean
     synaptic input over T in that SNN (the layers are linear in their inputs), which separates a layer's own
-    temporal error from the error it inherits (snnc.compiler.evaluation.errors). Float32, (B, *shape) arrays.
+    temporal error from the error it inherits (snnc.evaluation.errors). Float32, (B, *shape) arrays.
     """
     zs: dict[str, np.ndarray] = {}
     vals = _rate_limit_walk(net, x, threads, encoding, override or {}, zs)

@@ -23,8 +23,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from snnc.compiler.cli import main as snnc
-from snnc.compiler.evaluation.digits import make_digits, write_digits
+from snnc.apps.cli import main as snnc
+from snnc.evaluation.digits import make_digits, write_digits
 
 MODELS = Path(__file__).resolve().parent / "models"
 

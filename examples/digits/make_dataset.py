@@ -6,7 +6,7 @@
 Layouts: coco (annotations.json + images/), voc (Annotations/ + JPEGImages/ + ImageSets/Main/SPLIT.txt), yolo
 (images/ + labels/ + classes.txt). `--images-only` writes just the PNGs (a calibration folder for
 `snnc compile --calib DIR`). The set is deterministic in (seed, split, image index); the train, val and test splits
-draw on disjoint source digits. See snnc.compiler.evaluation.digits for how an image is made.
+draw on disjoint source digits. See snnc.evaluation.digits for how an image is made.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from snnc.compiler.evaluation.digits import SPLITS, make_digits, write_digits
+from snnc.evaluation.digits import SPLITS, make_digits, write_digits
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,7 +3,7 @@
     python examples/digits/train.py --act relu  -o examples/digits/models/digits_relu.onnx
     python examples/digits/train.py --act leaky -o examples/digits/models/digits_leaky.onnx
 
-The data is the digits set of `snnc.compiler.evaluation.digits` (64x64, 1-4 handwritten digits, 10 classes), made
+The data is the digits set of `snnc.evaluation.digits` (64x64, 1-4 handwritten digits, 10 classes), made
 on the fly: `--train-images` canvases of the train split (new ones every `--refresh` epochs), early model choice
 on the val split, the final mAP on the test split (source digits disjoint from train's).
 
@@ -43,7 +43,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from snnc.compiler.evaluation.digits import CLASS_NAMES, SIZE, make_digits
+from snnc.evaluation.digits import CLASS_NAMES, SIZE, make_digits
 
 NUM_CLASSES = len(CLASS_NAMES)
 NA = 3  # anchors per head
@@ -205,8 +205,8 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
 
 def torch_map(model: DigitsYolo, ds) -> dict:
     """mAP of the torch model (decoded in torch, NMS and COCO evaluation as for the ONNX model)."""
-    from snnc.compiler.evaluation.ann import detections_from_outputs
-    from snnc.compiler.evaluation.metrics import evaluate_detections
+    from snnc.evaluation.ann import detections_from_outputs
+    from snnc.evaluation.metrics import evaluate_detections
 
     model.eval()
     model.decode = True
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     train_seconds = time.time() - t0
     export_onnx(model, args.output)
 
-    from snnc.compiler.evaluation.ann import evaluate_onnx
+    from snnc.evaluation.ann import evaluate_onnx
 
     test = make_digits("test", args.test_images, seed=args.seed)
     res = evaluate_onnx(args.output, test)

@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 
 from snnc.compiler.darknet import darknet_to_onnx
-from snnc.compiler.errors import SnncError
+from snnc.ir.errors import SnncError
 from snnc.compiler.zoo import fetch_yolov3_tiny
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "motorcycle")

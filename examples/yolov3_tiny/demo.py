@@ -22,9 +22,9 @@ from pathlib import Path
 
 import onnx
 
-from snnc.compiler.cli import main as snnc
+from snnc.apps.cli import main as snnc
 from snnc.compiler.darknet import darknet_to_onnx
-from snnc.compiler.errors import SnncError
+from snnc.ir.errors import SnncError
 from snnc.compiler.samples import DEMO_PHOTO, calibration_photos, write_photos
 from snnc.compiler.zoo import fetch_yolov3_tiny
 

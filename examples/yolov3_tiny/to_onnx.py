@@ -17,7 +17,7 @@ from pathlib import Path
 import onnx
 
 from snnc.compiler.darknet import darknet_to_onnx
-from snnc.compiler.errors import SnncError
+from snnc.ir.errors import SnncError
 from snnc.compiler.zoo import fetch_yolov3_tiny
 
 

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from snnc.compiler.darknet import DARKNET_BN_EPS, LEAKY_ALPHA, _Opts, _Weights, parse_cfg
-from snnc.compiler.errors import SnncError
+from snnc.ir.errors import SnncError
 from snnc.compiler.zoo import fetch_yolov3_tiny
 
 log = logging.getLogger(__name__)

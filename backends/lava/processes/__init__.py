@@ -5,8 +5,8 @@ neurons.py: the ConstantSource, Delay, Linear, IF, MemoryIF and SignedIF process
 conv.py: process models for lava-nc's own Conv process (lava's models break on 128+ groups and are slow).
 """
 
-from .conv import ConvModelFixed, ConvModelFloat, lava_conv
-from .neurons import (IF, MODELS, ConstantSource, Delay, FIXED_MSG, FIXED_STATE, Linear, MemoryIF, Population,
+from snnc.backends.lava.processes.conv import ConvModelFixed, ConvModelFloat, lava_conv
+from snnc.backends.lava.processes.neurons import (IF, MODELS, ConstantSource, Delay, FIXED_MSG, FIXED_STATE, Linear, MemoryIF, Population,
                       SignedIF)
 
 __all__ = ["IF", "MemoryIF", "SignedIF", "Linear", "Population", "ConstantSource", "Delay", "MODELS", "FIXED_MSG",

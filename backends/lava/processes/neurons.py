@@ -9,7 +9,7 @@ Neurons (docs/neurons.md, one population per connection layer, shape (W, H, C) o
 
 with z = a_in + bias (bias per neuron, every step) and V(0) = v_init per neuron. Each has a float model
 (tag "floating_pt": V, vth, bias float32, z = float32(a_in) + bias as in the NumPy reference) and a bit-accurate
-fixed-point model (tag "fixed_pt": V, vth, vth_neg, bias int64, the integers of `snnc.compiler.fixedpoint`;
+fixed-point model (tag "fixed_pt": V, vth, vth_neg, bias int64, the integers of `snnc.ir.fixedpoint`;
 spikes and Linear outputs leave as int32 graded messages). MemoryIF's `count` (+1 spikes minus -1 spikes
 emitted since the sample's start, 0 <= count <= T) is int32 in both; its -1 spikes need graded messages.
 

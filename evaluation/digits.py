@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .datasets import Sample, write_dataset
+from snnc.evaluation.datasets import Sample, write_dataset
 
 CLASS_NAMES = [str(i) for i in range(10)]
 SPLITS = ("train", "val", "test")

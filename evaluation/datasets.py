@@ -35,8 +35,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import SnncError
-from ..images import IMAGE_SUFFIXES
+from snnc.ir.errors import SnncError
+from snnc.compiler.images import IMAGE_SUFFIXES
 
 log = logging.getLogger(__name__)
 

@@ -8,18 +8,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .errors import SnncError
-from .host import IOU_THR, SCORE_THR, Detection, draw_comparison, draw_detections
-
-
-def _ts(text: str) -> list[int]:
-    try:
-        ts = [int(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise SnncError(f"-T {text!r}: expected a positive integer or a comma-separated list like 64,256") from None
-    if not ts or min(ts) < 1:
-        raise SnncError(f"-T {text!r}: time steps must be positive integers")
-    return ts
+from snnc.ir.errors import SnncError
+from snnc.ir.options import V_INIT, checkpoints
+from snnc.runtime.host import IOU_THR, SCORE_THR, Detection, draw_comparison, draw_detections
 
 
 def _fmt(d: Detection | None) -> str:
@@ -34,7 +25,7 @@ def pair_detections(ann: list[Detection], snn: list[Detection]) -> list[tuple[De
     overlaps it most (IoU > 0), best ANN score first; SNN detections left over come last."""
     import numpy as np
 
-    from .host import iou
+    from snnc.runtime.host import iou
 
     free = list(range(len(snn)))
     rows: list[tuple[Detection | None, Detection | None]] = []
@@ -86,9 +77,9 @@ def result_json(result: Any, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    from .api import _atomic_write_bytes
+    from snnc.ir.files import atomic_write_bytes
 
-    _atomic_write_bytes(path, data)
+    atomic_write_bytes(path, data)
 
 
 def _png_targets(out: Path, images: list[str]) -> list[Path]:
@@ -100,10 +91,10 @@ def _png_targets(out: Path, images: list[str]) -> list[Path]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import lavafile
-    from .run import collect_images, run_network
+    from snnc.ir import lavafile
+    from snnc.runtime.run import collect_images, run_network
 
-    ts = _ts(args.T)
+    ts = checkpoints(args.T)
     images = collect_images(args.image)
     targets = []
     if args.out is not None:
@@ -114,10 +105,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.json is not None and not Path(args.json).parent.exists():
         raise SnncError(f"--json {args.json}: folder {Path(args.json).parent} does not exist")
     net = lavafile.load(args.file)
-    v_init = {"zero": 0.0, "half": 0.5, None: None}[args.v_init]
+    v_init = None if args.v_init is None else V_INIT[args.v_init]
     result = run_network(net, images, ts, backend=args.backend, mode=args.mode, v_init=v_init,
-                         encoding=args.encoding, decode=args.decode, seed=args.seed, score_thr=args.score_thr,
-                         iou_thr=args.iou_thr, ann=args.ann, progress=not args.quiet)
+                         encoding=args.encoding, decode=args.decode, seed=args.seed, device=args.device,
+                         score_thr=args.score_thr, iou_thr=args.iou_thr, ann=args.ann, progress=not args.quiet)
     T = result.T
     print(format_detections(result, T))
     fig = result.figures
@@ -127,7 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         e = fig["energy"]
         line += (f"; {e['snn_sops']:.3g} SOPs/image vs {e['ann_macs']:.3g} ANN MACs, energy ratio (SNN/ANN) "
                  f"{e['energy_pj']['float']['ratio']:.3f} float32, {e['energy_pj']['int']['ratio']:.3f} int32 "
-                 "(estimate, METHODS.md section 8)")
+                 "(estimate, docs/evaluation.md)")
     print(line)
     if targets:
         if len(targets) > 1:
@@ -155,8 +146,9 @@ def register(sub: Any) -> None:
                    help="photo (jpg/png) or folder of photos; repeat for several")
     r.add_argument("-T", default="256", help="time steps, or a comma-separated list of checkpoints (one run)")
     r.add_argument("--backend", default="numpy", help="numpy (reference), c (generated C) or lava (lava-nc)")
+    r.add_argument("--device", default="cpu", help="cpu, or cuda[:N] for backends that run on a GPU")
     r.add_argument("--mode", choices=["float", "fixed"], default="float", help="float32 or integer fixed point")
-    r.add_argument("--v-init", choices=["zero", "half"], default=None,
+    r.add_argument("--v-init", choices=list(V_INIT), default=None,
                    help="initial membrane potential (default: as compiled)")
     r.add_argument("--encoding", choices=["direct", "rate"], default=None,
                    help="input encoding (default: as compiled, direct)")

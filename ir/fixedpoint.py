@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .errors import SnncError
-from .network import Layer, Network
+from snnc.ir.errors import SnncError
+from snnc.ir.network import Layer, Network
 
 # 16-bit weights by default: with 8 bits, layers whose weights are large next to their threshold (the max-pool
 # trees, where lambda_in / lambda_out reaches 200) round theta to 1-3 units, a 30-60 % threshold error.

@@ -39,10 +39,10 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ..errors import SnncError
-from ..fixedpoint import is_copy_layer
-from ..inspect import layer_macs
-from ..network import Layer, Network
+from snnc.ir.errors import SnncError
+from snnc.ir.fixedpoint import is_copy_layer
+from snnc.compiler.inspect import layer_macs
+from snnc.ir.network import Layer, Network
 
 ENERGY_PJ = {"float": {"mac": 4.6, "ac": 0.9}, "int": {"mac": 3.2, "ac": 0.1}}  # 32-bit, Horowitz ISSCC 2014
 ROUTING_OPS = ("concat", "pad")

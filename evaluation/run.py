@@ -26,15 +26,16 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .. import __version__, lavafile
-from ..errors import SnncError
-from ..host import Detection, class_name, detect
-from ..images import letterbox
-from ..network import Network
-from .activity import Activity
-from .ann import EVAL_IOU_THR, EVAL_MAX_DET, EVAL_SCORE_THR, AnnRunner, detections_from_outputs
-from .errors import ErrorAnalysis
-from .evalset import EvalSet, class_map, load_labelled, load_photos
+from snnc.ir import __version__, lavafile
+from snnc.ir.errors import SnncError
+from snnc.runtime.host import Detection, class_name, detect
+from snnc.compiler.images import letterbox
+from snnc.ir.network import Network
+from snnc.ir.options import SimOptions, checkpoints
+from snnc.evaluation.activity import Activity
+from snnc.evaluation.ann import EVAL_IOU_THR, EVAL_MAX_DET, EVAL_SCORE_THR, AnnRunner, detections_from_outputs
+from snnc.evaluation.errors import ErrorAnalysis
+from snnc.evaluation.evalset import EvalSet, class_map, load_labelled, load_photos
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +70,8 @@ class EvalConfig:
     progress: bool | None = None
     threads: int | None = None
     command: str | None = None
+    backend: str = "numpy"  # any registered backend; per-layer errors and exact SOPs need numpy's recording
+    device: str = "cpu"
 
 
 @dataclass
@@ -93,21 +96,6 @@ class NetworkRun:
 
 
 # ---- checks and set-up -------------------------------------------------------------------------------------------
-
-def parse_T(text: str | Sequence[int]) -> list[int]:
-    """'32,64,128' -> [32, 64, 128] (sorted, unique); SnncError for anything else."""
-    if isinstance(text, str):
-        parts = [p.strip() for p in text.split(",") if p.strip()]
-        try:
-            ts = [int(p) for p in parts]
-        except ValueError:
-            raise SnncError(f"-T {text!r}: expected comma-separated positive integers, e.g. -T 64,256,1024") from None
-    else:
-        ts = [int(t) for t in text]
-    if not ts or min(ts) < 1:
-        raise SnncError(f"-T {text!r}: expected comma-separated positive integers, e.g. -T 64,256,1024")
-    return sorted(set(ts))
-
 
 def load_network(path: str | Path) -> Network:
     path = Path(path)
@@ -190,21 +178,35 @@ def _examples(evset: EvalSet, idx: list[int], rgbs: list[np.ndarray], ann_dets: 
     return out
 
 
+def spike_counts_at(backend: Any, net: Network, x: np.ndarray, ts: Sequence[int], opts: SimOptions,
+                    sim: Any) -> dict[int, dict[str, np.ndarray]]:
+    """Spike totals per layer at every checkpoint. A backend that counts only over the whole run (C, Lava) is
+    run again for each smaller T: the counts of a shorter run are exactly the first T steps of the longer one."""
+    if "spike_counts_at" in sim.extra:
+        return sim.extra["spike_counts_at"]
+    out = {ts[-1]: sim.spike_counts}
+    for T in ts[:-1]:
+        out[T] = backend.simulate(net, x, [T], opts).spike_counts
+    return out
+
+
 def run_network(net: Network, evset: EvalSet, ts: Sequence[int], cfg: EvalConfig, cmap: np.ndarray,
                 names: Sequence[str], *, ann: AnnRunner | None = None, analysis: bool = True,
                 v_init: float | None = None, label: str = "SNN") -> NetworkRun:
     """Simulate net on every image of the set (batches), decode at every T; ANN, errors and examples optional."""
     from tqdm.auto import tqdm
 
-    from snnc.backends.numpy.sim import layer_forward, simulate
+    from snnc.backends import get_backend
+    from snnc.backends.numpy.sim import layer_forward
 
     ts = sorted(ts)
     h, w, pad = _input_size(net)
     batch = cfg.batch or auto_batch(net)
-    record = analysis
+    backend = get_backend(cfg.backend)
+    record = analysis and "record_layers" in backend.extra_options
     v_init = cfg.v_init if v_init is None else v_init
     activity = Activity(net, ts)
-    errors = ErrorAnalysis(net, ts, v_init=v_init) if (analysis and cfg.errors) else None
+    errors = ErrorAnalysis(net, ts, v_init=v_init) if (record and cfg.errors) else None
     run = NetworkRun({T: [] for T in ts}, [], [] if ann is not None else None, activity, errors)
     secs = {"read": 0.0, "ann": 0.0, "rate_limit": 0.0, "simulation": 0.0, "errors": 0.0, "decode": 0.0}
     bar = tqdm(total=len(evset), desc=f"{label} T={ts[-1]}", unit="img",
@@ -246,11 +248,13 @@ def run_network(net: Network, evset: EvalSet, ts: Sequence[int], cfg: EvalConfig
                 spent[0] += time.perf_counter() - t0
 
             tic = time.perf_counter()
-            sim = simulate(net, x, ts, mode=cfg.mode, v_init=v_init, progress=cfg.progress, threads=cfg.threads,
-                           record_layers=record, on_checkpoint=on_checkpoint if record else None)
+            opts = SimOptions(mode=cfg.mode, v_init=v_init, progress=cfg.progress, threads=cfg.threads,
+                              device=cfg.device)
+            recording = {"record_layers": True, "on_checkpoint": on_checkpoint} if record else {}
+            sim = backend.simulate(net, x, ts, opts, **recording)
             secs["simulation"] += time.perf_counter() - tic - err_time[0]
             secs["errors"] += err_time[0]
-            activity.add_counts(sim.extra["spike_counts_at"])
+            activity.add_counts(spike_counts_at(backend, net, x, ts, opts, sim))
 
             tic = time.perf_counter()
             for T in ts:
@@ -275,7 +279,7 @@ def run_network(net: Network, evset: EvalSet, ts: Sequence[int], cfg: EvalConfig
 def score(run: NetworkRun, evset: EvalSet, names: Sequence[str], cfg: EvalConfig,
           reference: list[list[tuple]] | None) -> dict[str, Any]:
     """mAP (labelled) and fidelity mAP (against `reference`, the ANN's detections) of the rate limit and every T."""
-    from .metrics import evaluate_detections, evaluate_fidelity
+    from snnc.evaluation.metrics import evaluate_detections, evaluate_fidelity
 
     def one(dets: list[list[tuple]]) -> dict[str, Any]:
         row: dict[str, Any] = {"detections": sum(len(d) for d in dets)}
@@ -294,11 +298,11 @@ def score(run: NetworkRun, evset: EvalSet, names: Sequence[str], cfg: EvalConfig
 
 def evaluate(lava: str | Path, cfg: EvalConfig) -> dict[str, Any]:
     """Run the evaluation of a .lava file; with cfg.report, write the report folder. Returns metrics.json's dict."""
-    from .metrics import evaluate_detections, evaluator_name, reference_samples
-    from .report import ReportWriter
+    from snnc.evaluation.metrics import evaluate_detections, evaluator_name, reference_samples
+    from snnc.evaluation.report import ReportWriter
 
     started = time.perf_counter()
-    ts = parse_T(cfg.T)
+    ts = checkpoints(cfg.T)
     if cfg.mode not in ("float", "fixed"):
         raise SnncError(f"--mode {cfg.mode!r}: expected float or fixed")
     writer = ReportWriter(cfg.report) if cfg.report is not None else None  # checks the folder before any work
@@ -334,7 +338,7 @@ def evaluate(lava: str | Path, cfg: EvalConfig) -> dict[str, Any]:
             log.warning("the ANN has no detection scoring >= %g on these images: fidelity mAP is undefined (null); "
                         "lower --fidelity-thr or use other images", cfg.fidelity_thr)
         score_seconds = time.perf_counter() - tic
-        from .energy import onnx_macs
+        from snnc.compiler.energy import onnx_macs
 
         activity = run.activity.result(onnx_macs(net.ann_onnx))
         metrics: dict[str, Any] = {
@@ -362,7 +366,7 @@ def evaluate(lava: str | Path, cfg: EvalConfig) -> dict[str, Any]:
             "errors": run.errors.result() if run.errors is not None else None,
         }
         if cfg.ablation:
-            from .ablation import run_ablation
+            from snnc.evaluation.ablation import run_ablation
 
             metrics["ablation"] = run_ablation(net, evset, ts, cfg, cmap, names, run, ann_row.get("mAP50"))
         metrics["timing"] = {**{k: round(v, 3) for k, v in run.seconds.items()}, "scoring": round(score_seconds, 3),

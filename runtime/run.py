@@ -2,14 +2,13 @@
 
 The photos are letterboxed as the network's `preprocess` says, simulated on the chosen backend for max(T) steps
 (every checkpoint in T from the same run), the decoded heads go through the host graph (box decoding + NMS,
-`snnc.compiler.host.detect`) and the boxes are mapped back to photo pixels. With `ann=True` the original ANN
+`snnc.runtime.host.detect`) and the boxes are mapped back to photo pixels. With `ann=True` the original ANN
 embedded in the .lava file runs on the same tensors through onnxruntime, so both sets of detections can be put
 side by side.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from dataclasses import dataclass, field
@@ -18,10 +17,12 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from .errors import SnncError
-from .host import IOU_THR, SCORE_THR, Detection, detect, detections_from
-from .images import IMAGE_SUFFIXES, Letterbox, letterbox, read_image
-from .network import Network
+from snnc.ir.errors import SnncError
+from snnc.runtime.host import IOU_THR, SCORE_THR, Detection, detect, detections_from
+from snnc.compiler.images import IMAGE_SUFFIXES, Letterbox, letterbox, read_image
+from snnc.ir.network import Network
+from snnc.ir.options import SimOptions, sim_options
+from snnc.backends import checkpoints, get_backend
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +82,7 @@ def ann_detections(net: Network, x: np.ndarray, letterboxes: Sequence[Letterbox]
         raise SnncError("this .lava file has no embedded ANN (compiled with --no-ann); recompile without it")
     import onnxruntime as ort
 
-    from .host import class_name
+    from snnc.runtime.host import class_name
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
@@ -102,22 +103,9 @@ def ann_detections(net: Network, x: np.ndarray, letterboxes: Sequence[Letterbox]
     return result
 
 
-def _simulate(backend: str, net: Network, x: np.ndarray, ts: Sequence[int], progress: bool, **kw: Any):
-    from snnc.backends import get_backend
-
-    be = get_backend(backend)
-    params = inspect.signature(be.simulate).parameters
-    if "progress" in params:
-        kw["progress"] = progress
-    unknown = [k for k, v in kw.items() if k not in params and v is not None]
-    if unknown:
-        raise SnncError(f"backend {backend!r} does not support {', '.join('--' + k.replace('_', '-') for k in unknown)}")
-    return be.simulate(net, x, list(ts), **{k: v for k, v in kw.items() if k in params})
-
-
 def activity_figures(net: Network, sim: Any, T: int) -> dict[str, Any]:
     """Spikes per layer and image, firing rates, SOPs and the energy estimate at T (METHODS.md section 8)."""
-    from .evaluation.energy import energy_report
+    from snnc.compiler.energy import energy_report
 
     counts = sim.extra.get("spike_counts_at", {}).get(T, sim.spike_counts)
     per_image = {k: float(np.mean(v)) for k, v in counts.items()}
@@ -138,19 +126,19 @@ def activity_figures(net: Network, sim: Any, T: int) -> dict[str, Any]:
 
 
 def run_network(net: Network, images: Sequence[str | Path], T: int | Sequence[int], *, backend: str = "numpy",
-                mode: str = "float", v_init: float | None = None, encoding: str | None = None,
-                decode: str = "membrane", seed: int = 0, score_thr: float = SCORE_THR, iou_thr: float = IOU_THR,
-                ann: bool = False, progress: bool = True) -> RunResult:
-    """Simulate the compiled detector on photos; detections at every checkpoint of T (one simulation run)."""
-    from snnc.backends import checkpoints
+                options: SimOptions | None = None, score_thr: float = SCORE_THR, iou_thr: float = IOU_THR,
+                ann: bool = False, **sim_fields: Any) -> RunResult:
+    """Simulate the compiled detector on photos; detections at every checkpoint of T (one simulation run).
 
+    `options` / `sim_fields`: how to simulate (SimOptions fields, e.g. mode="fixed", device="cuda")."""
+    options = sim_options(options, **sim_fields)
+    mode = options.mode
     ts = checkpoints(T)
     paths = collect_images(images)
     photos = [read_image(p) for p in paths]
     x, lbs = preprocess(net, photos)
     tic = time.perf_counter()
-    sim = _simulate(backend, net, x, ts, progress, mode=mode, v_init=v_init, decode=decode, seed=seed,
-                    encoding=encoding)
+    sim = get_backend(backend).simulate(net, x, ts, options)
     seconds = time.perf_counter() - tic
     detections = {t: list(detect(net, sim.outputs[t], lbs, score_thr, iou_thr)) for t in ts}
     figures = activity_figures(net, sim, ts[-1])

@@ -19,8 +19,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-from ..errors import SnncError
-from .energy import ENERGY_PJ
+from snnc.ir.errors import SnncError
+from snnc.compiler.energy import ENERGY_PJ
 
 ENERGY_ASSUMPTIONS = (
     "Estimate, not a measurement. Per operation (Horowitz, ISSCC 2014, 45 nm, as Spiking-YOLO and Spiking YOLOv3 "
@@ -270,7 +270,7 @@ class ReportWriter:
         self.tmp: Path | None = None
 
     def write(self, metrics: dict[str, Any], run: Any) -> Path:
-        from . import plots
+        from snnc.evaluation import plots
 
         self.tmp = Path(tempfile.mkdtemp(prefix=".snnc-report-", dir=self.folder.resolve().parent))
         files: dict[str, Any] = {}

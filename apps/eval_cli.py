@@ -1,6 +1,6 @@
 """`snnc eval`: accuracy over T, firing rates, SOPs, energy, per-layer errors and plots, in one report folder.
 
-A thin layer over `snnc.compiler.evaluation.run.evaluate` (docs/evaluation.md); registered by cli.py.
+A thin layer over `snnc.evaluation.run.evaluate` (docs/evaluation.md); registered by cli.py.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import argparse
 import shlex
 import sys
 
-from .errors import SnncError
+from snnc.ir.errors import SnncError
 
 
 def _summary(m: dict) -> str:
@@ -34,16 +34,17 @@ def _summary(m: dict) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .evaluation.run import EvalConfig, evaluate, parse_T
+    from snnc.evaluation.run import EvalConfig, evaluate
+    from snnc.ir.options import V_INIT, checkpoints
 
     if args.T is None:
         raise SnncError("-T is required, e.g. -T 32,64,128,256")
-    v_init = {None: None, "zero": 0.0, "half": 0.5}[args.v_init]
+    v_init = None if args.v_init is None else V_INIT[args.v_init]
     if args.batch is not None and args.batch < 1:
         raise SnncError(f"--batch {args.batch}: expected a positive number of images")
     if args.examples < 0:
         raise SnncError(f"--examples {args.examples}: expected 0 or more")
-    cfg = EvalConfig(T=parse_T(args.T), data=args.data, images=args.images, report=args.report, layout=args.layout,
+    cfg = EvalConfig(T=checkpoints(args.T), backend=args.backend, device=args.device, data=args.data, images=args.images, report=args.report, layout=args.layout,
                      split=args.split, max_images=args.max_images, batch=args.batch, mode=args.mode, v_init=v_init,
                      errors=not args.no_errors, examples=args.examples, ablation=args.ablation, calib=args.calib,
                      fidelity_thr=args.fidelity_thr, progress=False if args.quiet else None,
@@ -71,6 +72,9 @@ def register(sub) -> None:
     e.add_argument("-n", "--max-images", type=int, metavar="N", help="evaluate the first N images only")
     e.add_argument("--batch", type=int, metavar="B", help="images per simulator call (default: by memory)")
     e.add_argument("--mode", choices=["float", "fixed"], default="float", help="simulate float32 or fixed point")
+    e.add_argument("--backend", default="numpy",
+                   help="simulator (numpy, the reference, with per-layer errors; c; lava; any registered backend)")
+    e.add_argument("--device", default="cpu", help="cpu, or cuda[:N] for backends that run on a GPU")
     e.add_argument("--v-init", choices=["zero", "half"], help="override V(0) of every neuron (default: as compiled)")
     e.add_argument("--no-errors", action="store_true", help="skip the per-layer error analysis")
     e.add_argument("--examples", type=int, default=4, metavar="K", help="example images drawn (default 4)")

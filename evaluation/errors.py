@@ -54,7 +54,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..network import Layer, Network
+from snnc.ir.network import Layer, Network
 
 BOUND_TOLERANCE = 1e-3  # float32 rounding of z_bar against the bound theta / T (relative)
 BAND_TOLERANCE = 1e-5  # slack on the V(T) band edges, as a fraction of theta (float32 resets)

@@ -21,9 +21,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from .errors import SnncError
-from .images import Letterbox
-from .network import Network
+from snnc.ir.errors import SnncError
+from snnc.compiler.images import Letterbox
+from snnc.ir.network import Network
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def _boxes_and_scores(outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.nd
             raise SnncError(
                 f"the host graph outputs {shapes}; detect() needs 'boxes' (B, N, 4) as x1, y1, x2, y2 in input "
                 "pixels and 'scores' (B, N, classes). This host graph outputs raw decoded tensors in another layout: "
-                "re-export the model with box decoding to boxes/scores, or decode snnc.compiler.host.run_host()'s "
+                "re-export the model with box decoding to boxes/scores, or decode snnc.runtime.host.run_host()'s "
                 "outputs yourself")
         boxes, scores = outputs[box_keys[0]], outputs[score_keys[0]]
     if boxes.ndim != 3 or boxes.shape[2] != 4 or scores.ndim != 3 or scores.shape[:2] != boxes.shape[:2]:

@@ -195,7 +195,7 @@ def detection_examples(examples: Sequence[Any], folder: Path, min_side: int = 25
     """
     from PIL import Image, ImageDraw
 
-    from ..host import SCORE_THR, Detection, draw_detections
+    from snnc.runtime.host import SCORE_THR, Detection, draw_detections
 
     paths = []
     for k, ex in enumerate(examples):

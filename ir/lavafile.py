@@ -13,15 +13,15 @@ from __future__ import annotations
 import io
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .errors import FormatError
-from .network import Layer, Network, Neuron
+from snnc.ir.errors import FormatError
+from snnc.ir.files import atomic_path
+from snnc.ir.network import Layer, Network, Neuron
 
 FORMAT_NAME = "snnc-lava"
 FORMAT_VERSION = 1
@@ -50,9 +50,7 @@ def save(net: Network, path: str | os.PathLike) -> None:
     """Write atomically: a failure leaves no half-written file behind."""
     path = Path(path)
     layers = []
-    fd, tmp = tempfile.mkstemp(prefix=".snnc-", suffix=".lava.tmp", dir=path.parent or ".")
-    os.close(fd)
-    try:
+    with atomic_path(path, suffix=".lava.tmp") as tmp:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             for i, layer in enumerate(net.layers):
                 entry: dict[str, Any] = {
@@ -84,11 +82,6 @@ def save(net: Network, path: str | os.PathLike) -> None:
             }
             # The manifest goes first so `unzip -p net.lava manifest.json` and format sniffing stay cheap.
             zf.writestr("manifest.json", json.dumps(manifest, indent=1))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:

@@ -16,9 +16,9 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import SnncError
-from ..images import IMAGE_SUFFIXES, read_image
-from .datasets import Sample, detect_layout, load_dataset
+from snnc.ir.errors import SnncError
+from snnc.compiler.images import IMAGE_SUFFIXES, read_image
+from snnc.evaluation.datasets import Sample, detect_layout, load_dataset
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ import logging
 import sys
 from typing import Sequence
 
-from .errors import SnncError
+from snnc.ir.errors import SnncError
 
 log = logging.getLogger("snnc")
 
@@ -16,20 +16,27 @@ def _csv(text: str) -> list[str]:
     return [t.strip() for t in text.split(",") if t.strip()]
 
 
+def compile_options_from(args: argparse.Namespace):
+    """The CompileOptions the command line asks for (its defaults are CompileOptions' own)."""
+    from snnc.ir.options import V_INIT, compile_options
+
+    return compile_options(percentile=args.percentile, norm=args.norm, leaky=args.leaky, neuron=args.neuron,
+                           maxpool=args.maxpool, v_init=V_INIT[args.v_init],
+                           passes=_csv(args.passes) if args.passes else None,
+                           skip=_csv(args.skip) if args.skip else ())
+
+
 def cmd_compile(args: argparse.Namespace) -> int:
-    from .api import compile_model, write_output
-    from .frontend import parse_shape
+    from snnc.apps.outputs import write_output
+    from snnc.compiler.api import compile_model
+    from snnc.compiler.frontend import parse_shape
 
     if args.backend == "c":
         args.emit = "c"
     result = compile_model(
-        args.model, input_shape=parse_shape(args.input_shape) if args.input_shape else None, calib_dir=args.calib,
-        calib_random=args.calib_random, percentile=args.percentile, norm=args.norm,
-        passes=_csv(args.passes) if args.passes else None,
-        skip=(_csv(args.skip) if args.skip else []) + (["split_leaky_relu"] if args.leaky == "ibt" else []),
-        maxpool=args.maxpool, v_init=0.5 if args.v_init == "half" else 0.0, neuron=args.neuron,
-        progress=not args.quiet,
-        include_ann=not args.no_ann)
+        args.model, compile_options_from(args),
+        input_shape=parse_shape(args.input_shape) if args.input_shape else None, calib_dir=args.calib,
+        calib_random=args.calib_random, progress=not args.quiet, include_ann=not args.no_ann)
     out = write_output(result, args.output, args.emit)
     net = result.network
     print(f"wrote {out} ({args.emit}): {len(net.layers)} layers, {len(net.neuron_layers)} spiking populations, "
@@ -42,8 +49,8 @@ def cmd_compile(args: argparse.Namespace) -> int:
 
 
 def cmd_passes(args: argparse.Namespace) -> int:
-    from .pipeline import DEFAULT_PIPELINE
-    from .registry import registered_passes
+    from snnc.compiler.pipeline import DEFAULT_PIPELINE
+    from snnc.compiler.registry import registered_passes
 
     passes = registered_passes()
     order = list(DEFAULT_PIPELINE) + sorted(set(passes) - set(DEFAULT_PIPELINE))
@@ -57,13 +64,13 @@ def cmd_passes(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from . import lavafile
-    from .inspect import format_table
+    from snnc.ir import lavafile
+    from snnc.compiler.inspect import format_table
 
     net = lavafile.load(args.file)
     print(format_table(net))
     if args.target == "loihi2":
-        from .loihi import fit_report
+        from snnc.compiler.loihi import fit_report
 
         print()
         print(fit_report(net, weight_bits=args.weight_bits))
@@ -71,8 +78,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
-    from .pipeline import DEFAULT_OPTIONS
+    from snnc.ir import __version__
+    from snnc.ir.options import LEAKY, MAXPOOLS, NEURONS, NORMS, V_INIT, CompileOptions
+
+    d = CompileOptions()
 
     parser = argparse.ArgumentParser(prog="snnc", description="Compile YOLO detectors (ONNX) to spiking networks.")
     parser.add_argument("--version", action="version", version=f"snnc {__version__}")
@@ -88,17 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--calib", metavar="DIR", help="folder of jpg/png calibration images (letterboxed)")
     c.add_argument("--calib-random", type=int, metavar="N", help="calibrate on N random inputs (not recommended)")
     c.add_argument("--input-shape", metavar="N,C,H,W", help="fix a dynamic input shape, e.g. 1,3,416,416")
-    c.add_argument("--percentile", type=float, default=DEFAULT_OPTIONS["percentile"],
+    c.add_argument("--percentile", type=float, default=d.percentile,
                    help="activation percentile mapped to threshold (default %(default)s)")
-    c.add_argument("--norm", choices=["channel", "layer"], default="channel", help="channel- or layer-wise norm")
+    c.add_argument("--norm", choices=NORMS, default=d.norm, help="channel- or layer-wise norm")
     c.add_argument("--passes", help="comma-separated passes to run (default: the whole pipeline)")
     c.add_argument("--skip", help="comma-separated passes to leave out of the pipeline")
-    c.add_argument("--maxpool", choices=["exact", "approximate"], default="exact", help="max-pool conversion")
-    c.add_argument("--neuron", choices=["memory", "plain"], default=DEFAULT_OPTIONS["neuron"],
+    c.add_argument("--maxpool", choices=MAXPOOLS, default=d.maxpool, help="max-pool conversion")
+    c.add_argument("--neuron", choices=NEURONS, default=d.neuron,
                    help="IF neurons that take back excess spikes with -1 spikes (memory, default) or plain IF")
-    c.add_argument("--leaky", choices=["split", "ibt"], default="split",
+    c.add_argument("--leaky", choices=LEAKY, default=d.leaky,
                    help="LeakyReLU as two IF neurons (split, default) or one signed IBT neuron (ibt, the seeds')")
-    c.add_argument("--v-init", choices=["zero", "half"], default="half" if DEFAULT_OPTIONS["v_init"] else "zero",
+    c.add_argument("--v-init", choices=list(V_INIT), default={v: k for k, v in V_INIT.items()}[d.v_init],
                    help="initial membrane potential: 0 or theta/2 (default %(default)s)")
     c.add_argument("--no-ann", action="store_true", help="do not embed the original ANN in the .lava file")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
@@ -119,11 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands():
     """Subcommands that live with their features (`snnc run`, `snnc eval`), each module exposing register(sub)."""
-    import importlib
-    import importlib.util
+    from snnc.apps import eval_cli, run_cli
 
-    return [importlib.import_module(f".{mod}", __package__).register for mod in ("run_cli", "eval_cli")
-            if importlib.util.find_spec(f"{__package__}.{mod}") is not None]
+    return [run_cli.register, eval_cli.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

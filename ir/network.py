@@ -1,7 +1,7 @@
 """The lowered spiking network: a topologically ordered list of layers, what every backend consumes.
 
 It is produced from the spiking ONNX graph by `snnc.compiler.lower.lower_to_network` and stored in a `.lava`
-file by `snnc.compiler.lavafile`. Semantics of one time step t (docs/neurons.md is the full definition):
+file by `snnc.ir.lavafile`. Semantics of one time step t (docs/neurons.md is the full definition):
 
     input   out(t) = image (direct encoding) or Poisson spikes of the image (rate encoding)
     conv    z(t) = conv(out_src(t), W) + b            (bias every step)

@@ -4,7 +4,7 @@
     evaluate_fidelity(ann_detections, snn_detections, class_names, score_thr=0.25)
 
 detections[i] are image i's detections, each (cls, score, x1, y1, x2, y2), (cls, score, box) or an object with
-.cls, .score, .box (snnc.compiler.host.Detection), boxes in the pixels of the ground truth. The numbers are the
+.cls, .score, .box (snnc.runtime.host.Detection), boxes in the pixels of the ground truth. The numbers are the
 COCO evaluator's own (bbox, area range all, at most `max_dets` detections per image, 101-point interpolated
 precision, averaged over the classes that have ground truth): stats[1] is mAP50, stats[0] mAP50_95. A class with
 no ground-truth box does not enter the mean; with no ground truth at all the values are NaN. Pass every detection
@@ -23,8 +23,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import SnncError
-from .datasets import Sample, coco_dict
+from snnc.ir.errors import SnncError
+from snnc.evaluation.datasets import Sample, coco_dict
 
 Det = Any  # (cls, score, x1, y1, x2, y2) | (cls, score, box) | object with cls, score, box
 

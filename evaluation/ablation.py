@@ -15,8 +15,8 @@
     V(0)                 initial potential 0 <-> theta / 2 (simulation override, no recompile)
 
 Recompiles use `compile_model` on a temporary copy of `Network.ann_onnx` with the options stored in
-`Network.meta["options"]` (a file from before an option existed gets the old behaviour: 99.9th percentile,
-V(0) = 0, plain IF) and the file's pass list; calibration: --calib DIR, else the first images of the
+`Network.meta["options"]` (`CompileOptions.from_record`: a file from before an option existed gets the old
+behaviour) and the file's pass list; calibration: --calib DIR, else the first images of the
 evaluated set (as many as the file was calibrated on, default 32). Each variant runs on the same images and T
 as the main evaluation (mAP, or fidelity mAP without labels); no error analysis.
 """
@@ -33,8 +33,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..network import Network, Neuron
-from .evalset import EvalSet
+from snnc.ir.network import Network, Neuron
+from snnc.evaluation.evalset import EvalSet
 
 log = logging.getLogger(__name__)
 DEFAULT_CALIB_IMAGES = 32
@@ -90,22 +90,22 @@ def spike_count_heads(net: Network, calib: np.ndarray) -> Network:
 
 
 def _recompile(model: bytes, folder: Path, name: str, calib: Path, options: dict, passes, **changes) -> Network:
-    from ..api import compile_model
+    from snnc.compiler.api import compile_model
+    from snnc.ir.options import CompileOptions
 
     path = folder / f"{name}.onnx"
     path.write_bytes(model)
-    # a file from before an option existed was compiled the old way: 99.9th percentile, V(0) = 0, plain IF
-    opts = {"percentile": float(options.get("percentile", 99.9)), "norm": options.get("norm", "channel"),
-            "maxpool": options.get("maxpool", "exact"), "v_init": float(options.get("v_init", 0.0)),
-            "neuron": options.get("neuron", "plain")}
-    opts.update(changes)
-    return compile_model(path, calib_dir=calib, passes=passes, progress=False, **opts).network
+    opts = CompileOptions.from_record(options).replace(passes=tuple(passes) if passes else None, **changes)
+    if passes is not None and "leaky" not in changes:  # the pass list says which leaky-ReLU form the file used
+        opts = opts.replace(leaky="split" if SPLIT_PASS in passes else "ibt")
+    return compile_model(path, opts, calib_dir=calib, progress=False).network
 
 
 def build_variants(net: Network, evset: EvalSet, calib_dir: str | Path | None, work: Path
                    ) -> tuple[list[Variant], list[str], dict[str, Any]]:
     """The variants (reference first), the ones skipped with the reason, and how calibration was done."""
-    from ..api import load_calibration
+    from snnc.compiler.api import load_calibration
+    from snnc.ir.options import CompileOptions
 
     options = dict(net.meta.get("options") or {})
     passes = net.meta.get("passes") or None
@@ -116,13 +116,13 @@ def build_variants(net: Network, evset: EvalSet, calib_dir: str | Path | None, w
     else:
         calib = Path(calib_dir)
         calib_info = {"source": str(calib), "images": None}
-    norm = options.get("norm", "channel")
-    v0 = float(options.get("v_init", 0.0))
+    recorded = CompileOptions.from_record(options)
+    norm, v0 = recorded.norm, float(recorded.v_init)
     ref = _recompile(net.ann_onnx, work, "reference", calib, options, passes)
     calib_x = load_calibration(calib, None, ref.preprocess["shape"])
     calib_info["images"] = len(calib_x)
     kinds = sorted({l.neuron.kind for l in ref.neuron_layers})
-    neuron = options.get("neuron", "plain")
+    neuron = recorded.neuron
     split = passes is not None and SPLIT_PASS in passes
     leaky = "IBT (SignedIF)" if "SignedIF" in kinds else ("split into IF pairs" if split else "none")
     variants = [Variant("reference", f"as the file: norm={norm}, {neuron} IF, leaky-ReLU {leaky}, membrane "
@@ -136,7 +136,7 @@ def build_variants(net: Network, evset: EvalSet, calib_dir: str | Path | None, w
         variants.append(Variant("negatives dropped", f"{n} LeakyRelu -> Relu at conversion, no retraining",
                                 _recompile(relu, work, "relu", calib, options, passes)))
         if passes is not None:
-            from ..registry import registered_passes
+            from snnc.compiler.registry import registered_passes
 
             if split:
                 alt, name, change = [p for p in passes if p != SPLIT_PASS], "IBT", "leaky-ReLU as one SignedIF (IBT)"
@@ -165,7 +165,7 @@ def run_ablation(net: Network, evset: EvalSet, ts: Sequence[int], cfg: Any, cmap
     """Every variant on the evaluated set: mAP (or fidelity) per T, the rate limit, firing rate and SOPs.
 
     ann_map50: the ANN's mAP@0.5 on a labelled set, as the main evaluation measured it."""
-    from .run import run_network, score
+    from snnc.evaluation.run import run_network, score
 
     work = Path(tempfile.mkdtemp(prefix="snnc-ablation-"))
     try:

@@ -19,8 +19,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from ..network import Network
-from .energy import energy_report, fanout_maps
+from snnc.ir.network import Network
+from snnc.compiler.energy import energy_report, fanout_maps
 
 QUIET_RATE = 0.01  # a channel firing below 1% of the steps counts as quiet
 

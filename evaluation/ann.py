@@ -2,7 +2,7 @@
 (B, N, C), and turn its outputs into detections for `metrics.evaluate_detections`.
 
 Images go in as snnc prepares them (`snnc.compiler.images.letterbox`: RGB / 255, scaled to fit the input, grey
-border), the boxes come back in photo pixels; NMS is `snnc.compiler.host.detections_from` (per class, greedy).
+border), the boxes come back in photo pixels; NMS is `snnc.runtime.host.detections_from` (per class, greedy).
 onnxruntime runs with graph optimizations off, as every snnc reference run does.
 """
 
@@ -13,8 +13,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import SnncError
-from ..images import letterbox
+from snnc.ir.errors import SnncError
+from snnc.compiler.images import letterbox
 
 # mAP is measured over every detection above a low score (YOLO practice), after NMS
 EVAL_SCORE_THR = 0.001
@@ -26,7 +26,7 @@ def detections_from_outputs(boxes: np.ndarray, scores: np.ndarray, score_thr: fl
                             iou_thr: float = EVAL_IOU_THR, max_det: int = EVAL_MAX_DET, letterboxes=None
                             ) -> list[list[tuple]]:
     """boxes (B, N, 4), scores (B, N, C) -> per sample [(cls, score, x1, y1, x2, y2)], best first, after NMS."""
-    from ..host import detections_from
+    from snnc.runtime.host import detections_from
 
     out = []
     for b in range(boxes.shape[0]):
@@ -81,13 +81,13 @@ def ann_detections(model: str | Path | bytes, images: Sequence[np.ndarray], scor
 def evaluate_onnx(model: str | Path | bytes, dataset: Any, score_thr: float = EVAL_SCORE_THR,
                   iou_thr: float = EVAL_IOU_THR, max_det: int = EVAL_MAX_DET) -> dict[str, Any]:
     """mAP of the ONNX detector on a set: a `digits.DigitsSet`, or (samples, class_names) from load_dataset."""
-    from .metrics import evaluate_detections
+    from snnc.evaluation.metrics import evaluate_detections
 
     if hasattr(dataset, "images") and hasattr(dataset, "samples"):
         images, samples, names = list(dataset.images), dataset.samples(), dataset.class_names
     else:
         samples, names = dataset
-        from ..images import read_image
+        from snnc.compiler.images import read_image
 
         images = [read_image(s.image_path) for s in samples]
     dets = ann_detections(model, images, score_thr, iou_thr, max_det)
