@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
-from snnc.ir import __version__, lavafile
+from snnc.ir import __version__
 from snnc.ir.errors import SnncError
 from snnc.compiler.frontend import file_sha256, prepare
 from snnc.compiler.graph import export_model, import_graph, run_model

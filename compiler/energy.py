@@ -262,20 +262,3 @@ def energy_report(net: Network, spikes: Mapping[str, Any], T: int, ann_macs: int
     return {"T": int(T), "encoding": encoding, "layers": rows, "ann_macs": int(ann_macs), "ann_macs_from": source,
             "network_macs": int(network_macs), "snn_sops": sops_total, "snn_macs": snn_macs_total,
             "energy_pj": energy}
-
-
-def format_report(report: Mapping[str, Any]) -> str:
-    """A short text table of energy_report's result."""
-    lines = [f"{'layer':<28} {'spikes':>12} {'fanout':>9} {'SOPs':>14} {'MACs (ANN)':>12}"]
-    for r in report["layers"]:
-        if r["spikes"] is None and not r["macs"]:
-            continue
-        sp = "-" if r["spikes"] is None else f"{r['spikes']:.0f}"
-        fo = "-" if r["fanout"] is None else f"{r['fanout']:.2f}"
-        lines.append(f"{r['layer'][:28]:<28} {sp:>12} {fo:>9} {r['sops']:>14,.0f} {r['macs']:>12,}")
-    f, i = report["energy_pj"]["float"], report["energy_pj"]["int"]
-    lines.append(f"T={report['T']} ({report['encoding']} input): SOPs {report['snn_sops']:,.0f}, analog MACs "
-                 f"{report['snn_macs']:,.0f}; ANN MACs {report['ann_macs']:,} ({report['ann_macs_from']})")
-    lines.append(f"energy float: ANN {f['ann'] / 1e6:.3f} uJ, SNN {f['snn'] / 1e6:.3f} uJ, ratio {f['ratio']:.3f}; "
-                 f"int: ANN {i['ann'] / 1e6:.3f} uJ, SNN {i['snn'] / 1e6:.3f} uJ, ratio {i['ratio']:.3f}")
-    return "\n".join(lines)

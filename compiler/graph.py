@@ -13,6 +13,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from snnc.ir.errors import SnncError
+from snnc.ir.ort import ort_session as _ort_session
 
 log = logging.getLogger(__name__)
 gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR  # its warnings about intermediate states are noise to users
@@ -64,10 +65,6 @@ def producer(tensor: gs.Tensor) -> gs.Node | None:
     return tensor.inputs[0] if tensor.inputs else None
 
 
-def consumers(tensor: gs.Tensor) -> list[gs.Node]:
-    return list(tensor.outputs)
-
-
 def is_graph_output(graph: gs.Graph, tensor: gs.Tensor) -> bool:
     return any(t is tensor for t in graph.outputs)
 
@@ -100,21 +97,6 @@ def make_var(graph: gs.Graph, base: str, dtype=np.float32, shape: Sequence[int] 
     return gs.Variable(unique_name(graph, base), dtype=dtype, shape=list(shape) if shape is not None else None)
 
 
-def replace_tensor(graph: gs.Graph, old: gs.Tensor, new: gs.Tensor) -> None:
-    """Point every consumer (and graph output slot) of `old` at `new`."""
-    for node in list(old.outputs):
-        for i, t in enumerate(node.inputs):
-            if t is old:
-                node.inputs[i] = new
-    for i, t in enumerate(graph.outputs):
-        if t is old:
-            # Keep the user-visible output name: the host graph and users refer to it.
-            name = old.name
-            old.name = unique_name(graph, name + "_pre")
-            new.name = name
-            graph.outputs[i] = new
-
-
 def node_label(node: gs.Node) -> str:
     return f"{node.op} node '{node.name or '<unnamed>'}'"
 
@@ -144,18 +126,8 @@ def check_model(model: onnx.ModelProto, what: str = "model") -> None:
 
 
 def ort_session(model: onnx.ModelProto, optimize: bool = False):
-    """An onnxruntime CPU session; graph optimizations off by default.
-
-    ORT's optimizer fuses a zero Pad into the following MaxPool, turning zero padding into -inf padding,
-    so references compare against the graph exactly as written.
-    """
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
-                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    """An onnxruntime CPU session on the graph as written (snnc.ir.ort.ort_session)."""
+    return _ort_session(model, what=f"graph {model.graph.name or 'model'}", optimize=optimize)
 
 
 def run_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], outputs: Iterable[str] | None = None,

@@ -52,11 +52,9 @@ def fuse_pointwise_into_consumer(graph: gs.Graph, node: gs.Node) -> bool:
     return True
 
 
-def is_copy_conv(graph: gs.Graph, node: gs.Node) -> bool:
-    """A depthwise, bias-free Conv/ConvTranspose with 0/1 weights and no neuron after it: it only routes values
-    (nearest upsampling as a deconvolution). Normalization passes scales through it unchanged."""
-    from snnc.compiler.graph import is_neuron
-
+def is_copy_node(node: gs.Node) -> bool:
+    """A depthwise, bias-free Conv/ConvTranspose with constant 0/1 weights: it only routes values per channel
+    (nearest upsampling as a deconvolution, the max-pool tree's window taps)."""
     if node.op not in ("Conv", "ConvTranspose"):
         return False
     w = const_value(node.inputs[1])
@@ -64,11 +62,17 @@ def is_copy_conv(graph: gs.Graph, node: gs.Node) -> bool:
     if w is None or (b is not None and np.any(b != 0)) or (len(node.inputs) > 2 and b is None):
         return False
     c_in = node.inputs[0].shape[1] if node.inputs[0].shape else None
-    group = int(node.attrs.get("group", 1))
-    nxt = sole_consumer(graph, node.outputs[0])
-    if nxt is not None and is_neuron(nxt):
+    return int(node.attrs.get("group", 1)) == c_in and w.shape[1] == 1 and bool(np.all((w == 0) | (w == 1)))
+
+
+def is_copy_conv(graph: gs.Graph, node: gs.Node) -> bool:
+    """`is_copy_node` with no neuron after it: normalization passes scales through it unchanged."""
+    from snnc.compiler.graph import is_neuron
+
+    if not is_copy_node(node):
         return False
-    return group == c_in and bool(np.all((w == 0) | (w == 1)))
+    nxt = sole_consumer(graph, node.outputs[0])
+    return not (nxt is not None and is_neuron(nxt))
 
 
 def dense_weight(w: np.ndarray, group: int, transposed: bool) -> np.ndarray:

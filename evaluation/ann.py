@@ -14,6 +14,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from snnc.ir.errors import SnncError
+from snnc.ir.ort import ort_session
 from snnc.compiler.images import letterbox
 
 # mAP is measured over every detection above a low score (YOLO practice), after NMS
@@ -40,13 +41,7 @@ def detections_from_outputs(boxes: np.ndarray, scores: np.ndarray, score_thr: fl
 
 
 def _session(model: str | Path | bytes):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 3
-    src = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+    return ort_session(model, what=str(model) if not isinstance(model, bytes) else "the embedded ANN")
 
 
 def run_onnx(model: str | Path | bytes, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list]:

@@ -182,3 +182,19 @@ def quantize(net: Network, weight_bits: int = DEFAULT_WEIGHT_BITS) -> dict[str, 
         from_input[layer.name] = False
         out[layer.name] = q
     return out
+
+
+def fold_units(layer: Layer, w: np.ndarray, unit_in: np.ndarray) -> np.ndarray:
+    """W[o, i] * unit_i for the input channel i each weight reads (group layout respected), float64: in float
+    mode a spike of source channel i is worth its threshold, so every backend folds it into the weights."""
+    w = np.asarray(w, dtype=np.float64)
+    if np.all(unit_in == 1.0):
+        return w
+    if layer.op == "conv":
+        group = int(layer.attrs.get("group", 1))
+        c_out, c_in_g = w.shape[:2]
+        per_out = unit_in.reshape(group, c_in_g)[np.arange(c_out) // (c_out // group)]
+        return w * per_out[:, :, None, None]
+    if layer.op == "deconv":
+        return w * unit_in[:, None, None, None]
+    return w * np.repeat(unit_in, w.shape[1] // unit_in.shape[0])[None, :]

@@ -22,6 +22,8 @@ Shapes are per sample, channels first (C, H, W); a batch axis is added by the si
 
 from __future__ import annotations
 
+import dataclasses
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,3 +125,11 @@ class Network:
     @property
     def neuron_layers(self) -> list[Layer]:
         return [layer for layer in self.layers if layer.neuron is not None]
+
+    def with_v_init(self, v_init: float | None) -> "Network":
+        """A shallow copy whose neurons start at v_init * theta (the simulators' override); self if None."""
+        if v_init is None:
+            return self
+        layers = [dataclasses.replace(l, neuron=dataclasses.replace(l.neuron, v_init=float(v_init)))
+                  if l.neuron is not None else l for l in self.layers]
+        return dataclasses.replace(self, layers=layers)

@@ -25,7 +25,6 @@ retrain with ReLU / LeakyReLU / Clip / QCFS, or cut the graph before it.
 
 from __future__ import annotations
 
-import numpy as np
 import onnx_graphsurgeon as gs
 
 from snnc.ir.errors import UnsupportedOpError

@@ -32,21 +32,10 @@ import onnx_graphsurgeon as gs
 
 from snnc.compiler.graph import (CONV_OPS, const_value, is_graph_output, make_const, make_var, node_label, producer,
                                  unique_name)
-from snnc.compiler.linear import compose_pointwise, pointwise_matrix
+from snnc.compiler.linear import compose_pointwise, is_copy_node, pointwise_matrix
 from snnc.compiler.registry import Pass, PassContext, register_pass
 
 log = logging.getLogger(__name__)
-
-
-def _is_copy(node: gs.Node) -> bool:
-    """Bias-free depthwise conv / deconv with 0/1 weights (nearest upsampling): it routes values per channel."""
-    if node.op not in CONV_OPS or len(node.inputs) > 2 and const_value(node.inputs[2]) is not None \
-            and np.any(const_value(node.inputs[2]) != 0):
-        return False
-    w = const_value(node.inputs[1])
-    c_in = node.inputs[0].shape[1] if node.inputs[0].shape else None
-    return (w is not None and int(node.attrs.get("group", 1)) == c_in and w.shape[1] == 1
-            and bool(np.all((w == 0) | (w == 1))))
 
 
 def _routes(node: gs.Node) -> bool:
@@ -59,7 +48,7 @@ def _routes(node: gs.Node) -> bool:
     if node.op == "Concat":
         rank = len(node.outputs[0].shape or [])
         return int(node.attrs.get("axis", 0)) in (1, 1 - rank)
-    return _is_copy(node)
+    return is_copy_node(node)
 
 
 def _splittable(graph: gs.Graph, tensor: gs.Tensor, seen: set[str] | None = None) -> bool:

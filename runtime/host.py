@@ -22,6 +22,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from snnc.ir.errors import SnncError
+from snnc.ir.ort import ort_session
 from snnc.compiler.images import Letterbox
 from snnc.ir.network import Network
 
@@ -120,15 +121,7 @@ def _session(host_onnx: bytes):
     key = hashlib.sha1(host_onnx).hexdigest()
     sess = _SESSIONS.get(key)
     if sess is None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # run the graph as written
-        opts.log_severity_level = 3
-        try:
-            sess = ort.InferenceSession(host_onnx, opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime's own exception types
-            raise SnncError(f"the host graph does not load in onnxruntime ({exc}); recompile the model") from None
+        sess = ort_session(host_onnx, what="the .lava file's host graph (recompile the model)")
         if len(_SESSIONS) > 8:
             _SESSIONS.clear()
         _SESSIONS[key] = sess

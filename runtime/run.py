@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from snnc.ir.errors import SnncError
+from snnc.ir.ort import ort_session
 from snnc.runtime.host import IOU_THR, SCORE_THR, Detection, detect, detections_from
 from snnc.compiler.images import IMAGE_SUFFIXES, Letterbox, letterbox, read_image
 from snnc.ir.network import Network
@@ -80,14 +81,9 @@ def ann_detections(net: Network, x: np.ndarray, letterboxes: Sequence[Letterbox]
     """The original ANN (net.ann_onnx) on the same input tensors, through onnxruntime with optimizations off."""
     if net.ann_onnx is None:
         raise SnncError("this .lava file has no embedded ANN (compiled with --no-ann); recompile without it")
-    import onnxruntime as ort
-
     from snnc.runtime.host import class_name
 
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(net.ann_onnx, opts, providers=["CPUExecutionProvider"])
+    sess = ort_session(net.ann_onnx, what="the .lava file's embedded ANN (recompile the model)")
     name = sess.get_inputs()[0].name
     outs = [o.name for o in sess.get_outputs()]
     if "boxes" not in outs or "scores" not in outs:

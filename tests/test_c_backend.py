@@ -19,7 +19,7 @@ import pytest
 
 import snnc.backends.c as c_backend
 from snnc.backends import get_backend
-from snnc.backends.c.generate import with_v_init
+
 from snnc.ir.errors import SnncError
 from snnc.ir.fixedpoint import quantize
 from snnc.ir.network import Layer, Network, Neuron
@@ -263,7 +263,7 @@ def ref_deconv(x, w, attrs, out_shape):
 def ref_fixed(net: Network, x: np.ndarray, ts: list[int], v_init=None, negatives: dict | None = None):
     """Fixed-point simulation with plain loops: (outputs[T][name] (B, ...), spike_counts[name] (B,)).
     negatives, when given, receives the number of -1 spikes per neuron layer (all samples)."""
-    net = with_v_init(net, v_init)
+    net = net.with_v_init(v_init)
     if negatives is not None:
         negatives.update({lay.name: 0 for lay in net.neuron_layers})
     q = quantize(net)

@@ -18,11 +18,10 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from snnc.backends import Backend, SimResult, checkpoints, register_backend
+from snnc.backends import Backend, SimResult, register_backend
 from snnc.ir.errors import SnncError
 from snnc.ir.network import Network
 from snnc.ir.options import SimOptions

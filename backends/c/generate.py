@@ -24,7 +24,6 @@ in C. No memory is allocated after `snn_init`.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from snnc.ir.errors import SnncError
-from snnc.ir.fixedpoint import is_copy_layer, quantize
+from snnc.ir.fixedpoint import fold_units, is_copy_layer, quantize
 from snnc.ir.network import Layer, Network
 
 from snnc.backends.c import runtime
@@ -79,15 +78,6 @@ class Project:
         return out_dir
 
 
-def with_v_init(net: Network, v_init: float | None) -> Network:
-    """`net` with every neuron's initial potential set to `v_init` (fraction of theta); `net` itself if None."""
-    if v_init is None:
-        return net
-    layers = [dataclasses.replace(lay, neuron=dataclasses.replace(lay.neuron, v_init=float(v_init)))
-              if lay.neuron is not None else lay for lay in net.layers]
-    return dataclasses.replace(net, layers=layers)
-
-
 def generate(net: Network, out_dir: Path | str, mode: str = "fixed", *, weights: str = "bin",
              weight_bits: int | None = None, float_type: str = "float32", v_init: float | None = None) -> Path:
     """Write the C project for `net` into `out_dir` and return it.
@@ -105,7 +95,7 @@ def generate(net: Network, out_dir: Path | str, mode: str = "fixed", *, weights:
 def render(net: Network, mode: str = "fixed", *, weights: str = "bin", weight_bits: int | None = None,
            float_type: str = "float32", v_init: float | None = None) -> Project:
     """The generated project in memory (see `generate`)."""
-    return _Generator(with_v_init(net, v_init), mode, weights, weight_bits, float_type).run()
+    return _Generator(net.with_v_init(v_init), mode, weights, weight_bits, float_type).run()
 
 
 def _shape3(shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -131,21 +121,6 @@ def _pads(attrs: dict) -> tuple[int, int, int, int]:
     if min(p) < 0:
         raise SnncError(f"C backend: negative pads {p} are not supported")
     return p[0], p[1], p[2], p[3]
-
-
-def _fold_units(lay: Layer, w: np.ndarray, unit_in: np.ndarray) -> np.ndarray:
-    """W[o, i] * unit_i for the input channel i each weight reads (group layout respected), float64."""
-    w = np.asarray(w, dtype=np.float64)
-    if np.all(unit_in == 1.0):
-        return w
-    if lay.op == "conv":
-        group = int(lay.attrs.get("group", 1))
-        c_out, c_in_g = w.shape[:2]
-        per_out = unit_in.reshape(group, c_in_g)[np.arange(c_out) // (c_out // group)]
-        return w * per_out[:, :, None, None]
-    if lay.op == "deconv":
-        return w * unit_in[:, None, None, None]
-    return w * np.repeat(unit_in, w.shape[1] // unit_in.shape[0])[None, :]
 
 
 def _abs_sum_bound(lay: Layer, w: np.ndarray) -> int:
@@ -404,7 +379,7 @@ static void snn_layer_{i}(snn_ctx *c)
         else:
             # as the NumPy reference: the source's units (theta of a spiking source) folded into the weights in
             # float64, then rounded to the arithmetic type; spikes travel as +-1
-            w = _fold_units(lay, lay.weight, np.asarray(self.units[src], np.float64)).astype(self.real_np)
+            w = fold_units(lay, lay.weight, np.asarray(self.units[src], np.float64)).astype(self.real_np)
             b = (np.zeros(c_out) if lay.bias is None else lay.bias).astype(self.real_np)
         self._weight_array = w
         self.param(f"b{i}", self.bias, b.reshape(c_out))

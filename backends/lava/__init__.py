@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any, Sequence
+from typing import Any
 
 from snnc.backends import Backend, SimResult, register_backend
 from snnc.ir.errors import SnncError
@@ -74,17 +74,17 @@ class LavaBackend(Backend):
     def __init__(self) -> None:
         require_lava()
 
-    def simulate(self, net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float",
-                 v_init: float | None = None, decode: str = "membrane", seed: int = 0,
-                 weight_bits: int | None = None, encoding: str | None = None,
-                 progress: bool | None = None) -> SimResult:
+    def run(self, net: Network, x: Any, ts: list[int], options: SimOptions) -> SimResult:
         """As the NumPy reference's simulate (direct encoding only); progress: a bar over Lava steps (None:
-        only on a terminal)."""
+        only on a terminal). Lava's simulator schedules its own processes: `threads` and `max_bytes` do not
+        apply."""
+        self.require_cpu(self.name, options)
         require_lava()
         from snnc.backends.lava.sim import simulate
 
-        return simulate(net, x, T, mode=mode, v_init=v_init, decode=decode, seed=seed, weight_bits=weight_bits,
-                        encoding=encoding, progress=progress)
+        o = options
+        return simulate(net, x, ts, mode=o.mode, v_init=o.v_init, decode=o.decode, seed=o.seed,
+                        weight_bits=o.weight_bits, encoding=o.encoding, progress=o.progress)
 
 
 __all__ = ["build", "LavaBackend", "require_lava", "INSTALL"]

@@ -177,17 +177,8 @@ def build(net_or_path: Network | str | os.PathLike, mode: str = "fixed", *, weig
     """Lava processes for a Network or a `.lava` file (FormatError before any process is built); see
     build_plan for steps, rec_at, input_values (Lava layout) and samples."""
     net = lavafile.load(net_or_path) if not isinstance(net_or_path, Network) else net_or_path
-    plan = make_plan(with_v_init(net, v_init), mode, weight_bits, input_max)
+    plan = make_plan(net.with_v_init(v_init), mode, weight_bits, input_max)
     return build_plan(plan, steps=steps, rec_at=rec_at, source=source, input_values=input_values,
                       samples=samples)
 
 
-def with_v_init(net: Network, v_init: float | None) -> Network:
-    """A shallow copy of net whose neurons start at v_init * theta (None: unchanged)."""
-    import dataclasses
-
-    if v_init is None:
-        return net
-    layers = [dataclasses.replace(l, neuron=dataclasses.replace(l.neuron, v_init=float(v_init)))
-              if l.neuron is not None else l for l in net.layers]
-    return dataclasses.replace(net, layers=layers)

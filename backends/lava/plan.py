@@ -27,7 +27,6 @@ from snnc.ir import fixedpoint
 from snnc.ir.errors import SnncError
 from snnc.ir.network import Layer, Network
 
-CONNECTION_OPS = ("conv", "deconv", "dense")
 NEURON_KINDS = ("IF", "MemoryIF", "SignedIF")  # population kinds with spikes
 ACC_BITS = 24  # lava's fixed-point Conv model wraps its output to 24 bits (Loihi's dendritic accumulator)
 EXACT_BITS = 53  # float64 (lava's float Dense / Sparse, snnc's float Conv model) sums integers exactly below 2**53
@@ -194,19 +193,6 @@ def _edge_pad_matrix(in_chw: tuple[int, ...], out_chw: tuple[int, ...], pads) ->
 
 # ---- the plan --------------------------------------------------------------------------------------------------
 
-def fold_units(layer: Layer, w: np.ndarray, unit_in: np.ndarray) -> np.ndarray:
-    """W[o, i] * unit_i (float mode: a spike of source channel i is worth its threshold), as the NumPy reference."""
-    w = np.asarray(w, dtype=np.float64)
-    if layer.op == "conv":
-        group = int(layer.attrs.get("group", 1))
-        c_out, c_in_g = w.shape[:2]
-        per_out = unit_in.reshape(group, c_in_g)[np.arange(c_out) // (c_out // group)]
-        return w * per_out[:, :, None, None]
-    if layer.op == "deconv":
-        return w * unit_in[:, None, None, None]
-    return w * np.repeat(unit_in, w.shape[1] // unit_in.shape[0])[None, :]
-
-
 def message_bits(pop: PopSpec) -> int:
     """Lava's num_message_bits for what the population sends: 0 binary spikes (IF), >0 graded (the sign of a
     SignedIF or MemoryIF spike, integers of the image or of a copy layer). With 0, lava's Conv/Dense/Sparse cast
@@ -313,7 +299,7 @@ def make_plan(net: Network, mode: str = "fixed", weight_bits: int | None = None,
         if fixed:
             w, bias = q[name].w_int.astype(np.int64), q[name].b_int.astype(np.int64)
         else:
-            w = fold_units(layer, layer.weight, units[src]).astype(np.float32).astype(np.float64)
+            w = fixedpoint.fold_units(layer, layer.weight, units[src]).astype(np.float32).astype(np.float64)
             bias = np.zeros(c, np.float32) if layer.bias is None else layer.bias.astype(np.float32)
         depth = 1 + max(pops[r.pop].depth for r in routes[src])
         for k, r in enumerate(routes[src]):

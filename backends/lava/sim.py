@@ -21,7 +21,7 @@ from snnc.backends import SimResult, checkpoints
 from snnc.ir.errors import SnncError
 from snnc.ir.network import Network
 
-from snnc.backends.lava.builder import build_plan, with_v_init
+from snnc.backends.lava.builder import build_plan
 from snnc.backends.lava.plan import NEURON_KINDS, from_lava, make_plan, per_neuron, to_lava
 
 
@@ -61,7 +61,7 @@ def simulate(net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float
         raise SnncError("the Lava backend supports direct input encoding only")
     started = time.perf_counter()
     fixed = mode == "fixed"
-    net = with_v_init(net, v_init)
+    net = net.with_v_init(v_init)
     xs = _inputs(net, x)
     batch = next(iter(xs.values())).shape[0]
     values, input_max = {}, None

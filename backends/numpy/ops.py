@@ -17,6 +17,7 @@ import numpy as np
 
 from snnc.ir.errors import SnncError
 from snnc.ir.fixedpoint import FLOAT32_EXACT
+from snnc.ir.ort import ort_session
 from snnc.ir.network import Layer
 
 
@@ -78,7 +79,6 @@ class OrtConv:
         sess = self._sessions.get(key)
         if sess is not None:
             return sess
-        import onnxruntime as ort
         from onnx import TensorProto, helper, numpy_helper
 
         nodes, x = [], "x"
@@ -96,19 +96,8 @@ class OrtConv:
                                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
         model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
         model.ir_version = 8
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if ORT_OPT_LEVEL == "all"
-                                         else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-        opts.intra_op_num_threads = max(1, int(self.threads))
-        opts.inter_op_num_threads = 1
-        opts.log_severity_level = 3
-        opts.enable_cpu_mem_arena = ORT_ARENA
-        if not ORT_SPIN:
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise SnncError(f"layer {self.name}: onnxruntime cannot build the {self.op} ({exc})") from None
+        sess = ort_session(model, what=f"layer {self.name} ({self.op})", optimize=ORT_OPT_LEVEL == "all",
+                           threads=self.threads, arena=ORT_ARENA, spinning=ORT_SPIN)
         self._sessions[key] = sess
         return sess
 

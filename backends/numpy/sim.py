@@ -126,36 +126,17 @@ def _per_neuron(values: np.ndarray, shape: tuple[int, ...], dtype) -> np.ndarray
     return np.ascontiguousarray(np.repeat(per_channel.astype(dtype), rest))
 
 
-def _fold_units(layer: Layer, w: np.ndarray, unit_in: np.ndarray) -> np.ndarray:
-    """W[o, i] * unit_i for the input channel i each weight reads (group layout respected), float64."""
-    w = np.asarray(w, dtype=np.float64)
-    if np.all(unit_in == 1.0):
-        return w
-    if layer.op == "conv":
-        group = int(layer.attrs.get("group", 1))
-        c_out, c_in_g = w.shape[:2]
-        per_out = unit_in.reshape(group, c_in_g)[np.arange(c_out) // (c_out // group)]
-        return w * per_out[:, :, None, None]
-    if layer.op == "deconv":
-        return w * unit_in[:, None, None, None]
-    per_feature = np.repeat(unit_in, w.shape[1] // unit_in.shape[0])
-    return w * per_feature[None, :]
-
-
 def _with_overrides(net: Network, v_init: float | None, encoding: str) -> Network:
     """A shallow copy of net whose neurons start at v_init and whose input encoding is `encoding`."""
-    layers = net.layers
-    if v_init is not None:
-        layers = [dataclasses.replace(l, neuron=dataclasses.replace(l.neuron, v_init=float(v_init)))
-                  if l.neuron is not None else l for l in layers]
+    net = net.with_v_init(v_init)
     enc = dict(net.input_encoding)
     if encoding == "rate":
         enc["kind"] = "rate"
     elif enc.get("kind") == "rate":  # direct or explicit values on a network built for rate encoding: unit 1
         enc = {"kind": "direct", "scale": 1.0, **{k: v for k, v in enc.items() if k not in ("kind", "scale")}}
-    if layers is net.layers and enc == net.input_encoding:
+    if enc == net.input_encoding:
         return net
-    return dataclasses.replace(net, layers=layers, input_encoding=enc)
+    return dataclasses.replace(net, input_encoding=enc)
 
 
 def _input_scale(net: Network) -> float:
@@ -219,7 +200,7 @@ def _build_plan(net: Network, mode: str, encoding: str, input_max: int, weight_b
                                     _per_neuron(ql.theta_neg_int, shape, np.int64),
                                     v0=_per_neuron(ql.v0_int, shape, np.int64), memory=n_.memory)
             else:
-                w = _fold_units(layer, layer.weight, src.unit).astype(np.float32)
+                w = fixedpoint.fold_units(layer, layer.weight, src.unit).astype(np.float32)
                 op = ops.make_op(layer, w, layer.bias, threads)
                 if n_ is None:
                     lp = _LayerPlan(layer, n, src.const, np.dtype(np.float32), np.ones(c), op=op)

@@ -1,0 +1,37 @@
+"""The one way snnc opens an onnxruntime session: CPU, graph optimizations off unless asked, errors as one line.
+
+ORT's optimizer fuses a zero Pad into the following MaxPool, turning zero padding into -inf padding, so
+every reference run uses the graph exactly as written (ORT_DISABLE_ALL).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from snnc.ir.errors import SnncError
+
+
+def ort_session(model: Any, *, what: str = "the model", optimize: bool = False, threads: int | None = None,
+                arena: bool = True, spinning: bool = True):
+    """An onnxruntime CPU session for `model` (ModelProto, bytes or a path); SnncError naming `what` when
+    onnxruntime cannot load it."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    opts.log_severity_level = 3
+    if threads is not None:
+        opts.intra_op_num_threads = max(1, int(threads))
+        opts.inter_op_num_threads = 1
+    opts.enable_cpu_mem_arena = arena
+    if not spinning:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    src = model.SerializeToString() if hasattr(model, "SerializeToString") else (
+        str(model) if isinstance(model, (str, os.PathLike)) else model)
+    try:
+        return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+        raise SnncError(f"{what}: onnxruntime cannot load it ({first})") from None
