@@ -10,7 +10,7 @@ fidelity mAP@0.5 (1.0: the SNN finds the ANN's boxes, same class, IoU >= 0.5, an
 
 Photos: every real photo shipped with scikit-image / scikit-learn / matplotlib (`snnc.compiler.samples`). They
 are split in two halves; each half is run through a network calibrated on the OTHER half (two-fold), so no photo
-is judged by a network calibrated on it. Configurations: leaky-ReLU as IBT neurons (the seeds) or split into two
+is judged by a network calibrated on it. Configurations: leaky-ReLU as IBT neurons (Spiking-YOLO) or split into two
 IF neurons (`split_leaky_relu`, snnc's default) x channel- or layer-wise normalization x V(0) = 0 or theta/2.
 Writes fidelity.json and fidelity.png (mAP vs T per configuration) into --out.
 """

@@ -2,7 +2,7 @@
 
 `python bench/speed.py --synthetic` benches it instead of the real yolov3-tiny; `python bench/speed.py --conv`
 times its convolutions in onnxruntime against numpy im2col. The network: strided convolutions instead of
-max-pools, a ConvTranspose upsampling, a concat route, two linear 1x1 heads (METHODS.md section 4, 002 Table 1),
+max-pools, a ConvTranspose upsampling, a concat route, two linear 1x1 heads (docs/methods.md section 4, Spiking YOLOv3's Table 1),
 layer-wise thresholds at the 99.9th percentile of its rate-limit activations on a smooth random image.
 """
 
@@ -15,7 +15,7 @@ import numpy as np
 from snnc.backends.numpy import rate_limit_forward
 from snnc.ir.network import Layer, Network, Neuron
 
-# (out channels, kernel, stride) of the backbone, 002 Table 1
+# (out channels, kernel, stride) of the backbone, Spiking YOLOv3's Table 1
 BACKBONE = [(16, 3, 1), (16, 3, 2), (32, 3, 1), (32, 3, 2), (64, 3, 1), (64, 3, 2), (128, 3, 1), (128, 3, 2),
             (256, 3, 1), (256, 3, 2), (512, 3, 1), (1024, 3, 1), (256, 1, 1), (512, 3, 1)]
 

@@ -1,4 +1,4 @@
-"""Synaptic operations (SOPs) and the energy estimate of METHODS.md section 8.
+"""Synaptic operations (SOPs) and the energy estimate of docs/methods.md section 8.
 
     report = energy_report(net, spikes, T)        # spikes: {layer: spikes per image over the T steps}
     report["snn_sops"], report["ann_macs"], report["energy_pj"]["float"]["ratio"]

@@ -1,8 +1,8 @@
-"""`snnc eval --ablation`: the seeds' comparisons, on the user's own model, each changing one thing.
+"""`snnc eval --ablation`: the papers' comparisons, on the user's own model, each changing one thing.
 
     reference            the .lava file's options, recompiled from its embedded ANN on the ablation's calibration
                          images (so every row shares the calibration; the main report shows the file as compiled)
-    norm                 channel-wise <-> layer-wise normalization (Spiking-YOLO's channel-norm, 001 / 002 eq. 15)
+    norm                 channel-wise <-> layer-wise normalization (Spiking-YOLO's channel-norm, Spiking YOLOv3 eq. 15)
     negatives dropped    leaky-ReLU replaced by ReLU at conversion: what a converter without IBT (or the split)
                          does to a leaky model without retraining (only when the ANN has LeakyRelu nodes)
     IBT / split leaky    a leaky-ReLU model's other representation: one signed IBT neuron <-> split_leaky_relu's

@@ -1,9 +1,9 @@
-"""Per-layer conversion error (METHODS.md section 5): clipping, quantization and unevenness, measured.
+"""Per-layer conversion error (docs/methods.md section 5): clipping, quantization and unevenness, measured.
 
 Why three parts: they have different cures. Clipping (activations above lambda all map to theta) does not shrink
 with T at all; it is set by the normalization (percentile, per channel or per layer). Quantization (phi takes only
 the values k theta / T) shrinks as 1 / T and V(0) = theta / 2 halves it. Unevenness (the order in which input
-spikes arrive) also shrinks with T, but V(0) does not bound it; it is what the dual-error training of METHODS.md
+spikes arrive) also shrinks with T, but V(0) does not bound it; it is what the dual-error training of docs/methods.md
 section 7 models.
 
 Every part is measured "with equal inputs", i.e. for layer l on the inputs that layer actually receives:
@@ -33,7 +33,7 @@ T phi = T z_bar - (V(T) - V(0)) for IF; a SignedIF -1 spike adds theta / alpha b
   memory IF the IF rule: its -1 spikes (V < 0 while it has +1 spikes to take back; V += theta) keep V(T) in
             [0, theta) unless its count is 0 (then phi = 0 and e = 0) or one spike a step was not enough.
 
-Half-open bands: V(T) = theta exactly means one spike is owed (the 002 example with inhibition first ends at
+Half-open bands: V(T) = theta exactly means one spike is owed (Spiking YOLOv3's example with inhibition first ends at
 V = theta with e = -theta / T), which only order effects produce.
 
 The measure, per layer l and T, over all its neurons and the evaluated images:

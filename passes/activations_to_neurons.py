@@ -6,10 +6,10 @@
     QCFS(lam, L)       -> snnc.IF(threshold=lam, v_init=0.5, calibrated=1)   (Bu et al.: zero expected error at T=L)
 
 Every new neuron starts at V(0) = v_init * theta, option `v_init` (`--v-init`, default 0.5: theta/2).
-IF neurons get memory=1 (option `neuron`, `--neuron memory`, the default; `plain` for the seeds' IF): they emit
+IF neurons get memory=1 (option `neuron`, `--neuron memory`, the default; `plain` for the papers' IF): they emit
 a -1 spike, taking back an earlier +1, when V < 0 and they have emitted more +1 than -1 spikes, and then add theta
 back to V (docs/neurons.md). Their count then follows floor((V(0) + sum z) / theta) clipped at 0 instead of the
-running maximum of that sum, which is what removes most of the unevenness error (METHODS.md section 5).
+running maximum of that sum, which is what removes most of the unevenness error (docs/methods.md section 5).
 IF: V += z; spike when V >= theta; V -= theta (reset by subtraction). SignedIF also spikes -1 when
 V <= -theta/alpha and then adds theta/alpha back (docs/neurons.md). `threshold` is a per-channel list (or one
 value); `calibrated=0` marks thresholds that `channel_norm` must still set from data (1.0 until then, in the

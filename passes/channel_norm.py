@@ -3,7 +3,7 @@
 Run the ANN (every neuron replaced by its activation, onnxruntime) on calibration inputs; for each neuron
 channel j take lambda_j, the p-th percentile of its activations (|a| for signed neurons; option
 `percentile`, default 99.99; `norm=layer` takes one percentile over the whole layer). Then, for every
-convolution with input channels i and output channels j (002 eq. 15, METHODS.md section 3):
+convolution with input channels i and output channels j (002 eq. 15, docs/methods.md section 3):
 
     W~[j, i] = W[j, i] * lambda_in[i] / lambda_out[j]        b~[j] = b[j] / lambda_out[j]      theta_j = 1
 

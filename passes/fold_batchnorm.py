@@ -1,6 +1,6 @@
 """fold_batchnorm: Conv (or ConvTranspose) followed by BatchNormalization -> one Conv. Exact.
 
-Math (002 eq. 13-14), per output channel o, sigma = sqrt(var + epsilon) with the node's own epsilon:
+Math (Spiking YOLOv3 eq. 13-14, docs/methods.md section 4), per output channel o, sigma = sqrt(var + epsilon) with the node's own epsilon:
 
     W~[o] = W[o] * gamma[o] / sigma[o]        b~[o] = (b[o] - mean[o]) * gamma[o] / sigma[o] + beta[o]
 

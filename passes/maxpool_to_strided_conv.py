@@ -1,7 +1,7 @@
 """maxpool_to_strided_conv: MaxPool -> strided convolutions and ReLUs. Exact by default.
 
 A spike train has no max, but max(a, b) = b + relu(a - b) = relu(a - b) + relu(b) - relu(-b), so a k x k
-max-pool is a tree of pairwise maxima over its K = k*k taps (METHODS.md section 4):
+max-pool is a tree of pairwise maxima over its K = k*k taps (docs/methods.md section 4):
 
     level 1: a strided k x k conv (group = C) picks the taps and forms, per pair (a, b), the channels
              a - b, b, -b (an unpaired tap c gives c, -c), followed by ReLU;

@@ -10,7 +10,7 @@ a bias-free P) and copy deconvolutions (nearest upsampling: applied to both chan
 ANN computes the same function; afterwards both channels are ordinary ReLUs, so `activations_to_neurons` makes
 them IF neurons and `channel_norm` gives each its own threshold from data.
 
-Why (METHODS.md sections 2 and 10): the signed IBT neuron shares one membrane between both signs. A negative
+Why (docs/methods.md sections 2 and 10): the signed IBT neuron shares one membrane between both signs. A negative
 output needs 1/alpha times more charge per spike, so the negative side is quantized 1/alpha times more coarsely,
 and after a -1 spike the membrane sits near 0, within theta of the positive threshold, where input fluctuations
 trigger +1 spikes worth theta that a later -1 spike repays only by alpha*theta. Two IF neurons keep two

@@ -100,7 +100,7 @@ def ann_detections(net: Network, x: np.ndarray, letterboxes: Sequence[Letterbox]
 
 
 def activity_figures(net: Network, sim: Any, T: int) -> dict[str, Any]:
-    """Spikes per layer and image, firing rates, SOPs and the energy estimate at T (METHODS.md section 8)."""
+    """Spikes per layer and image, firing rates, SOPs and the energy estimate at T (docs/methods.md section 8)."""
     from snnc.compiler.energy import energy_report
 
     counts = sim.extra.get("spike_counts_at", {}).get(T, sim.spike_counts)

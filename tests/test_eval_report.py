@@ -1,4 +1,4 @@
-"""`snnc eval`: the per-layer error split (sums to the total, respects its bound, the 002 example), the simulator's
+"""`snnc eval`: the per-layer error split (sums to the total, respects its bound, Spiking YOLOv3's example), the simulator's
 per-neuron recording (eq. 8), exact SOPs, the report (refers only to files that exist), bad input (one line,
 exit 2, no report), the ablations, fidelity mode, and the digits detector end to end through the CLI with its
 ANN mAP floor and the SNN's distance to it at T = 256."""
@@ -25,7 +25,7 @@ MODELS = Path(__file__).resolve().parent.parent / "examples" / "digits" / "model
 # The digits ReLU detector, 40 test images, calibrated on 32 train canvases (seed 0), compile defaults (99.99th
 # percentile, channel norm, V(0) = theta/2, memory IF), measured (float, numpy): ANN mAP@0.5 0.9938, mAP@0.5:0.95
 # 0.6873; SNN mAP@0.5 0.9938 / 0.9946 / 0.9938 at T = 16 / 64 / 256, mAP@0.5:0.95 0.661 / 0.680 / 0.682 (rate
-# limit 0.683), fidelity 0.9937 / 0.9997 / 0.9997. (With the seeds' recipe, 99.9th percentile, V(0) = 0 and plain
+# limit 0.683), fidelity 0.9937 / 0.9997 / 0.9997. (With the papers' recipe, 99.9th percentile, V(0) = 0 and plain
 # IF: 0.866 at T = 16, 0.9938 at 256.) Bounds with margin: the ANN above the floor, the SNN at T = 256 within
 # SNN_GAP of it at mAP@0.5 and of its rate limit at mAP@0.5:0.95.
 ANN_FLOOR = 0.95

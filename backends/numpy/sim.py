@@ -51,7 +51,7 @@ else None): (B, N) counts of +1 and -1 spikes over steps 1..T (int16 when max(T)
 (B, N) float32 V(T) in real units (fixed point: V_int * theta / theta_int), "v0", "theta", "theta_neg" (SignedIF,
 else None) (N,) float64 in real units, "memory" (bool)}; a non-constant input layer (rate or explicit encoding)
 gets {"sum": (B, N) float64 sum of its out(t)}. The arrays may be the live accumulators: a callback must copy what
-it keeps. With eq. 8 of METHODS.md these give each neuron's mean input over T exactly:
+it keeps. With eq. 8 of docs/methods.md section 1 these give each neuron's mean input over T exactly:
 T mean z = V(T) - V(0) + pos * theta - neg * r, where a -1 spike adds r back to V: r = theta / alpha for SignedIF,
 r = theta for the memory IF; both send -theta downstream.
 """
