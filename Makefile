@@ -4,6 +4,8 @@
 
 PYTHON    ?= python3
 PYTHON310 ?= env PYENV_VERSION=3.10.13 python3.10
+PYTHON312 ?= env PYENV_VERSION=3.12.1 python3.12
+PYTHON313 ?= env PYENV_VERSION=3.13.0 python3.13
 VENV      := .venv
 VENV310   := .venv310
 BUILD     := build
@@ -15,8 +17,11 @@ BACKEND   ?= numpy
 # torch's local CPU wheel is for 3.11 only.
 TESTS310  := tests/test_passes.py tests/test_cli.py tests/test_run.py tests/test_numpy_sim.py tests/test_host.py \
              tests/test_c_backend.py tests/test_lava_backend.py
+# The core (compile, run, eval; NumPy and C backends) on Python 3.12 and 3.13 as well.
+TESTS_CORE := tests/test_architecture.py tests/test_passes.py tests/test_cli.py tests/test_host.py tests/test_run.py \
+              tests/test_evaluation.py
 
-.PHONY: demo test setup setup310 clean
+.PHONY: demo test setup setup310 setup-core wheel-test clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +35,19 @@ $(VENV310)/.installed: pyproject.toml
 	$(VENV310)/bin/python -m pip install -q "numpy<2" "networkx==2.8.7" -e ".[test,lava]"
 	touch $@
 
+.venv31%/.installed: pyproject.toml
+	$(PYTHON31$*) -m venv .venv31$*
+	.venv31$*/bin/python -m pip install -q --upgrade pip
+	.venv31$*/bin/python -m pip install -q -e ".[test]"
+	touch $@
+
 setup: $(VENV)/.installed
 setup310: $(VENV310)/.installed
+setup-core: .venv312/.installed .venv313/.installed
+
+# The wheel as users install it (not editable), in a fresh venv: compile, inspect, run, eval from it.
+wheel-test:
+	PYTHON="$(PYTHON)" bash .ci/wheel_smoke.sh
 
 # The demo's second half is `snnc eval` on real labelled data: the digits detector's mAP per T, rates, energy.
 demo: $(VENV)/.installed
@@ -39,9 +55,12 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/python examples/digits/evaluate_snn.py --build $(BUILD)/digits
 
 # SNNC_NO_SKIP=1: a skipped test fails (tests/conftest.py); every test must run here and in CI.
-test: $(VENV)/.installed $(VENV310)/.installed
+test: $(VENV)/.installed $(VENV310)/.installed .venv312/.installed .venv313/.installed
 	SNNC_NO_SKIP=1 $(VENV)/bin/python -m pytest -q tests --ignore=tests/test_lava_backend.py
 	SNNC_NO_SKIP=1 $(VENV310)/bin/python -m pytest -q $(TESTS310)
+	SNNC_NO_SKIP=1 .venv312/bin/python -m pytest -q $(TESTS_CORE)
+	SNNC_NO_SKIP=1 .venv313/bin/python -m pytest -q $(TESTS_CORE)
+	PYTHON="$(PYTHON)" bash .ci/wheel_smoke.sh
 
 clean:
-	rm -rf $(VENV) $(VENV310) $(BUILD)
+	rm -rf $(VENV) $(VENV310) .venv312 .venv313 $(BUILD)
