@@ -138,7 +138,7 @@ def check_model(model: onnx.ModelProto, what: str = "model") -> None:
     """onnx.checker on the model; custom-domain (snnc) ops are accepted as opaque."""
     try:
         onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
+    except Exception as exc:  # ValidationError, and C++ errors surfacing as other types (e.g. a too-large model)
         first = next((ln for ln in str(exc).splitlines() if ln.strip()), "invalid")
         raise SnncError(f"{what} is not a valid ONNX graph: {first}") from None
 
@@ -159,8 +159,22 @@ def ort_session(model: onnx.ModelProto, optimize: bool = False):
 
 
 def run_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], outputs: Iterable[str] | None = None,
-              optimize: bool = False) -> dict[str, np.ndarray]:
-    """Run with onnxruntime; a batch larger than the model's fixed batch of 1 runs sample by sample."""
+              optimize: bool = False, what: str = "the model") -> dict[str, np.ndarray]:
+    """Run with onnxruntime; a batch larger than the model's fixed batch of 1 runs sample by sample.
+    onnxruntime's errors become SnncError naming `what`."""
+    try:
+        return _run_model(model, feeds, outputs, optimize)
+    except SnncError:
+        raise
+    except MemoryError:
+        raise SnncError(f"out of memory running {what} in onnxruntime; use fewer or smaller inputs") from None
+    except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidArgument, ...)
+        first = next((ln for ln in str(exc).splitlines() if ln.strip()), exc.__class__.__name__)
+        raise SnncError(f"onnxruntime cannot run {what} ({first[:200]})") from None
+
+
+def _run_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], outputs: Iterable[str] | None,
+               optimize: bool) -> dict[str, np.ndarray]:
     sess = ort_session(model, optimize)
     names = list(outputs) if outputs is not None else [o.name for o in sess.get_outputs()]
     fixed_one = all(i.shape and i.shape[0] == 1 for i in sess.get_inputs())

@@ -46,7 +46,12 @@ def _session(model: str | Path | bytes):
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.log_severity_level = 3
     src = model if isinstance(model, bytes) else str(model)
-    return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+    try:
+        return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own exception types; a damaged embedded ann.onnx lands here
+        what = "the embedded ANN (ann.onnx)" if isinstance(model, bytes) else str(model)
+        first = next((ln for ln in str(exc).splitlines() if ln.strip()), exc.__class__.__name__)
+        raise SnncError(f"{what} does not load in onnxruntime ({first[:160]}); recompile the model") from None
 
 
 def run_onnx(model: str | Path | bytes, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list]:
@@ -109,7 +114,11 @@ class AnnRunner:
     def __init__(self, model: bytes, extra: Sequence[str] = ()):
         import onnx
 
-        m = onnx.load_from_string(model)
+        try:
+            m = onnx.load_from_string(model)
+        except Exception as exc:  # protobuf's DecodeError: a damaged embedded ann.onnx
+            raise SnncError(f"the embedded ANN (ann.onnx) is not a readable ONNX model ({exc.__class__.__name__}); "
+                            "recompile the model") from None
         produced = {o for n in m.graph.node for o in n.output}
         have = {o.name for o in m.graph.output}
         self.extra = [t for t in dict.fromkeys(extra) if t in produced and t not in have]

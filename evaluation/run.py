@@ -31,7 +31,9 @@ from snnc.ir.errors import SnncError
 from snnc.runtime.host import Detection, class_name, detect
 from snnc.compiler.images import letterbox
 from snnc.ir.network import Network
+from snnc.ir.limits import check_work
 from snnc.ir.options import SimOptions, checkpoints
+from snnc.ir.validate import network_macs
 from snnc.evaluation.activity import Activity
 from snnc.evaluation.ann import EVAL_IOU_THR, EVAL_MAX_DET, EVAL_SCORE_THR, AnnRunner, detections_from_outputs
 from snnc.evaluation.errors import ErrorAnalysis
@@ -307,6 +309,7 @@ def evaluate(lava: str | Path, cfg: EvalConfig) -> dict[str, Any]:
         raise SnncError(f"--mode {cfg.mode!r}: expected float or fixed")
     writer = ReportWriter(cfg.report) if cfg.report is not None else None  # checks the folder before any work
     net = load_network(lava)
+    check_work(network_macs(net), ts[-1], str(lava))  # before the ANN runs on the whole set
     evset = load_set(cfg)
     if net.ann_onnx is None:
         raise SnncError(f"{lava}: the .lava file carries no ANN (compiled with --no-ann); snnc eval compares against "

@@ -87,14 +87,23 @@ def ann_detections(net: Network, x: np.ndarray, letterboxes: Sequence[Letterbox]
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     opts.log_severity_level = 3
-    sess = ort.InferenceSession(net.ann_onnx, opts, providers=["CPUExecutionProvider"])
+    try:
+        sess = ort.InferenceSession(net.ann_onnx, opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime's own exception types: a damaged embedded ann.onnx
+        first = next((ln for ln in str(exc).splitlines() if ln.strip()), exc.__class__.__name__)
+        raise SnncError(f"the embedded ANN (ann.onnx) does not load in onnxruntime ({first[:160]}); "
+                        "recompile the model") from None
     name = sess.get_inputs()[0].name
     outs = [o.name for o in sess.get_outputs()]
     if "boxes" not in outs or "scores" not in outs:
         raise SnncError(f"the embedded ANN outputs {outs}; detections need 'boxes' and 'scores'")
     result = []
     for b in range(x.shape[0]):
-        boxes, scores = sess.run(["boxes", "scores"], {name: x[b:b + 1]})
+        try:
+            boxes, scores = sess.run(["boxes", "scores"], {name: x[b:b + 1]})
+        except Exception as exc:  # onnxruntime: the embedded ANN does not fit the network's input
+            first = next((ln for ln in str(exc).splitlines() if ln.strip()), exc.__class__.__name__)
+            raise SnncError(f"the embedded ANN (ann.onnx) cannot run on this network's input ({first[:160]})") from None
         dets = []
         for cls, score, box in detections_from(boxes[0], scores[0], score_thr, iou_thr):
             box = letterboxes[b].boxes_to_image(box)
