@@ -111,9 +111,13 @@ def load_set(cfg: EvalConfig) -> EvalSet:
         raise SnncError("pass one of --data DATASET (labelled: mAP) or --images DIR (photos: fidelity to the ANN)")
     if cfg.max_images is not None and cfg.max_images < 1:
         raise SnncError(f"-n {cfg.max_images}: expected a positive number of images")
-    if cfg.data is not None:
-        return load_labelled(cfg.data, cfg.layout, cfg.split, cfg.max_images)
-    return load_photos(cfg.images, cfg.max_images)
+    try:
+        if cfg.data is not None:
+            return load_labelled(cfg.data, cfg.layout, cfg.split, cfg.max_images)
+        return load_photos(cfg.images, cfg.max_images)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:  # a malformed annotation file
+        raise SnncError(f"{cfg.data or cfg.images}: cannot read the dataset ({exc.__class__.__name__}: "
+                        f"{str(exc)[:160]})") from None
 
 
 def auto_batch(net: Network) -> int:

@@ -2,7 +2,7 @@
 arguments go through `snnc` (tests/fuzz_cases.py); every case must exit 0 or 2 without a traceback, refuse with
 one `snnc: error:` line, leave no file behind and finish in time (tests/fuzz_worker.py checks each case).
 
-SNNC_FUZZ_CASES=N runs N cases (default 240, about a minute); SNNC_FUZZ_SEED picks another set.
+SNNC_FUZZ_CASES=N runs N cases (default 300, about half a minute); SNNC_FUZZ_SEED picks another set.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from snnc.apps.outputs import write_output
 from snnc.compiler.api import compile_model
 from snnc.evaluation.digits import make_digits
 
-CASES = int(os.environ.get("SNNC_FUZZ_CASES", "240"))
+CASES = int(os.environ.get("SNNC_FUZZ_CASES", "300"))
 SEED = int(os.environ.get("SNNC_FUZZ_SEED", "12"))
 WORKER = Path(__file__).parent / "fuzz_worker.py"
 
