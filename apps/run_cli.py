@@ -113,7 +113,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         if not out.resolve().parent.is_dir():
             raise SnncError(f"--out {out}: folder {out.parent} does not exist")
         targets = _png_targets(out, [str(p) for p in images])
-        if len(targets) > 1 and out.exists() and not out.is_dir():
+        if targets != [out] and out.exists() and not out.is_dir():
             raise SnncError(f"--out {out}: exists and is not a folder")
         for target in targets:
             if target.is_dir():
@@ -140,8 +140,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                  "(estimate, docs/evaluation.md)")
     print(line)
     if targets:
-        if len(targets) > 1:
-            targets[0].parent.mkdir(parents=True, exist_ok=True)
+        if targets != [out]:  # a folder of PNGs, one per image
+            out.mkdir(exist_ok=True)
         for i, target in enumerate(targets):
             buf = io.BytesIO()
             if result.ann_detections is not None:

@@ -369,7 +369,9 @@ def make_case(base: dict[str, Path], i: int, seed: int, folder: Path) -> tuple[s
         argv = ["run", str(base["lava"]), "--image", str(base["photo"]), "-T", T_SMALL, "-q"]
         argv += list(BAD_ARGS_RUN[rng.integers(len(BAD_ARGS_RUN))])
         if rng.random() < 0.25:
-            argv += [str(rng.choice(["--out", "--json"])), str(rng.choice(["", str(out), str(out / "no" / "x.png")]))]
+            (out / "plain").write_bytes(b"x")  # an existing file without a suffix
+            argv += [str(rng.choice(["--out", "--json"])),
+                     str(rng.choice(["", str(out), str(out / "no" / "x.png"), str(out / "plain"), str(out / "new")]))]
         return kind, argv
     if r < 0.9:
         return kind, ["inspect", str(base["lava"]), "--target", "loihi2", "--weight-bits",
