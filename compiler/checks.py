@@ -109,7 +109,7 @@ def check_numbers(model: onnx.ModelProto, source: str) -> None:
 
 def check_runs(model: onnx.ModelProto, source: str) -> None:
     """Run the model once on zeros with onnxruntime (optimizations off); SnncError naming `source` if it fails."""
-    from snnc.compiler.graph import ort_session
+    from snnc.compiler.graph import ort_error, ort_session
 
     try:
         sess = ort_session(model)
@@ -119,4 +119,4 @@ def check_runs(model: onnx.ModelProto, source: str) -> None:
     except MemoryError:
         raise SnncError(f"{source}: out of memory running the model once; use a smaller --input-shape") from None
     except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidArgument, ...)
-        raise SnncError(f"{source}: onnxruntime cannot run the model ({_first_line(exc)})") from None
+        raise SnncError(f"{source}: onnxruntime cannot run the model ({ort_error(exc)})") from None

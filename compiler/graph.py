@@ -6,6 +6,7 @@ Passes never import each other; whatever two passes need lives here.
 from __future__ import annotations
 
 import logging
+import re
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -143,6 +144,14 @@ def check_model(model: onnx.ModelProto, what: str = "model") -> None:
         raise SnncError(f"{what} is not a valid ONNX graph: {first}") from None
 
 
+def ort_error(exc: BaseException, limit: int = 240) -> str:
+    """onnxruntime's exception text without its status prefix and C++ source location: the sentence a user reads."""
+    text = " ".join(str(exc).split()) or exc.__class__.__name__
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    text = re.sub(r"/onnxruntime_src/\S+:\d+ .*?\)\s", "", text, count=1)
+    return text[:limit]
+
+
 def ort_session(model: onnx.ModelProto, optimize: bool = False):
     """An onnxruntime CPU session; graph optimizations off by default.
 
@@ -154,7 +163,7 @@ def ort_session(model: onnx.ModelProto, optimize: bool = False):
     opts = ort.SessionOptions()
     opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                      else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # failures come back as exceptions, reworded by the caller: no log lines too
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
@@ -169,8 +178,7 @@ def run_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], outputs: Ite
     except MemoryError:
         raise SnncError(f"out of memory running {what} in onnxruntime; use fewer or smaller inputs") from None
     except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidArgument, ...)
-        first = next((ln for ln in str(exc).splitlines() if ln.strip()), exc.__class__.__name__)
-        raise SnncError(f"onnxruntime cannot run {what} ({first[:200]})") from None
+        raise SnncError(f"onnxruntime cannot run {what} ({ort_error(exc)})") from None
 
 
 def _run_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], outputs: Iterable[str] | None,

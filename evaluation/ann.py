@@ -44,7 +44,7 @@ def _session(model: str | Path | bytes):
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # errors come back as exceptions, reworded
     src = model if isinstance(model, bytes) else str(model)
     try:
         return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])

@@ -124,7 +124,7 @@ def _session(host_onnx: bytes):
 
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # run the graph as written
-        opts.log_severity_level = 3
+        opts.log_severity_level = 4  # errors come back as exceptions, reworded
         try:
             sess = ort.InferenceSession(host_onnx, opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime's own exception types

@@ -86,7 +86,7 @@ def ann_detections(net: Network, x: np.ndarray, letterboxes: Sequence[Letterbox]
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # errors come back as exceptions, reworded
     try:
         sess = ort.InferenceSession(net.ann_onnx, opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime's own exception types: a damaged embedded ann.onnx

@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -51,6 +52,9 @@ def run_case(base: dict[str, Path], i: int, seed: int, work: Path) -> dict:
     rc, why = None, ""
     signal.alarm(CASE_SECONDS)
     tic = time.perf_counter()
+    native = tempfile.TemporaryFile()  # what native libraries (onnxruntime's logger) write to file descriptor 2
+    saved = os.dup(2)
+    os.dup2(native.fileno(), 2)
     try:
         with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out):
             try:
@@ -65,8 +69,12 @@ def run_case(base: dict[str, Path], i: int, seed: int, work: Path) -> dict:
         why = "traceback: " + "".join(traceback.format_exception(exc))[-1500:]
     finally:
         signal.alarm(0)
+        os.dup2(saved, 2)
+        os.close(saved)
     seconds = time.perf_counter() - tic
-    text = err.getvalue()
+    native.seek(0)
+    text = native.read().decode(errors="replace") + err.getvalue()
+    native.close()
     lines = [ln for ln in text.splitlines() if ln.strip() and not ln.startswith(("snnc: WARNING", "snnc: INFO"))
              and "Warning" not in ln and not ln.startswith("  ")]
     after = _files(folder)
