@@ -26,11 +26,24 @@ def _first_line(exc: BaseException, n: int = 200) -> str:
     return (text[0] if text else exc.__class__.__name__)[:n]
 
 
+def _tensors(graph: onnx.GraphProto):
+    """Initializers and tensor attributes (Constant values), including those of subgraphs."""
+    yield from graph.initializer
+    for node in graph.node:
+        for a in node.attribute:
+            if a.HasField("t"):
+                yield a.t
+            yield from a.tensors
+            if a.HasField("g"):
+                yield from _tensors(a.g)
+            for g in a.graphs:
+                yield from _tensors(g)
+
+
 def load_external_data(model: onnx.ModelProto, path: Path) -> None:
     """Load tensors stored in external files, refusing locations that are missing or outside the model's folder."""
     folder = path.parent.resolve()
-    tensors = [t for t in onnx.external_data_helper._get_all_tensors(model)
-               if t.HasField("data_location") and t.data_location == TensorProto.EXTERNAL]
+    tensors = [t for t in _tensors(model.graph) if onnx.external_data_helper.uses_external_data(t)]
     for t in tensors:
         location = next((e.value for e in t.external_data if e.key == "location"), None)
         if not location:
