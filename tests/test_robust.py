@@ -165,7 +165,7 @@ def test_bad_compile_arguments(tmp_path, capsys, det, args, pattern):
     assert (tmp_path / "file").read_bytes() == b"keep"
 
 
-RUN_ARGS = [(["--seed", "-1", "--encoding", "rate"], "--seed -1"), (["-T", "100000000"], "time steps"),
+RUN_ARGS = [(["--seed", "-1", "--encoding", "rate"], "--seed -1"), (["--seed", str(1 << 64)], "2^63 - 1"), (["-T", "100000000"], "time steps"),
             (["--score-thr", "nan"], "--score-thr nan"), (["--iou-thr", "nan"], "--iou-thr nan"),
             (["--json", ""], "--json ''"), (["--out", "{tmp}", "--json", "{tmp}"], "--json")]
 
