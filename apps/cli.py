@@ -27,12 +27,13 @@ def compile_options_from(args: argparse.Namespace):
 
 
 def cmd_compile(args: argparse.Namespace) -> int:
-    from snnc.apps.outputs import write_output
+    from snnc.apps.outputs import check_output, write_output
     from snnc.compiler.api import compile_model
     from snnc.compiler.frontend import parse_shape
 
     if args.backend == "c":
         args.emit = "c"
+    check_output(args.output, args.emit)  # before any work
     result = compile_model(
         args.model, compile_options_from(args),
         input_shape=parse_shape(args.input_shape) if args.input_shape else None, calib_dir=args.calib,
@@ -65,8 +66,11 @@ def cmd_passes(args: argparse.Namespace) -> int:
 
 def cmd_inspect(args: argparse.Namespace) -> int:
     from snnc.ir import lavafile
+    from snnc.ir.options import MAX_WEIGHT_BITS
     from snnc.compiler.inspect import format_table
 
+    if not 2 <= args.weight_bits <= MAX_WEIGHT_BITS:
+        raise SnncError(f"--weight-bits {args.weight_bits}: expected an integer from 2 to {MAX_WEIGHT_BITS}")
     net = lavafile.load(args.file)
     print(format_table(net))
     if args.target == "loihi2":

@@ -34,6 +34,7 @@ def _summary(m: dict) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from snnc.apps.run_cli import check_fraction
     from snnc.evaluation.run import EvalConfig, evaluate
     from snnc.ir.options import V_INIT, checkpoints
 
@@ -44,6 +45,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise SnncError(f"--batch {args.batch}: expected a positive number of images")
     if args.examples < 0:
         raise SnncError(f"--examples {args.examples}: expected 0 or more")
+    check_fraction("--fidelity-thr", args.fidelity_thr)
+    if args.report is not None and not args.report.strip():
+        raise SnncError("--report '': expected a folder")
     cfg = EvalConfig(T=checkpoints(args.T), backend=args.backend, device=args.device, data=args.data, images=args.images, report=args.report, layout=args.layout,
                      split=args.split, max_images=args.max_images, batch=args.batch, mode=args.mode, v_init=v_init,
                      errors=not args.no_errors, examples=args.examples, ablation=args.ablation, calib=args.calib,

@@ -12,13 +12,34 @@ from snnc.ir.files import atomic_write_bytes
 EMIT_KINDS = ("lava", "onnx", "ratelimit", "c")
 
 
-def write_output(result: CompileResult, output: str | Path, emit: str = "lava") -> Path:
-    """Save one artifact: the .lava file, the spiking ONNX, the rate-limit ANN, or a C project folder."""
-    output = Path(output)
+def check_output(output: str | Path, emit: str = "lava") -> Path:
+    """Refuse an output path that cannot be written, before any work: empty, a folder where a file is written,
+    a file where the C project's folder goes, or a parent folder that does not exist."""
     if emit not in EMIT_KINDS:
         raise SnncError(f"--emit {emit!r}: expected one of {', '.join(EMIT_KINDS)}")
-    if emit != "c" and not output.parent.exists():
-        raise SnncError(f"{output.parent}: output folder does not exist")
+    if not str(output).strip():
+        raise SnncError("-o '': expected an output path")
+    output = Path(output)
+    parent = output.resolve().parent
+    if emit == "c":
+        if output.exists() and not output.is_dir():
+            raise SnncError(f"-o {output}: exists and is not a folder; the C project is written into a folder")
+        above = next((p for p in output.resolve().parents if p.exists()), None)
+        if above is not None and not above.is_dir():
+            raise SnncError(f"-o {output}: {above} is a file, not a folder")
+    elif output.is_dir():
+        raise SnncError(f"-o {output}: is a folder; give a file name, e.g. {output / ('net.' + _SUFFIX[emit])}")
+    if emit != "c" and not parent.is_dir():  # the C project's folder is created with its parents
+        raise SnncError(f"-o {output}: folder {parent} does not exist")
+    return output
+
+
+_SUFFIX = {"lava": "lava", "onnx": "onnx", "ratelimit": "onnx", "c": ""}
+
+
+def write_output(result: CompileResult, output: str | Path, emit: str = "lava") -> Path:
+    """Save one artifact: the .lava file, the spiking ONNX, the rate-limit ANN, or a C project folder."""
+    output = check_output(output, emit)
     if emit == "lava":
         lavafile.save(result.network, output)
     elif emit == "onnx":

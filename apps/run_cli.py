@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import math
 import json
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,12 @@ def result_json(result: Any, args: argparse.Namespace) -> dict[str, Any]:
             "figures": result.figures}
 
 
+def check_fraction(flag: str, value: float) -> None:
+    """A score or IoU threshold: a finite number in [0, 1]."""
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise SnncError(f"{flag} {value!r}: expected a number from 0 to 1")
+
+
 def _write_atomic(path: Path, data: bytes) -> None:
     from snnc.ir.files import atomic_write_bytes
 
@@ -95,15 +102,27 @@ def cmd_run(args: argparse.Namespace) -> int:
     from snnc.runtime.run import collect_images, run_network
 
     ts = checkpoints(args.T)
+    check_fraction("--score-thr", args.score_thr)
+    check_fraction("--iou-thr", args.iou_thr)
     images = collect_images(args.image)
     targets = []
     if args.out is not None:
+        if not args.out.strip():
+            raise SnncError("--out '': expected a .png file or a folder")
         out = Path(args.out)
-        if not out.parent.exists():
+        if not out.resolve().parent.is_dir():
             raise SnncError(f"--out {out}: folder {out.parent} does not exist")
         targets = _png_targets(out, [str(p) for p in images])
-    if args.json is not None and not Path(args.json).parent.exists():
-        raise SnncError(f"--json {args.json}: folder {Path(args.json).parent} does not exist")
+        if targets != [out] and out.exists() and not out.is_dir():
+            raise SnncError(f"--out {out}: exists and is not a folder")
+        for target in targets:
+            if target.is_dir():
+                raise SnncError(f"--out {target}: is a folder; give a .png file name")
+    if args.json is not None:
+        if not args.json.strip() or Path(args.json).is_dir():
+            raise SnncError(f"--json {args.json!r}: expected a file name, e.g. detections.json")
+        if not Path(args.json).resolve().parent.is_dir():
+            raise SnncError(f"--json {args.json}: folder {Path(args.json).parent} does not exist")
     net = lavafile.load(args.file)
     v_init = None if args.v_init is None else V_INIT[args.v_init]
     result = run_network(net, images, ts, backend=args.backend, mode=args.mode, v_init=v_init,
@@ -121,8 +140,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                  "(estimate, docs/evaluation.md)")
     print(line)
     if targets:
-        if len(targets) > 1:
-            targets[0].parent.mkdir(parents=True, exist_ok=True)
+        if targets != [out]:  # a folder of PNGs, one per image
+            out.mkdir(exist_ok=True)
         for i, target in enumerate(targets):
             buf = io.BytesIO()
             if result.ann_detections is not None:

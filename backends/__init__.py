@@ -15,8 +15,10 @@ from typing import Callable, Sequence
 import numpy as np
 
 from snnc.ir.errors import SnncError
+from snnc.ir.limits import check_work
 from snnc.ir.network import Network
 from snnc.ir.options import SimOptions, checkpoints, sim_options
+from snnc.ir.validate import network_macs
 
 __all__ = ["Backend", "SimResult", "checkpoints", "get_backend", "register_backend"]
 
@@ -61,7 +63,9 @@ class Backend:
         unknown = sorted(set(opts.extra) - set(self.extra_options))
         if unknown:
             raise SnncError(f"backend {self.name!r} does not support {', '.join(unknown)}")
-        return self.run(net, x, checkpoints(T), opts)
+        ts = checkpoints(T)
+        check_work(network_macs(net), ts[-1], f"backend {self.name!r}")  # before a run of hours, not after
+        return self.run(net, x, ts, opts)
 
     def run(self, net: Network, x: np.ndarray, ts: list[int], options: SimOptions) -> SimResult:
         raise NotImplementedError

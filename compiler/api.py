@@ -13,11 +13,13 @@ import onnx
 
 from snnc.ir import __version__
 from snnc.ir.errors import SnncError
+from snnc.ir.limits import MAX_CALIB_RANDOM, MAX_INPUT, limit
 from snnc.compiler.frontend import file_sha256, prepare
 from snnc.compiler.graph import export_model, import_graph, run_model
 from snnc.compiler.images import letterbox, list_images, read_image
 from snnc.compiler.lower import lower_to_network
 from snnc.ir.network import Network
+from snnc.ir.validate import check_network
 from snnc.ir.options import CompileOptions, compile_options
 from snnc.compiler.pipeline import run_passes, select_passes
 from snnc.compiler.ratelimit import neurons_to_activations
@@ -46,17 +48,29 @@ def load_calibration(folder: str | Path | None, random_n: int | None, shape: Seq
         if c != 3:
             raise SnncError(f"the model takes {c} input channels; folder calibration needs RGB (3) models")
         return np.stack([letterbox(read_image(f), (h, w))[0] for f in files])
-    if random_n:
+    if random_n is not None:
+        check_calib_random(random_n, shape)
         log.warning("calibrating on %d random inputs (--calib-random): thresholds will not match real images; "
                     "pass --calib DIR for real calibration", random_n)
         return np.random.default_rng(seed).random((int(random_n), c, h, w), dtype=np.float32)
     return None
 
 
+def check_calib_random(n: Any, shape: Sequence[int]) -> None:
+    """--calib-random N: 1 <= N <= 10000, and N inputs of `shape` within SNNC_MAX_INPUT x 64 elements."""
+    if not isinstance(n, (int, np.integer)) or isinstance(n, bool) or not 1 <= n <= MAX_CALIB_RANDOM:
+        raise SnncError(f"--calib-random {n!r}: expected a number of inputs from 1 to {MAX_CALIB_RANDOM}")
+    elements = int(n) * int(np.prod(shape))
+    cap = limit("SNNC_MAX_INPUT", MAX_INPUT) * 64
+    if elements > cap:
+        raise SnncError(f"--calib-random {n}: {n} inputs of shape {list(shape)} are {elements:,} values, more than "
+                        f"{cap:,} (64 x SNNC_MAX_INPUT); use fewer")
+
+
 def clipping_error(ann: onnx.ModelProto, ratelimit: onnx.ModelProto, x: np.ndarray) -> dict[str, float]:
     """Per head: max |rate-limit ANN - ANN| / max |ANN| on inputs x (the T -> infinity error of the SNN)."""
     feeds = {ann.graph.input[0].name: x.astype(np.float32)}
-    ref, got = run_model(ann, feeds), run_model(ratelimit, feeds)
+    ref, got = run_model(ann, feeds, what="the ANN"), run_model(ratelimit, feeds, what="the rate-limit ANN")
     return {k: float(np.abs(got[k] - ref[k]).max() / max(float(np.abs(ref[k]).max()), 1e-12)) for k in ref}
 
 
@@ -81,6 +95,8 @@ def compile_model(model_path: str | Path, options: CompileOptions | None = None,
     """
     opts = compile_options(options, **overrides)
     names = select_passes(opts)
+    if calib_random is not None:
+        check_calib_random(calib_random, [1])  # the range now; the size once the input shape is known
     prepared = prepare(model_path, input_shape)
     parts = split_model(prepared, source=str(model_path))
     in_shape = [d.dim_value for d in parts.spiking.graph.input[0].type.tensor_type.shape.dim][1:]
@@ -90,6 +106,7 @@ def compile_model(model_path: str | Path, options: CompileOptions | None = None,
     spiking = export_model(graph, like=prepared)
     ratelimit = neurons_to_activations(spiking, clip=True)
     net = lower_to_network(spiking)
+    check_network(net, f"{model_path}: the compiled network")
     stats = dict(ctx.stats)
     if calib is not None:
         stats["clipping_error"] = clipping_error(parts.spiking, ratelimit, calib)

@@ -176,8 +176,12 @@ def onnx_macs(model) -> int:
     """MACs of one forward pass of an ONNX model (bytes or ModelProto): Conv, ConvTranspose, Gemm, MatMul."""
     import onnx
 
-    m = onnx.load_from_string(model) if isinstance(model, (bytes, bytearray)) else model
-    m = onnx.shape_inference.infer_shapes(m)
+    try:
+        m = onnx.load_from_string(model) if isinstance(model, (bytes, bytearray)) else model
+        m = onnx.shape_inference.infer_shapes(m)
+    except Exception as exc:  # protobuf's DecodeError, onnx's inference errors: a damaged embedded ann.onnx
+        raise SnncError(f"the ANN (ann.onnx) is not a readable ONNX model ({exc.__class__.__name__}); "
+                        "recompile the model") from None
     shapes = {}
     for vi in list(m.graph.value_info) + list(m.graph.input) + list(m.graph.output):
         dims = [d.dim_value for d in vi.type.tensor_type.shape.dim]

@@ -9,10 +9,11 @@ from typing import Sequence
 
 import onnx
 import onnx_graphsurgeon as gs
-from google.protobuf.message import DecodeError
 
 from snnc.ir.errors import SnncError
+from snnc.compiler.checks import check_numbers, check_runs, load_external_data
 from snnc.compiler.graph import check_model, export_model, import_graph, infer_shapes
+from snnc.ir.limits import check_input_size
 
 log = logging.getLogger(__name__)
 
@@ -35,21 +36,23 @@ def load_model(path: str | Path) -> onnx.ModelProto:
     if not path.is_file():
         raise SnncError(f"{path}: no such file")
     try:
-        model = onnx.load(str(path))
-    except (DecodeError, ValueError, RuntimeError, OSError) as exc:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf's DecodeError, onnx's ValueError/RuntimeError, OSError, ...
         raise SnncError(f"{path}: not a readable ONNX file ({exc.__class__.__name__}); "
                         "export the model to ONNX first") from None
     # Protobuf parses many byte strings "successfully": an ONNX model has a version and at least one node.
     if model.ir_version <= 0 or not model.graph.node or not model.opset_import:
         raise SnncError(f"{path}: not an ONNX model (no graph found); export the model to ONNX first")
+    load_external_data(model, path)
     check_model(model, what=str(path))
+    check_numbers(model, str(path))
     return model
 
 
 def parse_shape(text: str) -> list[int]:
     try:
         dims = [int(d) for d in text.replace("x", ",").split(",") if d.strip()]
-    except ValueError:
+    except (ValueError, OverflowError):
         raise SnncError(f"--input-shape {text!r}: expected comma-separated integers like 1,3,416,416") from None
     if not dims or any(d <= 0 for d in dims):
         raise SnncError(f"--input-shape {text!r}: expected positive integers like 1,3,416,416")
@@ -82,6 +85,7 @@ def fix_input_shape(model: onnx.ModelProto, shape: Sequence[int] | None, source:
         new = [1 if current[0] is None else current[0]] + current[1:]
     if len(new) != 4:
         raise SnncError(f"{source}: input '{inp.name}' must be an image batch (N, C, H, W), got shape {new}")
+    check_input_size(new, f"{source}: input '{inp.name}'")
     for d, v in zip(dims, new):
         d.Clear()
         d.dim_value = int(v)
@@ -198,4 +202,5 @@ def prepare(path: str | Path, input_shape: Sequence[int] | None = None) -> onnx.
     out = infer_shapes(to_target_opset(export_model(graph, like=model), source=str(path)))
     log.info("frontend: %d nodes -> %d (folded constants, %d no-ops dropped)", n0, len(out.graph.node), removed)
     check_model(out, what=str(path))
+    check_runs(out, str(path))
     return out

@@ -13,6 +13,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from snnc.ir.errors import SnncError
+from snnc.ir.ort import ort_error  # noqa: F401  (re-exported for the compiler)
 from snnc.ir.ort import ort_session as _ort_session
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def check_model(model: onnx.ModelProto, what: str = "model") -> None:
     """onnx.checker on the model; custom-domain (snnc) ops are accepted as opaque."""
     try:
         onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
+    except Exception as exc:  # ValidationError, and C++ errors surfacing as other types (e.g. a too-large model)
         first = next((ln for ln in str(exc).splitlines() if ln.strip()), "invalid")
         raise SnncError(f"{what} is not a valid ONNX graph: {first}") from None
 
@@ -131,8 +132,21 @@ def ort_session(model: onnx.ModelProto, optimize: bool = False):
 
 
 def run_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], outputs: Iterable[str] | None = None,
-              optimize: bool = False) -> dict[str, np.ndarray]:
-    """Run with onnxruntime; a batch larger than the model's fixed batch of 1 runs sample by sample."""
+              optimize: bool = False, what: str = "the model") -> dict[str, np.ndarray]:
+    """Run with onnxruntime; a batch larger than the model's fixed batch of 1 runs sample by sample.
+    onnxruntime's errors become SnncError naming `what`."""
+    try:
+        return _run_model(model, feeds, outputs, optimize)
+    except SnncError:
+        raise
+    except MemoryError:
+        raise SnncError(f"out of memory running {what} in onnxruntime; use fewer or smaller inputs") from None
+    except Exception as exc:  # onnxruntime raises its own exception types (Fail, InvalidArgument, ...)
+        raise SnncError(f"onnxruntime cannot run {what} ({ort_error(exc)})") from None
+
+
+def _run_model(model: onnx.ModelProto, feeds: dict[str, np.ndarray], outputs: Iterable[str] | None,
+               optimize: bool) -> dict[str, np.ndarray]:
     sess = ort_session(model, optimize)
     names = list(outputs) if outputs is not None else [o.name for o in sess.get_outputs()]
     fixed_one = all(i.shape and i.shape[0] == 1 for i in sess.get_inputs())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from snnc.ir.errors import SnncError
+from snnc.ir.limits import MAX_IMAGE_PIXELS, check_image_pixels, limit
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -34,12 +36,27 @@ class Letterbox:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """An RGB uint8 array (H, W, 3); SnncError naming the file if it is not a readable image."""
+    """An RGB uint8 array (H, W, 3); SnncError naming the file if it is not a readable image.
+
+    The size in the header is checked against SNNC_MAX_IMAGE_PIXELS before decoding (decompression bombs)."""
     try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+        with warnings.catch_warnings():  # PIL warns above 89 M pixels; the limit below decides instead
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                check_image_pixels(im.width, im.height, str(path))
+                rgb = np.asarray(im.convert("RGB"))
+    except SnncError:
+        raise
+    except Image.DecompressionBombError:  # PIL's own guard (179 M pixels) fires while opening, before ours
+        raise SnncError(f"{path}: image is larger than the limit of {limit('SNNC_MAX_IMAGE_PIXELS', MAX_IMAGE_PIXELS):,} "
+                        "pixels (a decompression bomb?); resize it") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise SnncError(f"{path}: not a readable image ({exc.__class__.__name__}); use a jpg or png") from None
+    except Exception as exc:  # PIL's decoders also raise SyntaxError, ValueError, struct.error, zlib.error, ...
+        raise SnncError(f"{path}: not a readable image ({exc.__class__.__name__}: {str(exc)[:120]})") from None
+    if rgb.ndim != 3 or rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise SnncError(f"{path}: empty image")
+    return rgb
 
 
 def letterbox(rgb: np.ndarray, size: tuple[int, int], pad_value: float = 0.5) -> tuple[np.ndarray, Letterbox]:

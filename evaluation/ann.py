@@ -104,7 +104,11 @@ class AnnRunner:
     def __init__(self, model: bytes, extra: Sequence[str] = ()):
         import onnx
 
-        m = onnx.load_from_string(model)
+        try:
+            m = onnx.load_from_string(model)
+        except Exception as exc:  # protobuf's DecodeError: a damaged embedded ann.onnx
+            raise SnncError(f"the embedded ANN (ann.onnx) is not a readable ONNX model ({exc.__class__.__name__}); "
+                            "recompile the model") from None
         produced = {o for n in m.graph.node for o in n.output}
         have = {o.name for o in m.graph.output}
         self.extra = [t for t in dict.fromkeys(extra) if t in produced and t not in have]

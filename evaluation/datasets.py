@@ -301,8 +301,11 @@ def _names_from_simple_yaml(text: str):
 def _image_size(path: Path) -> tuple[int, int]:
     from PIL import Image
 
-    with Image.open(path) as im:
-        return im.size  # (width, height)
+    try:
+        with Image.open(path) as im:
+            return im.size  # (width, height)
+    except Exception as exc:  # PIL raises OSError, SyntaxError, DecompressionBombError, ...
+        raise SnncError(f"{path}: not a readable image ({exc.__class__.__name__}); use a jpg or png") from None
 
 
 def load_yolo(path: str | Path) -> tuple[list[Sample], list[str]]:

@@ -31,7 +31,9 @@ from snnc.ir.errors import SnncError
 from snnc.runtime.host import Detection, class_name, detect
 from snnc.compiler.images import letterbox
 from snnc.ir.network import Network
+from snnc.ir.limits import check_work
 from snnc.ir.options import SimOptions, checkpoints
+from snnc.ir.validate import network_macs
 from snnc.evaluation.activity import Activity
 from snnc.evaluation.ann import EVAL_IOU_THR, EVAL_MAX_DET, EVAL_SCORE_THR, AnnRunner, detections_from_outputs
 from snnc.evaluation.errors import ErrorAnalysis
@@ -109,9 +111,13 @@ def load_set(cfg: EvalConfig) -> EvalSet:
         raise SnncError("pass one of --data DATASET (labelled: mAP) or --images DIR (photos: fidelity to the ANN)")
     if cfg.max_images is not None and cfg.max_images < 1:
         raise SnncError(f"-n {cfg.max_images}: expected a positive number of images")
-    if cfg.data is not None:
-        return load_labelled(cfg.data, cfg.layout, cfg.split, cfg.max_images)
-    return load_photos(cfg.images, cfg.max_images)
+    try:
+        if cfg.data is not None:
+            return load_labelled(cfg.data, cfg.layout, cfg.split, cfg.max_images)
+        return load_photos(cfg.images, cfg.max_images)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as exc:  # a malformed annotation file
+        raise SnncError(f"{cfg.data or cfg.images}: cannot read the dataset ({exc.__class__.__name__}: "
+                        f"{str(exc)[:160]})") from None
 
 
 def auto_batch(net: Network) -> int:
@@ -307,6 +313,7 @@ def evaluate(lava: str | Path, cfg: EvalConfig) -> dict[str, Any]:
         raise SnncError(f"--mode {cfg.mode!r}: expected float or fixed")
     writer = ReportWriter(cfg.report) if cfg.report is not None else None  # checks the folder before any work
     net = load_network(lava)
+    check_work(network_macs(net), ts[-1], str(lava))  # before the ANN runs on the whole set
     evset = load_set(cfg)
     if net.ann_onnx is None:
         raise SnncError(f"{lava}: the .lava file carries no ANN (compiled with --no-ann); snnc eval compares against "

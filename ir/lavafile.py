@@ -13,18 +13,25 @@ from __future__ import annotations
 import io
 import json
 import os
+import struct
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from snnc.ir.errors import FormatError
+from snnc.ir.errors import FormatError, SnncError
 from snnc.ir.files import atomic_path
 from snnc.ir.network import Layer, Network, Neuron
+from snnc.ir.validate import check_manifest, check_network
 
 FORMAT_NAME = "snnc-lava"
 FORMAT_VERSION = 1
+# What a damaged archive or array can raise while it is read: the zip layer (bad deflate data, truncation, an
+# unknown compression method or an "encrypted" flag from a flipped bit), numpy's .npy header parser, memory.
+_READ_ERRORS = (KeyError, ValueError, TypeError, IndexError, zipfile.BadZipFile, zlib.error, EOFError, OSError,
+                NotImplementedError, RuntimeError, MemoryError, OverflowError, struct.error, UnicodeDecodeError)
 
 
 def _array_entry(zf: zipfile.ZipFile, name: str, arr: np.ndarray) -> str:
@@ -92,7 +99,7 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     try:
         with zipfile.ZipFile(path) as zf:
             manifest = json.loads(zf.read("manifest.json"))
-    except (zipfile.BadZipFile, KeyError, json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+    except (*_READ_ERRORS, json.JSONDecodeError, RecursionError) as exc:
         raise FormatError(f"{path}: not a snnc .lava file or it is corrupt ({exc.__class__.__name__}); "
                           "recompile it with `snnc compile`") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
@@ -105,32 +112,52 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
+def _read_array(zf: zipfile.ZipFile, name: str) -> np.ndarray:
+    arr = np.load(io.BytesIO(zf.read(name)), allow_pickle=False)
+    if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+        raise ValueError(f"{name} has dtype {arr.dtype}, expected float32")
+    return arr.astype(np.float32, copy=False)
+
+
 def load(path: str | os.PathLike) -> Network:
-    """Read a `.lava` file into a Network; FormatError names the file and the problem."""
+    """Read a `.lava` file into a Network; FormatError names the file and the problem.
+
+    The manifest is checked against the schema before use and the arrays against the layers after reading
+    (snnc.ir.validate); the embedded host.onnx / ann.onnx stay bytes, parsed only by the code that uses them."""
     manifest = read_manifest(path)
+    check_manifest(manifest, path)
     try:
         with zipfile.ZipFile(path) as zf:
-            def arr(name: str) -> np.ndarray:
-                return np.load(io.BytesIO(zf.read(name)), allow_pickle=False)
-
             layers = []
             for e in manifest["layers"]:
+                where = f"layer '{e['name']}'"
                 neuron = None
                 if e.get("neuron") is not None:
                     nd = e["neuron"]
-                    neuron = Neuron(nd["kind"], arr(nd["threshold"]), alpha=nd["alpha"], v_init=nd["v_init"],
-                                    reset=nd.get("reset", "subtract"), memory=bool(nd.get("memory", False)))
-                layers.append(Layer(
-                    name=e["name"], op=e["op"], inputs=list(e["inputs"]), shape=tuple(e["shape"]),
-                    weight=arr(e["weight"]) if e.get("weight") else None,
-                    bias=arr(e["bias"]) if e.get("bias") else None, attrs=dict(e.get("attrs", {})),
-                    neuron=neuron))
+                    neuron = Neuron(nd["kind"], _read_array(zf, nd["threshold"]), alpha=nd["alpha"],
+                                    v_init=nd["v_init"], reset=nd.get("reset", "subtract"),
+                                    memory=bool(nd.get("memory", False)))
+                try:
+                    layers.append(Layer(
+                        name=e["name"], op=e["op"], inputs=list(e["inputs"]), shape=tuple(e["shape"]),
+                        weight=_read_array(zf, e["weight"]) if e.get("weight") else None,
+                        bias=_read_array(zf, e["bias"]) if e.get("bias") else None, attrs=dict(e.get("attrs", {})),
+                        neuron=neuron))
+                except KeyError as exc:
+                    raise KeyError(f"{where}: archive member {exc} is missing") from None
             host = zf.read(manifest["host"]) if manifest.get("host") else None
             ann = zf.read(manifest["ann"]) if manifest.get("ann") else None
-        return Network(layers=layers, outputs=list(manifest["outputs"]),
-                       input_encoding=manifest.get("input_encoding", {}), preprocess=manifest.get("preprocess", {}),
-                       output_names=manifest.get("output_names", {}), host_onnx=host, ann_onnx=ann, meta=manifest.get("meta", {}))
+        net = Network(layers=layers, outputs=list(manifest["outputs"]),
+                      input_encoding=manifest.get("input_encoding", {}), preprocess=manifest.get("preprocess", {}),
+                      output_names=manifest.get("output_names", {}), host_onnx=host, ann_onnx=ann,
+                      meta=manifest.get("meta", {}))
     except FormatError:
         raise
-    except (KeyError, ValueError, TypeError, zipfile.BadZipFile, OSError) as exc:
-        raise FormatError(f"{path}: corrupt .lava file ({exc.__class__.__name__}: {exc}); recompile it") from None
+    except _READ_ERRORS as exc:
+        raise FormatError(f"{path}: corrupt .lava file ({exc.__class__.__name__}: {str(exc)[:200]}); "
+                          "recompile it") from None
+    try:
+        check_network(net, f"{path}: corrupt .lava file")
+    except SnncError as exc:
+        raise FormatError(f"{exc}; recompile it") from None
+    return net

@@ -147,8 +147,8 @@ class SimOptions:
             _choice("encoding", self.encoding, ENCODINGS)
         if self.v_init is not None:
             _finite("v_init", self.v_init, 0.0, 1.0)
-        if not isinstance(self.seed, int) or self.seed < 0:
-            raise SnncError(f"--seed {self.seed!r}: expected an integer >= 0")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed < 1 << 63:
+            raise SnncError(f"--seed {self.seed!r}: expected an integer from 0 to 2^63 - 1")
         if self.weight_bits is not None and not (isinstance(self.weight_bits, int)
                                                  and 2 <= self.weight_bits <= MAX_WEIGHT_BITS):
             raise SnncError(f"--weight-bits {self.weight_bits!r}: expected an integer from 2 to {MAX_WEIGHT_BITS}")

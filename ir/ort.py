@@ -7,9 +7,18 @@ every reference run uses the graph exactly as written (ORT_DISABLE_ALL).
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 from snnc.ir.errors import SnncError
+
+
+def ort_error(exc: BaseException, limit: int = 240) -> str:
+    """onnxruntime's exception text without its status prefix and C++ source location: the sentence a user reads."""
+    text = " ".join(str(exc).split()) or exc.__class__.__name__
+    text = re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", text)
+    text = re.sub(r"/onnxruntime_src/\S+:\d+ .*?\)\s", "", text, count=1)
+    return text[:limit]
 
 
 def ort_session(model: Any, *, what: str = "the model", optimize: bool = False, threads: int | None = None,
@@ -21,7 +30,7 @@ def ort_session(model: Any, *, what: str = "the model", optimize: bool = False, 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                      else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-    opts.log_severity_level = 3
+    opts.log_severity_level = 4  # failures come back as exceptions, reworded: no log lines too
     if threads is not None:
         opts.intra_op_num_threads = max(1, int(threads))
         opts.inter_op_num_threads = 1
@@ -32,6 +41,7 @@ def ort_session(model: Any, *, what: str = "the model", optimize: bool = False, 
         str(model) if isinstance(model, (str, os.PathLike)) else model)
     try:
         return ort.InferenceSession(src, opts, providers=["CPUExecutionProvider"])
+    except MemoryError:
+        raise SnncError(f"{what}: out of memory loading it in onnxruntime") from None
     except Exception as exc:  # onnxruntime raises its own exception types
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
-        raise SnncError(f"{what}: onnxruntime cannot load it ({first})") from None
+        raise SnncError(f"{what}: onnxruntime cannot load it ({ort_error(exc)})") from None

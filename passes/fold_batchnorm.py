@@ -31,8 +31,15 @@ def _bn_affine(bn: gs.Node) -> tuple[np.ndarray, np.ndarray]:
         raise UnsupportedOpError(f"{node_label(bn)} has non-constant parameters; export with constant statistics")
     gamma, beta, mean, var = (v.astype(np.float64) for v in values)
     eps = float(bn.attrs.get("epsilon", 1e-5))
+    if not (np.isfinite(var).all() and (var >= 0).all() and (var + eps > 0).all()):
+        raise UnsupportedOpError(f"{node_label(bn)}: variance + epsilon must be > 0 (min variance "
+                                 f"{float(np.min(var))!r}, epsilon {eps!r}); fix the exported statistics")
     scale = gamma / np.sqrt(var + eps)
-    return scale, beta - mean * scale
+    shift = beta - mean * scale
+    if not (np.isfinite(scale).all() and np.isfinite(shift).all()):
+        raise UnsupportedOpError(f"{node_label(bn)}: folding gives non-finite weights (variance + epsilon "
+                                 f"{float(np.min(var + eps))!r} is too small)")
+    return scale, shift
 
 
 def _fold_into(conv: gs.Node, scale: np.ndarray, shift: np.ndarray, graph: gs.Graph) -> bool:

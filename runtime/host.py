@@ -275,7 +275,10 @@ def draw_detections(rgb: np.ndarray, detections: Sequence[Detection], path: str 
     width = max(1, round(max(img.size) / 300))
     for d in detections:
         color = _PALETTE[d.cls % len(_PALETTE)]
-        x1, y1, x2, y2 = d.box
+        if not all(np.isfinite(d.box)):
+            continue
+        # A host graph may emit corners in either order; PIL draws only (min, max) corners.
+        (x1, x2), (y1, y2) = sorted(d.box[0::2]), sorted(d.box[1::2])
         draw.rectangle([x1, y1, x2, y2], outline=color, width=width)
         label = f"{d.name} {d.score:.2f}"
         tx, ty = x1, max(0.0, y1 - 11)

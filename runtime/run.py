@@ -90,7 +90,11 @@ def ann_detections(net: Network, x: np.ndarray, letterboxes: Sequence[Letterbox]
         raise SnncError(f"the embedded ANN outputs {outs}; detections need 'boxes' and 'scores'")
     result = []
     for b in range(x.shape[0]):
-        boxes, scores = sess.run(["boxes", "scores"], {name: x[b:b + 1]})
+        try:
+            boxes, scores = sess.run(["boxes", "scores"], {name: x[b:b + 1]})
+        except Exception as exc:  # onnxruntime: the embedded ANN does not fit the network's input
+            first = next((ln for ln in str(exc).splitlines() if ln.strip()), exc.__class__.__name__)
+            raise SnncError(f"the embedded ANN (ann.onnx) cannot run on this network's input ({first[:160]})") from None
         dets = []
         for cls, score, box in detections_from(boxes[0], scores[0], score_thr, iou_thr):
             box = letterboxes[b].boxes_to_image(box)
