@@ -1,7 +1,9 @@
 """Split a detector into the part that becomes spiking and the host part (box decoding, sigmoid/exp, NMS).
 
 Rule: the spiking part is every convolution (Conv, ConvTranspose, Gemm) and all of its ancestors; everything
-downstream of the last convolutions is host work. The tensors crossing the cut (the raw head outputs) become
+downstream of the last convolutions is host work. A convolution that reads the result of host-only post-processing
+(Softmax, NonMaxSuppression, TopK, ...) is host work too: an anchor-free (DFL) head's expectation over the box
+distribution is a 1x1 Conv after a Softmax, and it belongs to the decoding, not to the network. The tensors crossing the cut (the raw head outputs) become
 the spiking graph's outputs and the host graph's inputs, under the same names.
 """
 
@@ -18,6 +20,9 @@ from snnc.compiler.graph import export_model, import_graph, infer_shapes
 
 log = logging.getLogger(__name__)
 CUT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# Ops that only decoding / NMS use: a convolution below one of them stays on the host.
+HOST_ONLY_OPS = ("Softmax", "LogSoftmax", "NonMaxSuppression", "TopK", "ArgMax", "ArgMin", "GatherElements",
+                 "GatherND", "NonZero", "Exp")
 
 
 @dataclass
@@ -40,9 +45,23 @@ def _ancestors(nodes: list[gs.Node]) -> set[int]:
     return seen
 
 
+def _descendants(nodes: list[gs.Node]) -> set[int]:
+    seen: set[int] = set()
+    stack = list(nodes)
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        for t in node.outputs:
+            stack.extend(t.outputs)
+    return seen
+
+
 def split_model(model: onnx.ModelProto, source: str = "model") -> SplitModel:
     graph = import_graph(model)
-    convs = [n for n in graph.nodes if n.op in CUT_OPS]
+    below_host = _descendants([n for n in graph.nodes if n.op in HOST_ONLY_OPS])
+    convs = [n for n in graph.nodes if n.op in CUT_OPS and id(n) not in below_host]
     if not convs:
         raise SnncError(f"{source}: no convolution found; snnc converts convolutional detectors")
     spiking_ids = _ancestors(convs)
