@@ -30,14 +30,16 @@ def cmd_compile(args: argparse.Namespace) -> int:
     from snnc.apps.outputs import check_output, write_output
     from snnc.compiler.api import compile_model
     from snnc.compiler.frontend import parse_shape
+    from snnc.compiler.heads import head_spec
 
     if args.backend == "c":
         args.emit = "c"
     check_output(args.output, args.emit)  # before any work
+    head = head_spec(args.head, args.anchors, args.darknet_cfg, args.names)
     result = compile_model(
         args.model, compile_options_from(args),
         input_shape=parse_shape(args.input_shape) if args.input_shape else None, calib_dir=args.calib,
-        calib_random=args.calib_random, progress=not args.quiet, include_ann=not args.no_ann)
+        calib_random=args.calib_random, progress=not args.quiet, include_ann=not args.no_ann, head=head)
     out = write_output(result, args.output, args.emit)
     net = result.network
     print(f"wrote {out} ({args.emit}): {len(net.layers)} layers, {len(net.neuron_layers)} spiking populations, "
@@ -115,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="initial membrane potential: 0 or theta/2 (default %(default)s)")
     c.add_argument("--no-ann", action="store_true", help="do not embed the original ANN in the .lava file")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    c.add_argument("--head", choices=["yolo", "yolov5"],
+                   help="the model ends at raw YOLO heads: attach this box decoding + NMS on the host")
+    c.add_argument("--anchors", metavar="W,H,...", help="--head anchors in input pixels, smallest stride first")
+    c.add_argument("--darknet-cfg", metavar="CFG", help="--head anchors and masks from a Darknet cfg's [yolo] layers")
+    c.add_argument("--names", metavar="FILE", help="--head class names, one per line (e.g. coco.names)")
     c.set_defaults(func=cmd_compile)
 
     p = sub.add_parser("passes", help="list the passes: name, exact or approximate, in the default pipeline")

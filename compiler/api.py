@@ -15,6 +15,7 @@ from snnc.ir import __version__
 from snnc.ir.errors import SnncError
 from snnc.ir.limits import MAX_CALIB_RANDOM, MAX_INPUT, limit
 from snnc.compiler.frontend import file_sha256, prepare
+from snnc.compiler.heads import HeadSpec, attach_head, describe
 from snnc.compiler.graph import export_model, import_graph, run_model
 from snnc.compiler.images import letterbox, list_images, read_image
 from snnc.compiler.lower import lower_to_network
@@ -87,17 +88,21 @@ def _class_names(model: onnx.ModelProto) -> list[str] | None:
 def compile_model(model_path: str | Path, options: CompileOptions | None = None, *,
                   input_shape: Sequence[int] | None = None, calib_dir: str | Path | None = None,
                   calib_random: int | None = None, progress: bool = True, include_ann: bool = True,
-                  **overrides: Any) -> CompileResult:
+                  head: HeadSpec | None = None, **overrides: Any) -> CompileResult:
     """ONNX detector -> spiking network, all in memory (`snnc.apps.outputs.write_output` saves it).
 
     `options` holds the conversion choices (default `CompileOptions()`); keyword `overrides` change single
     fields, e.g. `compile_model("m.onnx", calib_dir="photos/", norm="layer", leaky="ibt")`.
+    `head` (snnc.compiler.heads.HeadSpec) attaches YOLO box decoding to a model that ends at its raw heads;
+    it describes the model's outputs, not how to convert it, so it is an argument here, not a CompileOptions field.
     """
     opts = compile_options(options, **overrides)
     names = select_passes(opts)
     if calib_random is not None:
         check_calib_random(calib_random, [1])  # the range now; the size once the input shape is known
     prepared = prepare(model_path, input_shape)
+    if head is not None:
+        prepared = attach_head(prepared, head, source=str(model_path))
     parts = split_model(prepared, source=str(model_path))
     in_shape = [d.dim_value for d in parts.spiking.graph.input[0].type.tensor_type.shape.dim][1:]
     calib = load_calibration(calib_dir, calib_random, in_shape)
@@ -122,6 +127,7 @@ def compile_model(model_path: str | Path, options: CompileOptions | None = None,
         "passes": names, "options": {**opts.record(),
                                      "calibration_images": 0 if calib is None else int(len(calib)),
                                      "calibration": "folder" if calib_dir else ("random" if calib_random else None)},
-        "stats": stats, "class_names": _class_names(prepared), "host_outputs": [o.name for o in prepared.graph.output],
+        "stats": stats, "class_names": _class_names(prepared),
+        **({"head": describe(head)} if head is not None else {}), "host_outputs": [o.name for o in prepared.graph.output],
     }
     return CompileResult(net, spiking, ratelimit, parts.spiking, parts.host, stats)

@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 DEFAULT_PIPELINE = (
     "fold_batchnorm",
     "upsample_to_deconv",
+    "channel_slice",
+    "residual_add",
     "maxpool_to_strided_conv",
     "split_leaky_relu",
     "activations_to_neurons",

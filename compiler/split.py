@@ -1,8 +1,12 @@
 """Split a detector into the part that becomes spiking and the host part (box decoding, sigmoid/exp, NMS).
 
 Rule: the spiking part is every convolution (Conv, ConvTranspose, Gemm) and all of its ancestors; everything
-downstream of the last convolutions is host work. The tensors crossing the cut (the raw head outputs) become
-the spiking graph's outputs and the host graph's inputs, under the same names.
+downstream of the last convolutions is host work. A convolution that reads the result of host-only
+post-processing (Softmax, NonMaxSuppression, TopK, ...) is host work too: an anchor-free (DFL) head's expectation
+over the box distribution is a 1x1 Conv after a Softmax, and it belongs to the decoding, not to the network (a
+warning names any other convolution moved to the host that way, e.g. after an attention Softmax). The tensors
+crossing the cut (the raw head outputs) become the spiking graph's outputs and the host graph's inputs, under the
+same names.
 """
 
 from __future__ import annotations
@@ -18,6 +22,9 @@ from snnc.compiler.graph import export_model, import_graph, infer_shapes
 
 log = logging.getLogger(__name__)
 CUT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+# Ops that only decoding / NMS use: a convolution below one of them stays on the host.
+HOST_ONLY_OPS = ("Softmax", "LogSoftmax", "NonMaxSuppression", "TopK", "ArgMax", "ArgMin", "GatherElements",
+                 "GatherND", "NonZero")
 
 
 @dataclass
@@ -40,9 +47,34 @@ def _ancestors(nodes: list[gs.Node]) -> set[int]:
     return seen
 
 
+def _descendants(nodes: list[gs.Node]) -> set[int]:
+    seen: set[int] = set()
+    stack = list(nodes)
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        for t in node.outputs:
+            stack.extend(t.outputs)
+    return seen
+
+
+def _dfl_like(node: gs.Node) -> bool:
+    """A DFL expectation: a 1x1 Conv with one output channel (the weighted sum over the distance bins)."""
+    w = node.inputs[1] if len(node.inputs) > 1 else None
+    shape = getattr(w, "shape", None)
+    return node.op == "Conv" and shape is not None and len(shape) == 4 and shape[0] == 1 and tuple(shape[2:]) == (1, 1)
+
+
 def split_model(model: onnx.ModelProto, source: str = "model") -> SplitModel:
     graph = import_graph(model)
-    convs = [n for n in graph.nodes if n.op in CUT_OPS]
+    below_host = _descendants([n for n in graph.nodes if n.op in HOST_ONLY_OPS])
+    convs = [n for n in graph.nodes if n.op in CUT_OPS and id(n) not in below_host]
+    moved = [n.name for n in graph.nodes if n.op in CUT_OPS and id(n) in below_host and not _dfl_like(n)]
+    if moved:
+        log.warning("%s: %d convolution(s) follow a Softmax/NMS/TopK and run on the host, not as spikes: %s",
+                    source, len(moved), ", ".join(moved[:5]))
     if not convs:
         raise SnncError(f"{source}: no convolution found; snnc converts convolutional detectors")
     spiking_ids = _ancestors(convs)

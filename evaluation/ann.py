@@ -8,6 +8,7 @@ onnxruntime runs with graph optimizations off, as every snnc reference run does.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -118,18 +119,38 @@ class AnnRunner:
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.outputs = [o.name for o in self.session.get_outputs()]
-        if "boxes" not in self.outputs or "scores" not in self.outputs:
-            raise SnncError(f"the embedded ANN outputs {[o.name for o in m.graph.output]}; the evaluation needs "
-                            "'boxes' (B, N, 4) and 'scores' (B, N, C)")
         self.batch_one = isinstance(inp.shape[0], int) and inp.shape[0] == 1
+        self.nms_form = "boxes" not in self.outputs or "scores" not in self.outputs
+        if self.nms_form:  # NMS inside the graph: its kept detections become boxes / one-hot scores in run()
+            from snnc.runtime.host import nms_outputs
+
+            probe = self._run(np.zeros([1] + [int(d) for d in inp.shape[1:]], np.float32))
+            if nms_outputs({k: v for k, v in probe.items() if k not in self.extra}) is None:
+                raise SnncError(f"the embedded ANN outputs {[o.name for o in m.graph.output]}; the evaluation needs "
+                                "'boxes' (B, N, 4) and 'scores' (B, N, C), or the kept detections of NMS in the "
+                                "graph (docs/frontends.md)")
+            names = next((json.loads(p.value) for p in m.metadata_props if p.key == "snnc.class_names"), None)
+            self.num_classes = len(names) if isinstance(names, list) else None
+            return
         scores = next(o for o in m.graph.output if o.name == "scores")
         dims = [d.dim_value for d in scores.type.tensor_type.shape.dim]
         self.num_classes = int(dims[-1]) if dims and dims[-1] > 0 else None
 
     def run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """x (B, C, H, W) float32 -> {output name: (B, ...)} for boxes, scores and the extra tensors."""
+        out = self._run(x)
+        if self.nms_form:
+            from snnc.runtime.host import nms_outputs
+
+            out["boxes"], out["scores"] = nms_outputs({k: v for k, v in out.items() if k not in self.extra},
+                                                      self.num_classes)
+        return out
+
+    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        from snnc.runtime.host import stack_samples
+
         x = np.ascontiguousarray(x, dtype=np.float32)
         if not self.batch_one:
             return dict(zip(self.outputs, self.session.run(self.outputs, {self.input_name: x})))
         parts = [self.session.run(self.outputs, {self.input_name: x[i:i + 1]}) for i in range(x.shape[0])]
-        return {n: np.concatenate([p[j] for p in parts]) for j, n in enumerate(self.outputs)}
+        return {n: stack_samples([p[j] for p in parts]) for j, n in enumerate(self.outputs)}

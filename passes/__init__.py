@@ -3,8 +3,10 @@
 from snnc.passes import (  # noqa: F401
     activations_to_neurons,
     channel_norm,
+    channel_slice,
     fold_batchnorm,
     maxpool_to_strided_conv,
+    residual_add,
     split_leaky_relu,
     upsample_to_deconv,
 )

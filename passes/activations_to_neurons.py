@@ -38,11 +38,15 @@ NEURON_SOURCES = ("Conv", "ConvTranspose")
 
 def _refuse(node: gs.Node) -> None:
     extra = ""
-    if node.op == "Sigmoid" and any(c.op == "Mul" for c in node.outputs[0].outputs):
+    times_x = any(c.op == "Mul" for c in node.outputs[0].outputs)
+    if node.op == "Sigmoid" and times_x:
         extra = " (part of SiLU/Swish)"
+    elif (node.op == "HardSigmoid" and times_x) or node.op == "HardSwish":
+        extra = " (part of Hardswish)" if node.op == "HardSigmoid" else ""
     raise UnsupportedOpError(
-        f"{node_label(node)}{extra} inside the spiking part has no spiking neuron; options: retrain with ReLU, "
-        "LeakyReLU, Clip(0, lambda) or QCFS, or cut the model before it so it runs on the host")
+        f"{node_label(node)}{extra} inside the spiking part has no spiking neuron; options: retrain or fine-tune "
+        "the model with ReLU (or LeakyReLU, Clip(0, lambda), QCFS) in its place, or cut the model before it so it "
+        "runs on the host")
 
 
 def _scalar(t: gs.Tensor) -> float | None:

@@ -6,8 +6,11 @@ tensors under the names `Network.output_names[layer]` gives and whose outputs ar
 x1, y1, x2, y2 in input-tensor pixels and `scores` (B, N, C). `detect` runs it with onnxruntime on the decoded
 heads of a simulation (`SimResult.outputs[T]`), keeps (box, class) pairs scoring at least `score_thr`, runs
 greedy NMS per class (IoU above `iou_thr` suppresses), keeps the `max_det` best and maps the boxes back to the
-photo with the letterbox. Host graphs with other outputs (one raw (B, N, 5 + C) tensor, say) raise SnncError;
-`run_host` still runs them and returns whatever they output.
+photo with the letterbox. Graphs with NMS inside may instead output the kept detections: `det_boxes` /
+`boxes` (B, K, 4) with `det_scores` / `scores` (B, K) and `det_classes` / `classes` / `labels` (B, K), or one
+(B, K, 6) tensor x1, y1, x2, y2, score, class named `detections` (or `dets`, `det`, `nms`); each kept (box, class) becomes a one-hot score row, so the
+thresholds and NMS above leave them as they are (docs/frontends.md). Host graphs with other outputs (one raw
+(B, N, 5 + C) tensor, say) raise SnncError; `run_host` still runs them and returns whatever they output.
 """
 
 from __future__ import annotations
@@ -165,16 +168,58 @@ def run_host(net: Network, head_outputs: Mapping[str, np.ndarray],
     try:
         if fixed_one and batch != 1:
             parts = [sess.run(names, {k: v[b:b + 1] for k, v in feeds.items()}) for b in range(batch)]
-            return {n: np.concatenate([p[j] for p in parts]) for j, n in enumerate(names)}
+            return {n: stack_samples([p[j] for p in parts]) for j, n in enumerate(names)}
         return dict(zip(names, sess.run(names, feeds)))
     except Exception as exc:  # onnxruntime's own exception types (shape mismatches)
         shapes = {k: tuple(v.shape) for k, v in feeds.items()}
         raise SnncError(f"the host graph failed on heads of shapes {shapes}: {exc}") from None
 
 
-def _boxes_and_scores(outputs: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def stack_samples(parts: list[np.ndarray]) -> np.ndarray:
+    """Per-sample outputs (1, ...) -> (B, ...); NMS outputs differ in their kept count K (axis 1), so shorter ones
+    are padded with zeros (score 0: below every threshold)."""
+    if len({p.shape for p in parts}) == 1 or any(p.ndim < 2 for p in parts):
+        return np.concatenate(parts)
+    k = max(p.shape[1] for p in parts)
+    return np.concatenate([np.pad(p, [(0, 0), (0, k - p.shape[1])] + [(0, 0)] * (p.ndim - 2)) for p in parts])
+
+
+_NMS_CLASSES = ("det_classes", "classes", "labels", "class_ids", "det_labels")
+_NMS_SINGLE = ("detections", "dets", "det", "nms")
+
+
+def _one_hot(scores: np.ndarray, classes: np.ndarray, n_classes: int | None) -> np.ndarray:
+    """Kept detections (B, K) scores and class indices -> (B, K, C) scores, one class per row."""
+    cls = np.asarray(classes).astype(np.int64)
+    c = max(int(n_classes or 0), int(cls.max()) + 1 if cls.size else 1)
+    out = np.zeros(cls.shape + (c,), dtype=np.float32)
+    np.put_along_axis(out, np.clip(cls, 0, c - 1)[..., None], np.asarray(scores, np.float32)[..., None], axis=-1)
+    return out
+
+
+def nms_outputs(outputs: Mapping[str, np.ndarray], n_classes: int | None = None
+                ) -> tuple[np.ndarray, np.ndarray] | None:
+    """boxes (B, K, 4) and one-hot scores (B, K, C) from the NMS-in-graph output forms (module docstring), or None
+    when `outputs` is not one of them."""
     lower = {k.lower(): k for k in outputs}
-    if "boxes" in lower and "scores" in lower:
+    cls_key = next((lower[k] for k in _NMS_CLASSES if k in lower), None)
+    box_key = next((lower[k] for k in ("det_boxes", "boxes") if k in lower), None)
+    score_key = next((lower[k] for k in ("det_scores", "scores") if k in lower), None)
+    if cls_key and box_key and score_key and outputs[score_key].ndim == 2:
+        return outputs[box_key], _one_hot(outputs[score_key], outputs[cls_key], n_classes)
+    if len(outputs) == 1 and next(iter(lower)) in _NMS_SINGLE:  # named: a raw (B, N, 5 + 1) tensor is 6 wide too
+        (v,) = outputs.values()
+        if v.ndim == 3 and v.shape[2] == 6:
+            return v[..., :4], _one_hot(v[..., 4], v[..., 5], n_classes)
+    return None
+
+
+def _boxes_and_scores(outputs: dict[str, np.ndarray], n_classes: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    lower = {k.lower(): k for k in outputs}
+    nms_form = nms_outputs(outputs, n_classes)
+    if nms_form is not None:
+        boxes, scores = nms_form
+    elif "boxes" in lower and "scores" in lower:
         boxes, scores = outputs[lower["boxes"]], outputs[lower["scores"]]
     else:
         rank3 = {k: v for k, v in outputs.items() if v.ndim == 3}
@@ -239,7 +284,8 @@ def detect(net: Network, head_outputs: Mapping[str, np.ndarray], letterboxes: Se
         log.warning(msg)
         return DetectionBatch([[] for _ in range(batch)], raw=run_host(net, head_outputs), message=msg)
     outputs = run_host(net, head_outputs, extra_inputs)
-    boxes, scores = _boxes_and_scores(outputs)
+    names = net.meta.get("class_names") if net.meta else None
+    boxes, scores = _boxes_and_scores(outputs, len(names) if isinstance(names, Sequence) else None)
     if letterboxes is not None and len(letterboxes) != boxes.shape[0]:
         raise SnncError(f"{len(letterboxes)} letterboxes for a batch of {boxes.shape[0]}")
     result = []
