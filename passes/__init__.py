@@ -2,6 +2,7 @@
 
 from snnc.passes import (  # noqa: F401
     activations_to_neurons,
+    calibrate_to_T,
     channel_norm,
     fold_batchnorm,
     maxpool_to_strided_conv,
