@@ -130,9 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands():
     """Subcommands that live with their features (`snnc run`, `snnc eval`), each module exposing register(sub)."""
-    from snnc.apps import eval_cli, run_cli
+    from snnc.apps import eval_cli, finetune_cli, run_cli
 
-    return [run_cli.register, eval_cli.register]
+    return [run_cli.register, eval_cli.register, finetune_cli.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
