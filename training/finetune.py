@@ -227,7 +227,7 @@ def finetune(model_path: str | Path, images: str | Path, options: FinetuneOption
             sched.step()
             total, count = total + float(loss.detach()) * len(xb), count + len(xb)
             bar.update()
-            bar.set_postfix(loss=f"{float(loss):.4f}")
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         student.eval()
         with torch.no_grad():
             ev = float(_head_loss(student(x), teacher(x)))
