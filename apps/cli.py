@@ -21,7 +21,7 @@ def compile_options_from(args: argparse.Namespace):
     from snnc.ir.options import V_INIT, compile_options
 
     return compile_options(percentile=args.percentile, norm=args.norm, leaky=args.leaky, neuron=args.neuron,
-                           maxpool=args.maxpool, v_init=V_INIT[args.v_init],
+                           maxpool=args.maxpool, v_init=V_INIT[args.v_init], target_T=args.target_T,
                            passes=_csv(args.passes) if args.passes else None,
                            skip=_csv(args.skip) if args.skip else ())
 
@@ -115,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LeakyReLU as two IF neurons (split, default) or one signed IBT neuron (ibt, Spiking-YOLO's)")
     c.add_argument("--v-init", choices=list(V_INIT), default={v: k for k, v in V_INIT.items()}[d.v_init],
                    help="initial membrane potential: 0 or theta/2 (default %(default)s)")
+    c.add_argument("--target-T", type=int, metavar="T",
+                   help="calibrate every layer so the SNN at T steps matches the rate-limit ANN (calibrate_to_T)")
     c.add_argument("--no-ann", action="store_true", help="do not embed the original ANN in the .lava file")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     c.add_argument("--head", choices=["yolo", "yolov5"],
@@ -139,9 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands():
     """Subcommands that live with their features (`snnc run`, `snnc eval`), each module exposing register(sub)."""
-    from snnc.apps import eval_cli, run_cli
+    from snnc.apps import eval_cli, finetune_cli, run_cli
 
-    return [run_cli.register, eval_cli.register]
+    return [run_cli.register, eval_cli.register, finetune_cli.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -67,8 +67,25 @@ def format_table(net: Network) -> str:
         lines.append(f"source {meta['source']} (sha256 {meta.get('source_sha256', '?')[:12]}), passes "
                      f"{', '.join(meta.get('passes', []))}; norm {opts.get('norm')} p{opts.get('percentile')} on "
                      f"{opts.get('calibration_images')} images")
+        lines += _auto_norm_lines(meta.get("stats", {}).get("channel_norm", {}))
+        calT = meta.get("stats", {}).get("calibrate_to_T")
+        if calT:
+            lines.append(f"calibrated to T = {calT['T']} on {calT['images']} images (calibrate_to_T)")
         clip = meta.get("stats", {}).get("clipping_error")
         if clip:
             lines.append("clipping error (rate-limit ANN vs ANN): " +
                          ", ".join(f"{k} {v:.4f}" for k, v in clip.items()))
     return "\n".join(lines)
+
+
+def _auto_norm_lines(stats: dict) -> list[str]:
+    """--norm auto: the normalization and percentile chosen for each neuron layer."""
+    chosen = {name: (v["norm"], v["percentile"]) for name, v in stats.get("layers", {}).items() if "norm" in v}
+    if not chosen:
+        return []
+    counts: dict[str, int] = {}
+    for norm, p in chosen.values():
+        counts[f"{norm} p{p:g}"] = counts.get(f"{norm} p{p:g}", 0) + 1
+    lines = ["norm auto chose: " + ", ".join(f"{k} on {v} layers" for k, v in sorted(counts.items()))]
+    lines += [f"  {name}: {norm} p{p:g}" for name, (norm, p) in chosen.items()]
+    return lines

@@ -25,9 +25,11 @@ DEFAULT_PIPELINE = (
     "split_leaky_relu",
     "activations_to_neurons",
     "channel_norm",
+    "calibrate_to_T",
 )
 # Passes an option turns off: --leaky ibt keeps LeakyReLU for activations_to_neurons' signed IBT neuron.
-OPTION_SKIPS = {("leaky", "ibt"): ("split_leaky_relu",)}
+# calibrate_to_T runs only for a --target-T.
+OPTION_SKIPS = {("leaky", "ibt"): ("split_leaky_relu",), ("target_T", None): ("calibrate_to_T",)}
 
 
 def select_passes(options: CompileOptions | None = None) -> list[str]:

@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from snnc.ir.errors import SnncError
 
-NORMS = ("channel", "layer")
+NORMS = ("channel", "layer", "auto")
 LEAKY = ("split", "ibt")
 NEURONS = ("memory", "plain")
 MAXPOOLS = ("exact", "approximate")
@@ -46,13 +46,14 @@ class CompileOptions:
     """How an ANN becomes a spiking network (docs/passes.md explains each choice and its measured effect).
 
     percentile  activation percentile mapped to the neuron threshold (100 = the maximum)
-    norm        channel: one threshold per output channel; layer: one per layer
+    norm        channel: one threshold per output channel; layer: one per layer; auto: chosen per layer
     leaky       split: LeakyReLU as two IF neurons (exact in the rate limit); ibt: one signed IBT neuron
     neuron      memory: IF neurons take back excess spikes with -1 spikes; plain: classic IF
     maxpool     exact: max-pool as a tree of strided convolutions and ReLUs; approximate: average pooling
     v_init      initial membrane potential as a fraction of the threshold (0.5: theta/2)
     passes      the passes to run (None: the default pipeline); skip: passes left out
     calib_samples / calib_batch  activations kept per layer for the percentile, images per calibration batch
+    target_T    calibrate_to_T corrects every neuron layer for this many time steps (None: no such pass)
     """
 
     percentile: float = 99.99
@@ -65,6 +66,7 @@ class CompileOptions:
     skip: tuple[str, ...] = ()
     calib_samples: int = 16384
     calib_batch: int = 4
+    target_T: int | None = None
 
     def __post_init__(self) -> None:
         if self.passes is not None:
@@ -82,6 +84,9 @@ class CompileOptions:
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise SnncError(f"{name} {v!r}: expected a positive integer")
+        if self.target_T is not None and (not isinstance(self.target_T, int) or isinstance(self.target_T, bool)
+                                          or not 1 <= self.target_T <= MAX_T):
+            raise SnncError(f"--target-T {self.target_T!r}: expected an integer from 1 to {MAX_T}")
         return self
 
     def replace(self, **changes: Any) -> "CompileOptions":

@@ -2,6 +2,7 @@
 
 from snnc.passes import (  # noqa: F401
     activations_to_neurons,
+    calibrate_to_T,
     channel_norm,
     channel_slice,
     fold_batchnorm,

@@ -2,8 +2,10 @@
 
 Run the ANN (every neuron replaced by its activation, onnxruntime) on calibration inputs; for each neuron
 channel j take lambda_j, the p-th percentile of its activations (|a| for signed neurons; option
-`percentile`, default 99.99; `norm=layer` takes one percentile over the whole layer). Then, for every
-convolution with input channels i and output channels j (002 eq. 15, docs/methods.md section 3):
+`percentile`, default 99.99; `norm=layer` takes one percentile over the whole layer; `norm=auto` chooses
+per layer between the two and among the percentiles 99.9 / 99.99 / 100 by the error on held-out calibration
+images, see `_choose`). Then, for every
+convolution with input channels i and output channels j (Spiking YOLOv3 eq. 15, docs/methods.md section 3):
 
     W~[j, i] = W[j, i] * lambda_in[i] / lambda_out[j]        b~[j] = b[j] / lambda_out[j]      theta_j = 1
 
@@ -75,6 +77,37 @@ class _Stats:
         return np.where(lam > EPS, lam, layer).astype(np.float64)
 
 
+AUTO_PERCENTILES = (99.9, 99.99, 100.0)  # the percentiles norm=auto chooses from (and the option's own)
+AUTO_T = 32  # the T whose quantization error norm=auto weighs against clipping when no --target-T is given
+SMALL_CALIBRATION = 16  # fewer images than this: warn that thresholds may not hold on other photos
+
+
+def _choose(fit: _Stats, held: _Stats, percentiles: tuple[float, ...], T: int) -> tuple[str, float, dict]:
+    """norm=auto for one layer: the (norm, percentile) whose thresholds, fitted on one part of the calibration
+    images, give the smallest error on the other part: the clipping error there plus the quantization error of
+    a neuron with that threshold at T steps (theta / T per spike, uniform: theta^2 / (12 T^2)), both relative
+    to the held-out activations' mean square."""
+    values = np.concatenate(held.parts, axis=1)  # (C, samples), held-out
+    power = max(float(np.mean(values ** 2)), EPS)
+    scores = {}
+    for norm in ("channel", "layer"):
+        for p in percentiles:
+            lam = fit.lambdas(p, norm == "channel")
+            clip = float(np.mean((values - np.minimum(values, lam[:, None])) ** 2))
+            quant = float(np.mean(lam ** 2)) / (12.0 * T * T) * float(np.mean(values > 0))
+            scores[f"{norm}@{p:g}"] = (clip + quant) / power
+    best = min(scores, key=scores.get)
+    norm, p = best.split("@")
+    return norm, float(p), scores
+
+
+def _merged(a: _Stats, b: _Stats) -> _Stats:
+    out = _Stats(a.samples)
+    out.max = np.maximum(a.max, b.max)
+    out.parts = a.parts + b.parts
+    return out
+
+
 def _calibrate(graph: gs.Graph, neurons: list[gs.Node], ctx: PassContext) -> dict[str, np.ndarray]:
     need = [n for n in neurons if int(n.attrs.get("calibrated", 0)) == 0]
     lambdas = {n.name: np.broadcast_to(neuron_thresholds(n).astype(np.float64),
@@ -82,31 +115,59 @@ def _calibrate(graph: gs.Graph, neurons: list[gs.Node], ctx: PassContext) -> dic
     if not need:
         return lambdas
     percentile = float(ctx.options.percentile)
+    auto = ctx.options.norm == "auto"
     per_channel = ctx.options.norm == "channel"
     ann = neurons_to_activations(export_model(graph.copy()), clip=False)
     names = [n.outputs[0].name for n in need]
     ann = with_outputs(ann, names)
-    stats = {n: _Stats(ctx.options.calib_samples) for n in names}
     x = ctx.calibration
+    # norm=auto holds out every third image (at least one) to choose each layer's normalization on.
+    held_out = np.arange(len(x)) % 3 == 2 if auto and len(x) >= 2 else np.zeros(len(x), bool)
+    if auto and len(x) < 2:
+        log.warning("--norm auto needs at least 2 calibration images to hold one out; using layer norm")
+    if auto and len(x) < SMALL_CALIBRATION:
+        log.warning("only %d calibration images: thresholds from so few photos may clip other photos; "
+                    "use %d or more", len(x), SMALL_CALIBRATION)
+    stats = {n: _Stats(ctx.options.calib_samples) for n in names}
+    held = {n: _Stats(ctx.options.calib_samples) for n in names}
     batch = ctx.options.calib_batch
     input_name = graph.inputs[0].name
     for start in tqdm(range(0, len(x), batch), desc="calibrating", unit="batch",
                       disable=not ctx.progress):
         outs = run_model(ann, {input_name: x[start:start + batch].astype(np.float32)}, names)
+        mask = held_out[start:start + batch]
         for n in need:
             a = outs[n.outputs[0].name]
-            stats[n.outputs[0].name].add(np.abs(a) if n.op == "SignedIF" else a)
+            a = np.abs(a) if n.op == "SignedIF" else a
+            if mask.any():
+                held[n.outputs[0].name].add(a[mask])
+            if not mask.all():
+                stats[n.outputs[0].name].add(a[~mask])
     summary = {}
     for n in need:
         st = stats[n.outputs[0].name]
-        lam = st.lambdas(percentile, per_channel)
+        norm, p = ("channel" if per_channel else "layer"), percentile
+        if auto:
+            scores = None
+            if held_out.any():
+                T = int(ctx.options.target_T or AUTO_T)
+                cands = tuple(sorted(set(AUTO_PERCENTILES) | {percentile}))
+                norm, p, scores = _choose(st, held[n.outputs[0].name], cands, T)
+                st = _merged(st, held[n.outputs[0].name])
+            else:
+                norm = "layer"
+        lam = st.lambdas(p, norm == "channel")
         lambdas[n.name] = lam
         values = np.concatenate(st.parts, axis=1)
         summary[n.name] = {"lambda_min": float(lam.min()), "lambda_median": float(np.median(lam)),
                            "lambda_max": float(lam.max()), "max_activation": float(st.max.max()),
                            "clipped_fraction": float((values > lam[:, None]).mean())}
+        if auto:
+            summary[n.name].update(norm=norm, percentile=p)
+            if scores:
+                summary[n.name]["scores"] = {k: round(v, 6) for k, v in scores.items()}
     ctx.stats.setdefault("channel_norm", {}).update(
-        percentile=percentile, norm="channel" if per_channel else "layer", images=int(len(x)), layers=summary)
+        percentile=percentile, norm=ctx.options.norm, images=int(len(x)), layers=summary)
     return lambdas
 
 

@@ -10,9 +10,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = {"ir": "snnc.ir", "compiler": "snnc.compiler", "passes": "snnc.passes", "backends": "snnc.backends",
-            "runtime": "snnc.runtime", "evaluation": "snnc.evaluation", "apps": "snnc.apps"}
+            "runtime": "snnc.runtime", "evaluation": "snnc.evaluation", "apps": "snnc.apps",
+            "training": "snnc.training"}
 RANK = {"snnc.ir": 0, "snnc.compiler": 1, "snnc.passes": 2, "snnc.compiler.pipeline": 3, "snnc.compiler.api": 3,
-        "snnc.backends": 4, "snnc.runtime": 5, "snnc.evaluation": 6, "snnc.apps": 7}
+        "snnc.backends": 4, "snnc.runtime": 5, "snnc.evaluation": 6, "snnc.training": 6, "snnc.apps": 7}
 
 
 def rank(module: str) -> int:

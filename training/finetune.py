@@ -1,0 +1,255 @@
+"""`snnc finetune`: an ONNX detector -> the same detector with QCFS activations, fine-tuned for T time steps.
+
+The target is the original ANN itself: the student (QCFS activations, L = T levels) learns the teacher's raw head
+outputs on unlabelled photos with augmentation (flips, scale jitter, brightness/contrast), so no labels and no
+detection loss are needed. Every ReLU becomes a QCFS with lambda initialised from the calibration percentile of
+its activations; every LeakyReLU a signed QCFS (two IF neurons, as `split_leaky_relu` converts it). With the
+dual error model the activations also see the SNN's error at T during training (training/qcfs.py).
+
+The result is the prepared ONNX (the whole detector, host part included) with the trained weights written back
+and each ReLU replaced by the QCFS chain Mul(L/lam) -> Add(0.5) -> Floor -> Div(L) -> Clip(0, 1) -> Mul(lam)
+that `activations_to_neurons` turns into an IF neuron with theta = lambda. A LeakyReLU stays a LeakyReLU in the
+file (snnc has no signed QCFS pattern): its trained weights are kept, its lambdas are not (channel_norm sets them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from onnx import helper, numpy_helper
+from tqdm import tqdm
+
+from snnc.compiler.frontend import prepare
+from snnc.compiler.images import letterbox, read_image
+from snnc.compiler.split import split_model
+from snnc.ir.errors import SnncError
+from snnc.ir.files import atomic_path
+from snnc.training.importer import OnnxModule, import_onnx
+from snnc.training.qcfs import QCFS, SignedQCFS
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """T: target time steps (= QCFS levels L); dual_error: train with the dual error model at T; unevenness:
+    its order-dependent noise as a fraction of one spike (theta / T); size: training input size (None: the
+    model's); percentile: lambda initialisation."""
+
+    T: int = 8
+    epochs: int = 10
+    lr: float = 1e-3
+    batch: int = 8
+    size: int | None = None
+    dual_error: bool = True
+    unevenness: float = 0.5
+    percentile: float = 99.9
+    augment: bool = True
+    seed: int = 0
+
+    def validate(self) -> "FinetuneOptions":
+        if not isinstance(self.T, int) or self.T < 1:
+            raise SnncError(f"-T {self.T!r}: expected an integer >= 1 (the target time steps)")
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise SnncError(f"--epochs {self.epochs!r}: expected an integer >= 1")
+        if not (self.lr > 0 and np.isfinite(self.lr)):
+            raise SnncError(f"--lr {self.lr!r}: expected a positive number")
+        if not isinstance(self.batch, int) or self.batch < 1:
+            raise SnncError(f"--batch {self.batch!r}: expected an integer >= 1")
+        if self.size is not None and (not isinstance(self.size, int) or self.size < 8):
+            raise SnncError(f"--size {self.size!r}: expected an integer >= 8 (pixels)")
+        if not 0 <= self.unevenness <= 1:
+            raise SnncError(f"--unevenness {self.unevenness!r}: expected a fraction of one spike in [0, 1]")
+        if not 0 < self.percentile <= 100:
+            raise SnncError(f"percentile {self.percentile!r}: expected (0, 100]")
+        return self
+
+
+@dataclass
+class FinetuneResult:
+    model: onnx.ModelProto
+    log: dict[str, Any] = field(default_factory=dict)
+
+
+def load_photos(folder: str | Path, hw: tuple[int, int]) -> np.ndarray:
+    """(N, 3, h, w) letterboxed photos of a folder; SnncError when there are none."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise SnncError(f"{folder}: no such folder; --images needs a folder of jpg/png photos")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise SnncError(f"{folder}: no jpg/png photos; snnc finetune learns from unlabelled photos, add some")
+    return np.stack([letterbox(read_image(f), hw)[0] for f in files])
+
+
+def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random horizontal flips, scale jitter (zoom in up to 1.3x, random crop), brightness and contrast."""
+    n, _, h, w = x.shape
+    flip = torch.rand(n, generator=gen) < 0.5
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    s = float(1 + 0.3 * torch.rand(1, generator=gen))
+    if s > 1.02:
+        big = torch.nn.functional.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
+        top = int(torch.randint(0, big.shape[2] - h + 1, (1,), generator=gen))
+        left = int(torch.randint(0, big.shape[3] - w + 1, (1,), generator=gen))
+        x = big[:, :, top:top + h, left:left + w]
+    gain = 0.8 + 0.4 * torch.rand(n, 1, 1, 1, generator=gen)
+    shift = 0.1 * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5)
+    mean = x.mean(dim=(1, 2, 3), keepdim=True)
+    return ((x - mean) * gain + mean + shift).clamp(0, 1)
+
+
+def _init_lambdas(teacher: OnnxModule, x: torch.Tensor, percentile: float, batch: int) -> dict[str, tuple]:
+    """Per activation node: the percentile of relu(z) and of relu(-z) over the photos (the QCFS lambdas)."""
+    pre: dict[str, list[np.ndarray]] = {}
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            rec: dict = {}
+            teacher(x[i:i + batch], record=rec)
+            for name, (_, z) in rec.items():
+                flat = z.flatten().numpy()
+                if flat.size > 200_000:
+                    flat = flat[np.random.default_rng(i).choice(flat.size, 200_000, replace=False)]
+                pre.setdefault(name, []).append(flat)
+    out = {}
+    for name, parts in pre.items():
+        z = np.concatenate(parts)
+        pos, neg = np.maximum(z, 0), np.maximum(-z, 0)
+        out[name] = (max(float(np.percentile(pos, percentile)), 1e-3), max(float(np.percentile(neg, percentile)), 1e-3))
+    return out
+
+
+def qcfs_student(spiking: onnx.ModelProto, x: torch.Tensor, opts: FinetuneOptions) -> tuple[OnnxModule, dict]:
+    """The spiking part as a torch module with every activation a (signed) QCFS; and the lambdas it started from."""
+    student = import_onnx(spiking)
+    lams = _init_lambdas(student, x, opts.percentile, opts.batch)
+    dual = opts.T if opts.dual_error else None
+    for node in student.activation_nodes():
+        pos, neg = lams[node.name]
+        if node.op_type == "Relu":
+            student.replace_activation(node.name, QCFS(opts.T, pos, dual, opts.unevenness))
+        else:
+            alpha = next((a.f for a in node.attribute if a.name == "alpha"), 0.01)
+            student.replace_activation(node.name, SignedQCFS(opts.T, pos, neg, alpha, dual, opts.unevenness))
+    return student, lams
+
+
+def qcfs_nodes(name: str, x: str, y: str, lam: float, levels: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """The ONNX chain activations_to_neurons recognises: Mul(L/lam), Add(0.5), Floor, Div(L), Clip(0, 1), Mul(lam)."""
+    c = {k: numpy_helper.from_array(np.array(v, np.float32), f"{name}_qcfs_{k}")
+         for k, v in (("scale", levels / lam), ("half", 0.5), ("levels", float(levels)), ("zero", 0.0),
+                      ("one", 1.0), ("lam", lam))}
+    t = [f"{name}_qcfs_t{i}" for i in range(5)]
+    nodes = [helper.make_node("Mul", [x, c["scale"].name], [t[0]], name=f"{name}_qcfs_mul"),
+             helper.make_node("Add", [t[0], c["half"].name], [t[1]], name=f"{name}_qcfs_add"),
+             helper.make_node("Floor", [t[1]], [t[2]], name=f"{name}_qcfs_floor"),
+             helper.make_node("Div", [t[2], c["levels"].name], [t[3]], name=f"{name}_qcfs_div"),
+             helper.make_node("Clip", [t[3], c["zero"].name, c["one"].name], [t[4]], name=f"{name}_qcfs_clip"),
+             helper.make_node("Mul", [t[4], c["lam"].name], [y], name=f"{name}_qcfs_lam")]
+    return nodes, list(c.values())
+
+
+def export_qcfs(prepared: onnx.ModelProto, student: OnnxModule) -> onnx.ModelProto:
+    """`prepared` with the student's trained initializers and each ReLU replaced by its QCFS chain."""
+    out = onnx.ModelProto()
+    out.CopyFrom(prepared)
+    trained = student.trained_initializers()
+    for init in out.graph.initializer:
+        if init.name in trained:
+            init.CopyFrom(numpy_helper.from_array(trained[init.name].astype(numpy_helper.to_array(init).dtype),
+                                                  init.name))
+    acts = {n.name: student.activations[student._act_keys[n.name]] for n in student.activation_nodes()}
+    nodes = []
+    for node in out.graph.node:
+        act = acts.get(node.name)
+        if isinstance(act, QCFS):
+            chain, consts = qcfs_nodes(node.name, node.input[0], node.output[0], float(act.lam_value()), act.levels)
+            nodes += chain
+            out.graph.initializer.extend(consts)
+        else:
+            nodes.append(node)
+    del out.graph.node[:]
+    out.graph.node.extend(nodes)
+    out.metadata_props.add(key="snnc.qcfs_levels", value=str(next(
+        (a.levels for a in acts.values() if isinstance(a, QCFS)), 0)))
+    onnx.checker.check_model(out)
+    return out
+
+
+def _head_loss(got: tuple[torch.Tensor, ...], ref: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Mean squared error per head, relative to the teacher's mean square (heads of any scale weigh the same)."""
+    return sum(torch.mean((g - r) ** 2) / (torch.mean(r ** 2) + 1e-8) for g, r in zip(got, ref)) / len(ref)
+
+
+def finetune(model_path: str | Path, images: str | Path, options: FinetuneOptions | None = None, *,
+             progress: bool = True) -> FinetuneResult:
+    """Fine-tune `model_path` for T steps by distillation from itself on the photos in `images`."""
+    opts = (options or FinetuneOptions()).validate()
+    torch.manual_seed(opts.seed)
+    prepared = prepare(model_path)
+    parts = split_model(prepared, source=str(model_path))
+    c, h, w = [d.dim_value for d in parts.spiking.graph.input[0].type.tensor_type.shape.dim][1:]
+    hw = (opts.size, opts.size) if opts.size else (h, w)
+    x = torch.from_numpy(load_photos(images, hw))
+    teacher = import_onnx(parts.spiking).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    student, lams = qcfs_student(parts.spiking, x, opts)
+    optim = torch.optim.Adam(student.parameters(), lr=opts.lr)
+    gen = torch.Generator().manual_seed(opts.seed)
+    steps = opts.epochs * ((len(x) + opts.batch - 1) // opts.batch)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, steps)
+    history, start = [], time.time()
+    bar = tqdm(total=steps, desc=f"finetune T={opts.T}", unit="batch", disable=not progress)
+    for epoch in range(opts.epochs):
+        perm = torch.randperm(len(x), generator=gen)
+        student.train()
+        total, count = 0.0, 0
+        for i in range(0, len(x), opts.batch):
+            xb = x[perm[i:i + opts.batch]]
+            if opts.augment:
+                xb = augment(xb, gen)
+            with torch.no_grad():
+                ref = teacher(xb)
+            loss = _head_loss(student(xb), ref)
+            optim.zero_grad()
+            loss.backward()
+            optim.step()
+            sched.step()
+            total, count = total + float(loss.detach()) * len(xb), count + len(xb)
+            bar.update()
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        student.eval()
+        with torch.no_grad():
+            ev = float(_head_loss(student(x), teacher(x)))
+        history.append({"epoch": epoch + 1, "train_loss": total / count, "eval_loss_qcfs": ev,
+                        "seconds": round(time.time() - start, 1)})
+        log.info("epoch %d: train %.5f, QCFS (no noise) on the photos %.5f", epoch + 1, total / count, ev)
+    bar.close()
+    model = export_qcfs(prepared, student)
+    final = {n: float(a.lam_value()) if isinstance(a, QCFS) else [float(a.pos.lam_value()), float(a.neg.lam_value())]
+             for n, a in ((k, student.activations[student._act_keys[k]]) for k in student._act_keys)}
+    record = {"source": Path(model_path).name, "photos": int(len(x)), "input_size": list(hw),
+              "options": asdict(opts), "history": history, "lambda_init": lams, "lambda_final": final,
+              "seconds": round(time.time() - start, 1)}
+    return FinetuneResult(model, record)
+
+
+def write_result(result: FinetuneResult, output: str | Path, log_path: str | Path | None = None) -> Path:
+    """The ONNX file and its JSON training log (default: beside it, .json), each written atomically."""
+    output = Path(output)
+    log_path = Path(log_path) if log_path else output.with_suffix(".json")
+    with atomic_path(output) as tmp:
+        onnx.save(result.model, tmp)
+        with atomic_path(log_path) as tmp_log:
+            tmp_log.write_text(json.dumps(result.log, indent=1))
+    return output

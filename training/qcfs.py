@@ -1,0 +1,81 @@
+"""The QCFS activation (quantization-clip-floor-shift, Bu et al. 2022) and the dual error model (docs/training.md).
+
+QCFS with L levels and a trainable threshold lambda:
+
+    y = lambda * clip(floor(z * L / lambda + 1/2) / L, 0, 1)
+
+An IF neuron with threshold lambda, reset by subtraction and V(0) = lambda / 2 outputs exactly this mean over
+T = L steps for a constant input z, and its expected error is zero at any T for uniformly spread inputs: the
+network trained with QCFS converts with no threshold search (activations_to_neurons recognises its ONNX chain
+and sets theta = lambda). The floor has the straight-through gradient (1); lambda gets the gradient of y.
+
+Signed form (leaky layers): y = QCFS_lambda+(z) - alpha * QCFS_lambda-(-z), the two IF neurons snnc's default
+`split_leaky_relu` gives a LeakyReLU, each quantized in its own units.
+
+Dual error model (DE-SNN): during training the activation also sees the SNN's error at the target T,
+    y = lambda * clip(floor(z * T / lambda + 1/2) / T, 0, 1)       the deterministic part (T steps of a rate)
+        + u * lambda / T                                           the order-dependent part (unevenness)
+with u uniform in [-s, s] where the neuron is active (0 < y < lambda): the spike order can move a neuron's
+count by at most one spike, and `s` (<= 1, the `unevenness` option) is the fraction of that bound one expects.
+In evaluation mode the noise is off.
+"""
+
+from __future__ import annotations
+
+import torch
+
+EPS = 1e-6
+
+
+class _FloorSTE(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):  # noqa: D102
+        return torch.floor(x)
+
+    @staticmethod
+    def backward(ctx, g):  # noqa: D102
+        return g
+
+
+def quantize(z: torch.Tensor, lam: torch.Tensor, levels: int) -> torch.Tensor:
+    """lam * clip(floor(z * levels / lam + 0.5) / levels, 0, 1)."""
+    return lam * torch.clamp(_FloorSTE.apply(z * levels / lam + 0.5) / levels, 0.0, 1.0)
+
+
+class QCFS(torch.nn.Module):
+    """QCFS with `levels` steps and one trainable lambda per layer; optional dual error model at T steps."""
+
+    def __init__(self, levels: int, lam: float, dual_T: int | None = None, unevenness: float = 0.0) -> None:
+        super().__init__()
+        self.levels = int(levels)
+        self.lam = torch.nn.Parameter(torch.tensor(float(max(lam, EPS))))
+        self.dual_T = dual_T
+        self.unevenness = float(unevenness)
+
+    def lam_value(self) -> torch.Tensor:
+        return self.lam.clamp_min(EPS)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        lam = self.lam_value()
+        if self.training and self.dual_T:
+            y = quantize(z, lam, self.dual_T)
+            if self.unevenness > 0:
+                active = ((y > 0) & (y < lam)).to(z.dtype)
+                u = (torch.rand_like(z) * 2 - 1) * self.unevenness
+                y = y + active * u * lam.detach() / self.dual_T
+            return y
+        return quantize(z, lam, self.levels)
+
+
+class SignedQCFS(torch.nn.Module):
+    """QCFS_lam_pos(z) - alpha * QCFS_lam_neg(-z): a LeakyReLU(alpha) as snnc's two split IF neurons."""
+
+    def __init__(self, levels: int, lam_pos: float, lam_neg: float, alpha: float, dual_T: int | None = None,
+                 unevenness: float = 0.0) -> None:
+        super().__init__()
+        self.alpha = float(alpha)
+        self.pos = QCFS(levels, lam_pos, dual_T, unevenness)
+        self.neg = QCFS(levels, lam_neg, dual_T, unevenness)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.pos(z) - self.alpha * self.neg(-z)
