@@ -43,6 +43,9 @@ from snnc.ir.network import Layer, Network
 from snnc.ir.options import SimOptions
 
 FLOAT64_EXACT = 2**53
+# Neuron values per scan tile on the CPU: 64k float32 membranes (256 KiB) stay in L2 across a chunk's steps, as in
+# the NumPy simulator (measured here: 48-56 ns against 57-132 ns per neuron-step untiled, on a loaded machine).
+TILE_VALUES = 65536
 
 
 def resolve_device(name: str) -> torch.device:
@@ -228,20 +231,33 @@ def _scan(lp: _LayerPlan, V: torch.Tensor, z: torch.Tensor, z_const: bool, steps
     """The neuron update of `snnc.backends.numpy.scan`, step after step on all (B, N) neurons: spikes (steps, B, N).
 
     Masked updates are written as V -= theta * mask: theta * 0 = 0 leaves V unchanged exactly, as numpy's
-    `where=` does."""
-    theta, theta_neg = lp.theta, lp.theta_neg
-    minus_neg = None if theta_neg is None else -theta_neg
+    `where=` does. On the CPU the neurons go in tiles of about TILE_VALUES values, all steps of a tile before
+    the next, so a tile's membrane stays in cache (as the NumPy simulator does); a GPU takes the whole layer."""
     spikes = torch.empty((steps,) + tuple(V.shape), dtype=torch.int8, device=V.device)
-    for t in range(steps):
-        V += z if z_const else z[t]
-        pos = V >= theta
-        V -= theta * pos
+    n = V.shape[1]
+    width = n if V.device.type != "cpu" else max(1024, TILE_VALUES // max(1, V.shape[0]))
+    for a in range(0, n, width):
+        b = min(n, a + width)
+        th = lp.theta[a:b]
+        tn = None if lp.theta_neg is None else lp.theta_neg[a:b]
+        _scan_tile(V[:, a:b], z[..., a:b], z_const, spikes[:, :, a:b], th, tn,
+                   None if count is None else count[:, a:b])
+    return spikes
+
+
+def _scan_tile(v: torch.Tensor, z: torch.Tensor, z_const: bool, spikes: torch.Tensor, theta: torch.Tensor,
+               theta_neg: torch.Tensor | None, count: torch.Tensor | None) -> None:
+    minus_neg = None if theta_neg is None else -theta_neg
+    for t in range(spikes.shape[0]):
+        v += z if z_const else z[t]
+        pos = v >= theta
+        v -= theta * pos
         if theta_neg is not None:
-            neg = V <= minus_neg
-            V += theta_neg * neg
+            neg = v <= minus_neg
+            v += theta_neg * neg
         elif count is not None:
-            neg = (V < 0) & (count > 0)
-            V += theta * neg
+            neg = (v < 0) & (count > 0)
+            v += theta * neg
         else:
             spikes[t] = pos
             continue
@@ -249,7 +265,6 @@ def _scan(lp: _LayerPlan, V: torch.Tensor, z: torch.Tensor, z_const: bool, steps
         torch.sub(pos.view(torch.int8), neg.view(torch.int8), out=s)  # bool -> int8 views, no copies
         if count is not None:
             count += s
-    return spikes
 
 
 def _bytes_per_step(plans: list[_LayerPlan], batch: int, fixed: bool) -> int:
