@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -35,8 +36,9 @@ import torch.nn.functional as F
 
 from snnc.backends import SimResult
 from snnc.backends.numpy.ops import abs_sum_bound
-from snnc.backends.numpy.sim import (DEFAULT_MAX_BYTES, _chunks, _fold_units, _input_scale, _inputs_by_layer,
-                                     _per_neuron, _to_input_values, _with_overrides, default_threads)
+from snnc.backends.numpy.sim import (DEFAULT_MAX_BYTES, _chunks, _fingerprint, _fold_units, _input_scale,
+                                     _inputs_by_layer, _per_neuron, _to_input_values, _with_overrides,
+                                     default_threads)
 from snnc.ir import fixedpoint
 from snnc.ir.errors import SnncError
 from snnc.ir.network import Layer, Network
@@ -174,6 +176,31 @@ def _build_plan(net: Network, fixed: bool, encoding: str, input_max: int, weight
         plans[layer.name] = lp
         order.append(lp)
     return order
+
+
+_PLAN_CACHE: "OrderedDict[tuple, list[_LayerPlan]]" = OrderedDict()
+_PLAN_CACHE_SIZE = 4  # plans hold the weights on the device: a few networks at most
+
+
+def _plan(net: Network, fixed: bool, encoding: str, input_max: int, weight_bits: int,
+          device: torch.device) -> list[_LayerPlan]:
+    """The plan of this network content and these settings, built once (folding and quantizing the weights of
+    yolov3-tiny took seconds per call)."""
+    key = (_fingerprint(net), fixed, encoding, int(input_max), int(weight_bits), str(device))
+    plans = _PLAN_CACHE.get(key)
+    if plans is None:
+        plans = _build_plan(net, fixed, encoding, input_max, weight_bits, device)
+        _PLAN_CACHE[key] = plans
+        while len(_PLAN_CACHE) > _PLAN_CACHE_SIZE:
+            _PLAN_CACHE.popitem(last=False)
+    else:
+        _PLAN_CACHE.move_to_end(key)
+    return plans
+
+
+def clear_cache() -> None:
+    """Forget the cached plans (and the device copies of their weights)."""
+    _PLAN_CACHE.clear()
 
 
 # ---- operations ------------------------------------------------------------------------------------------------
@@ -316,7 +343,7 @@ def simulate(net: Network, x: Any, ts: list[int], options: SimOptions) -> SimRes
         input_max = max(input_max, int(round(float(enc.get("max_value", 1.0)) / float(enc.get("scale", 1.0)))))
 
     with _torch_settings(None if device.type != "cpu" else threads), torch.inference_mode():
-        plans = _build_plan(net_q, fixed, encoding, input_max, weight_bits, device)
+        plans = _plan(net_q, fixed, encoding, input_max, weight_bits, device)
         max_bytes = o.max_bytes or DEFAULT_MAX_BYTES
         steps = int(max(1, min(t_max, max_bytes // _bytes_per_step(plans, batch, fixed))))
         result = _run(net, plans, values, ts, steps, batch, fixed, encoding, o, device)
