@@ -1,7 +1,7 @@
 """`snnc eval --workers N` through Ray: the same metrics as the single-process run; bad input gives one line.
 
-The digits ReLU detector on 6 labelled test images, 3 batches of 2 as Ray tasks on 2 local workers; the numpy and
-torch backends; `snnc run --image DIR` over a folder of photos with --backend torch.
+The digits ReLU detector on 6 labelled test images, 3 batches of 2 as Ray tasks on 2 local workers (numpy backend,
+fixed point); `snnc eval` and `snnc run --image DIR` (a folder of photos) with --backend torch.
 """
 
 from __future__ import annotations
@@ -43,17 +43,21 @@ def _eval(digits, **kw):
     return evaluate(digits["lava"], cfg)
 
 
-@pytest.mark.parametrize("backend", ["numpy", "torch"])
-def test_workers_give_the_single_process_metrics(digits, backend):
-    one = _eval(digits, backend=backend)
-    two = _eval(digits, backend=backend, workers=2)
+def test_workers_give_the_single_process_metrics(digits):
+    """Fixed point: 2 Ray workers give the single-process metrics exactly; so does the torch backend."""
+    one = _eval(digits, mode="fixed")
+    two = _eval(digits, mode="fixed", workers=2)
     assert two["settings"]["workers"] == 2 and one["settings"]["workers"] is None
     assert two["accuracy"] == one["accuracy"]
     assert two["activity"] == one["activity"]
     assert one["accuracy"]["snn"][-1]["mAP50"] > 0.5  # a real detector: the comparison is not between zeros
     assert one["activity"]["images"] == two["activity"]["images"] == 6
-    if backend == "numpy":
-        assert all(r["sops_exact"] for r in two["activity"]["T"])  # per-neuron recording ran in the workers
+    assert all(r["sops_exact"] for r in two["activity"]["T"])  # per-neuron recording ran in the workers
+    torch_run = _eval(digits, mode="fixed", backend="torch")
+    assert torch_run["settings"]["simulator"] == "torch"
+    assert torch_run["accuracy"] == one["accuracy"]
+    for mine, ref in zip(torch_run["activity"]["T"], one["activity"]["T"]):
+        assert mine["layer_rates"] == ref["layer_rates"]
 
 
 def _one_line_error(capsys, argv: list[str], pattern: str) -> None:

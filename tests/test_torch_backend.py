@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import snnc.backends.torch  # noqa: E402,F401  (first: it sets torch's OpenMP wait policy before torch loads)
 import torch  # noqa: E402  (part of the test environment: the Makefile installs it into .venv)
 
 from conftest import NO_GPU  # noqa: E402

@@ -11,7 +11,13 @@ spike flips) and fixed point (bit-exact). How it runs: `snnc.backends.torch.sim`
 
 from __future__ import annotations
 
+import os
 from typing import Any
+
+# Idle OpenMP threads of torch's CPU kernels sleep instead of spinning (read when torch loads, so set before the
+# first `import torch`): spinning threads on a shared or oversubscribed machine made a 2-thread run 7-12x slower
+# than a 1-thread one (digits, fixed point, load 15 on 2 cores); passive, the two took the same time.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from snnc.backends import Backend, SimResult, register_backend
 from snnc.ir.errors import SnncError
