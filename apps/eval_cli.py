@@ -48,7 +48,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
     check_fraction("--fidelity-thr", args.fidelity_thr)
     if args.report is not None and not args.report.strip():
         raise SnncError("--report '': expected a folder")
-    cfg = EvalConfig(T=checkpoints(args.T), backend=args.backend, device=args.device, data=args.data, images=args.images, report=args.report, layout=args.layout,
+    if args.workers is not None or args.ray_address is not None:
+        from snnc.evaluation.distributed import check_workers, require_ray
+
+        check_workers(args.workers)
+        if args.workers is None:
+            raise SnncError("--ray-address needs --workers N (the number of Ray tasks to run at a time)")
+        require_ray()
+    cfg = EvalConfig(T=checkpoints(args.T), backend=args.backend, device=args.device,
+                     workers=args.workers, ray_address=args.ray_address, data=args.data, images=args.images, report=args.report, layout=args.layout,
                      split=args.split, max_images=args.max_images, batch=args.batch, mode=args.mode, v_init=v_init,
                      errors=not args.no_errors, examples=args.examples, ablation=args.ablation, calib=args.calib,
                      fidelity_thr=args.fidelity_thr, progress=False if args.quiet else None,
@@ -77,8 +85,13 @@ def register(sub) -> None:
     e.add_argument("--batch", type=int, metavar="B", help="images per simulator call (default: by memory)")
     e.add_argument("--mode", choices=["float", "fixed"], default="float", help="simulate float32 or fixed point")
     e.add_argument("--backend", default="numpy",
-                   help="simulator (numpy, the reference, with per-layer errors; c; lava; any registered backend)")
+                   help="simulator (numpy, the reference, with per-layer errors; c; lava; torch; any registered backend)")
     e.add_argument("--device", default="cpu", help="cpu, or cuda[:N] for backends that run on a GPU")
+    e.add_argument("--workers", type=int, metavar="N",
+                   help="run the image batches in parallel as Ray tasks on N workers (needs snnc[ray]; the "
+                        "per-layer error analysis is then left out)")
+    e.add_argument("--ray-address", metavar="ADDR",
+                   help="with --workers: an existing Ray cluster (e.g. ray://head:10001 or auto; default: local)")
     e.add_argument("--v-init", choices=["zero", "half"], help="override V(0) of every neuron (default: as compiled)")
     e.add_argument("--no-errors", action="store_true", help="skip the per-layer error analysis")
     e.add_argument("--examples", type=int, default=4, metavar="K", help="example images drawn (default 4)")

@@ -164,8 +164,8 @@ def register(sub: Any) -> None:
     r.add_argument("--image", action="append", required=True, metavar="PATH",
                    help="photo (jpg/png) or folder of photos; repeat for several")
     r.add_argument("-T", default="256", help="time steps, or a comma-separated list of checkpoints (one run)")
-    r.add_argument("--backend", default="numpy", help="numpy (reference), c (generated C) or lava (lava-nc)")
-    r.add_argument("--device", default="cpu", help="cpu, or cuda[:N] for backends that run on a GPU")
+    r.add_argument("--backend", default="numpy", help="numpy (reference), c (generated C), lava (lava-nc) or torch (CPU or --device cuda)")
+    r.add_argument("--device", default="cpu", help="cpu, or cuda[:N] for backends that run on a GPU (torch)")
     r.add_argument("--mode", choices=["float", "fixed"], default="float", help="float32 or integer fixed point")
     r.add_argument("--v-init", choices=list(V_INIT), default=None,
                    help="initial membrane potential (default: as compiled)")

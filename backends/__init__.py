@@ -24,7 +24,8 @@ __all__ = ["Backend", "SimResult", "checkpoints", "get_backend", "register_backe
 
 _REGISTRY: dict[str, type] = {}
 # Modules that register backends when imported; imported on first lookup so optional deps stay optional.
-_BUILTIN_MODULES = {"numpy": "snnc.backends.numpy", "c": "snnc.backends.c", "lava": "snnc.backends.lava"}
+_BUILTIN_MODULES = {"numpy": "snnc.backends.numpy", "c": "snnc.backends.c", "lava": "snnc.backends.lava",
+                    "torch": "snnc.backends.torch"}
 
 
 @dataclass

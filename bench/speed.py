@@ -1,6 +1,8 @@
 """Speed and peak memory of the backends on the real yolov3-tiny, as ratios measured in one run (a script).
 
     python bench/speed.py                                   # numpy + c, 416 x 416, T = 256, 1 photo, fixed point
+    python bench/speed.py --backends numpy,c,torch --size 128 -T 64 --mode float    # with torch (CPU)
+    python bench/speed.py --backends numpy,torch --device cuda                      # torch on a GPU
     python bench/speed.py --size 128 -T 32 --images 2       # quick
     .venv310/bin/python bench/speed.py --backends numpy,lava --size 96 -T 16    # Lava (lava-nc needs Python 3.10)
     python bench/speed.py --synthetic --neuron SignedIF --mode float            # the random-weight shaped network
@@ -18,7 +20,12 @@ Each worker first times the ANN (the spiking part of the original model, onnxrun
 optimizations, batch 1, mean of --ann-repeats after a warm-up), then runs the backend once for 1 step (onnxruntime
 sessions, C compile: not timed) and times one simulation of T steps of all images; the ratio printed is
 simulation time per image / (T x ANN time per image), both measured in that worker right after each other, wall
-and CPU (user + system of the worker and its children). The Lava backend is given per step, as a ratio to the
+and CPU (user + system of the worker and its children). It then times a second simulation of --t0 steps (default
+T / 4): the time per image-step from the difference of the two, (time(T) - time(t0)) / (T - t0), has the start-up
+(plans, weight uploads, constant inputs) cancelled, and is printed as a ratio to the ANN's forward time too. The
+line above the table gives the spiking graph's dense MACs per step (every connection layer as a dense
+convolution, `snnc.compiler.inspect.layer_macs`) over the ANN's MACs (`snnc.compiler.energy.onnx_macs`): the
+ratio a simulator that computes every layer densely each step cannot beat. The Lava backend is given per step, as a ratio to the
 NumPy simulator's time per step measured in the same run: Lava runs depth + T steps per image (docs/backend_lava.md),
 the ratio counts them all; building and starting the processes is printed apart. In fixed point every backend's
 outputs and spike counts are checked against the NumPy simulator's, bit for bit.
@@ -188,18 +195,32 @@ def worker(args: argparse.Namespace) -> int:
     x = np.load(args.inputs)
     ann_wall, ann_cpu = time_ann(Path(args.ann), x, args.ann_repeats)
     be = get_backend(args.worker)
-    kw = {"progress": False} if args.worker in ("numpy", "lava") else {}
+    kw = {"progress": False} if args.worker in ("numpy", "lava", "torch") else {}
+    if args.worker == "torch":
+        kw["device"] = args.device
     be.simulate(net, x[:1], 1, mode=args.mode, **kw)  # warm-up: sessions, the C build (cached), lava import
     sampler = MemorySampler()
     sampler.start()
-    t0, c0 = time.perf_counter(), cpu_seconds()
     ts = [int(t) for t in args.T.split(",")]
+    T = max(ts)
+    t0, c0 = time.perf_counter(), cpu_seconds()
     res = be.simulate(net, x, ts, mode=args.mode, **kw)
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
-    T = max(ts)
+    short = args.t0 if args.t0 is not None else max(1, T // 4)
+    t1, c1 = time.perf_counter(), cpu_seconds()
+    be.simulate(net, x, short, mode=args.mode, **kw)
+    wall_short, cpu_short = time.perf_counter() - t1, cpu_seconds() - c1
     out = {"backend": args.worker, "wall": wall, "cpu": cpu, "ann_wall": ann_wall, "ann_cpu": ann_cpu,
            "images": int(x.shape[0]), "T": T, "neurons": int(sum(res.neurons.values())),
+           "t0": short, "wall_t0": wall_short, "cpu_t0": cpu_short,
            "rates": res.firing_rates(), **sampler.stop()}
+    if args.worker == "torch":
+        out["device"] = res.extra.get("device")
+        if out["device"].startswith("cuda"):
+            import torch
+
+            out["gpu"] = torch.cuda.get_device_name(torch.device(out["device"]))
+            out["gpu_peak_mib"] = torch.cuda.max_memory_allocated(torch.device(out["device"])) / 1024**2
     if args.worker == "lava":
         e = res.extra
         out.update(lava_steps=e["lava_steps"], lava_run=e["run_seconds"], lava_build=e["build_seconds"])
@@ -216,7 +237,9 @@ def run_worker(backend: str, lava: Path, ann: Path, inputs: Path, args: argparse
     result = work / f"{backend}.json"
     cmd = [sys.executable, __file__, "--worker", backend, "--lava", str(lava), "--ann", str(ann), "--inputs",
            str(inputs), "--result", str(result), "-T", args.T, "--mode", args.mode,
-           "--ann-repeats", str(args.ann_repeats)]
+           "--ann-repeats", str(args.ann_repeats), "--device", args.device]
+    if args.t0 is not None:
+        cmd += ["--t0", str(args.t0)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise SystemExit(f"{backend} worker failed:\n{proc.stderr[-3000:]}")
@@ -227,9 +250,24 @@ def run_worker(backend: str, lava: Path, ann: Path, inputs: Path, args: argparse
 
 # ---- the report ------------------------------------------------------------------------------------------------
 
-def report(rows: list[dict], mode: str) -> None:
+def graph_macs(lava: Path, ann: Path) -> tuple[int, int]:
+    """(dense MACs per step of the spiking graph, MACs of the ANN) per image."""
+    import onnx
+
+    from snnc.compiler.energy import onnx_macs
+    from snnc.compiler.inspect import layer_macs
+    from snnc.ir import lavafile
+
+    net = lavafile.load(lava)
+    return sum(layer_macs(l, net) for l in net.layers), onnx_macs(onnx.load(str(ann)))
+
+
+def report(rows: list[dict], mode: str, macs: tuple[int, int] | None = None) -> None:
     T = rows[0]["T"]
     print(f"T = {T}, {rows[0]['images']} image(s), {mode} mode, {rows[0]['neurons'] / 1e6:.2f} M neurons")
+    if macs is not None:
+        print(f"dense MACs per step: spiking graph {macs[0] / 1e6:.1f} M, ANN {macs[1] / 1e6:.1f} M: "
+              f"{macs[0] / macs[1]:.2f}x")
     print(f"{'backend':<7} {'s/image':>9} {'ms/step':>9} {'ANN ms':>8} {'/(T x ANN) wall':>16} {'CPU':>7} "
           f"{'peak RSS MiB':>20}")
     for r in rows:
@@ -238,8 +276,21 @@ def report(rows: list[dict], mode: str) -> None:
         rss = f"{r['rss_mib']:.0f}" + (f" (driver {driver})" if r["backend"] == "c" else "")
         if r["backend"] == "lava":
             rss += f" (+ processes {r['children_total_mib']:.0f})"
+        if r.get("gpu"):
+            rss += f" (GPU {r['gpu_peak_mib']:.0f})"
         print(f"{r['backend']:<7} {per_image:9.2f} {per_image / T * 1e3:9.2f} {r['ann_wall'] * 1e3:8.2f} "
               f"{per_image / (T * r['ann_wall']):16.2f} {r['cpu'] / r['images'] / (T * r['ann_cpu']):7.2f} {rss:>20}")
+    print("per image-step from the difference of two runs, (time(T) - time(t0)) / (T - t0), start-up cancelled:")
+    print(f"{'backend':<7} {'t0':>5} {'ms/step wall':>13} {'/ ANN wall':>11} {'ms/step CPU':>12} {'/ ANN CPU':>10}")
+    for r in rows:
+        n, dt = r["images"], T - r["t0"]
+        if dt <= 0:
+            continue
+        step_wall = (r["wall"] - r["wall_t0"]) / (n * dt)
+        step_cpu = (r["cpu"] - r["cpu_t0"]) / (n * dt)
+        name = r["backend"] + (f" ({r['gpu']})" if r.get("gpu") else "")
+        print(f"{name:<7} {r['t0']:5d} {step_wall * 1e3:13.2f} {step_wall / r['ann_wall']:11.2f} "
+              f"{step_cpu * 1e3:12.2f} {step_cpu / r['ann_cpu']:10.2f}")
     ref = next((r for r in rows if r["backend"] == "numpy"), None)
     lava = next((r for r in rows if r["backend"] == "lava"), None)
     c = next((r for r in rows if r["backend"] == "c"), None)
@@ -272,12 +323,14 @@ def report(rows: list[dict], mode: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--backends", default="numpy,c", help="comma-separated: numpy, c, lava")
+    ap.add_argument("--backends", default="numpy,c", help="comma-separated: numpy, c, lava, torch")
     ap.add_argument("--size", type=int, default=416, help="input size (a multiple of 32)")
     ap.add_argument("-T", "--T", default="256", help="time steps (a list such as 64,128,256 runs once to the largest)")
     ap.add_argument("--images", type=int, default=1, help="photos in the batch")
     ap.add_argument("--mode", choices=("fixed", "float"), default="fixed")
     ap.add_argument("--ann-repeats", type=int, default=5)
+    ap.add_argument("--t0", type=int, help="steps of the second, shorter run (default T / 4)")
+    ap.add_argument("--device", default="cpu", help="torch backend: cpu or cuda[:N]")
     ap.add_argument("--lava", help="bench this compiled .lava file (its embedded ANN is the reference)")
     ap.add_argument("--synthetic", action="store_true", help="the random-weight yolov3-tiny-shaped network")
     ap.add_argument("--neuron", choices=("IF", "SignedIF"), default=None, help="synthetic network's neurons")
@@ -304,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         np.save(work / "x.npy", x)
         print(f"network: {what}; input {tuple(x.shape)}")
         rows = [run_worker(b, lava, ann, work / "x.npy", args, work) for b in backends]
-    report(rows, args.mode)
+        macs = graph_macs(lava, ann)
+    report(rows, args.mode, macs)
     return 0
 
 

@@ -26,7 +26,7 @@ QUIET_RATE = 0.01  # a channel firing below 1% of the steps counts as quiet
 
 
 class Activity:
-    def __init__(self, net: Network, ts: Sequence[int]):
+    def __init__(self, net: Network, ts: Sequence[int], maps: dict[str, np.ndarray] | None = None):
         self.net = net
         self.ts = sorted(int(t) for t in ts)
         self.layers = [l for l in net.layers if l.neuron is not None]
@@ -39,7 +39,7 @@ class Activity:
         self.input_spikes = {T: 0.0 for T in self.ts}
         self.channel_spikes = {l.name: np.zeros(l.shape[0]) for l in self.layers}
         self.channel_images = 0
-        self._maps: dict[str, np.ndarray] | None = None
+        self._maps: dict[str, np.ndarray] | None = maps  # fanout_maps(net), computed on first use if None
 
     @property
     def maps(self) -> dict[str, np.ndarray]:
@@ -80,6 +80,21 @@ class Activity:
         self.exact_images[T] += batch
         if T == self.ts[-1]:
             self.channel_images += batch
+
+    def merge(self, other: "Activity") -> None:
+        """Add another Activity's totals (one batch's, from a Ray worker). Merging per-batch partials in batch order
+        performs the same float additions as adding the batches here directly, so the figures are identical."""
+        self.images += other.images
+        self.channel_images += other.channel_images
+        for T in self.ts:
+            for name, v in other.spikes[T].items():
+                self.spikes[T][name] += v
+            for name, v in other.exact_sops[T].items():
+                self.exact_sops[T][name] = self.exact_sops[T].get(name, 0.0) + v
+            self.exact_images[T] += other.exact_images[T]
+            self.input_spikes[T] += other.input_spikes[T]
+        for name, v in other.channel_spikes.items():
+            self.channel_spikes[name] += v
 
     def result(self, ann_macs: int | None = None) -> dict[str, Any]:
         """Per T: firing rate per layer and overall, spikes and SOPs per image, energy (float and int)."""

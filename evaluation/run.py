@@ -74,6 +74,8 @@ class EvalConfig:
     command: str | None = None
     backend: str = "numpy"  # any registered backend; per-layer errors and exact SOPs need numpy's recording
     device: str = "cpu"
+    workers: int | None = None  # run the batches as Ray tasks on this many workers (None: in this process)
+    ray_address: str | None = None  # an existing Ray cluster (None: start a local one)
 
 
 @dataclass
@@ -168,7 +170,8 @@ def _run_ann(ann: AnnRunner, net: Network, x: np.ndarray, lbs: list, cfg: EvalCo
 
 def _examples(evset: EvalSet, idx: list[int], rgbs: list[np.ndarray], ann_dets: list[list[tuple]],
               snn: dict[int, list[list[tuple]]], names: Sequence[str], limit: int) -> list[Example]:
-    """The batch's images among the first `limit`, with ground truth, ANN and SNN (smallest and largest T)."""
+    """The batch's images among the first `limit`, with ground truth, ANN and SNN (smallest and largest T);
+    snn[T][k] holds the detections of the batch's k-th image."""
     ts = sorted(snn)
     out = []
     for k, i in enumerate(idx):
@@ -179,7 +182,7 @@ def _examples(evset: EvalSet, idx: list[int], rgbs: list[np.ndarray], ann_dets: 
             s = evset.samples[i]
             truth = _as_detections([(int(c), 1.0, *b) for b, c in zip(s.boxes_xyxy, s.classes)], names)
         ann = _as_detections(ann_dets[k], names) if ann_dets else []
-        out.append(Example(rgbs[k], truth, ann, {T: _as_detections(snn[T][i], names)
+        out.append(Example(rgbs[k], truth, ann, {T: _as_detections(snn[T][k], names)
                                                  for T in dict.fromkeys([ts[0], ts[-1]])}))
     return out
 
@@ -196,83 +199,133 @@ def spike_counts_at(backend: Any, net: Network, x: np.ndarray, ts: Sequence[int]
     return out
 
 
+@dataclass
+class BatchResult:
+    """What one batch of images produced; `run_network` merges these in image order (in one process or from Ray
+    workers: snnc.evaluation.distributed)."""
+
+    images: int
+    snn: dict[int, list[list[tuple]]]  # T -> the batch's per image detections
+    rate_limit: list[list[tuple]]
+    ann: list[list[tuple]] | None
+    examples: list[Example]
+    seconds: dict[str, float]
+    activity: Activity | None = None  # the batch's own counts (Ray workers); None when added to a shared one
+
+
+def run_batch(net: Network, evset: EvalSet, idx: list[int], ts: list[int], cfg: EvalConfig, cmap: np.ndarray,
+              names: Sequence[str], *, backend: Any, ann: AnnRunner | None, activity: Activity,
+              errors: ErrorAnalysis | None, record: bool, analysis: bool, v_init: float | None) -> BatchResult:
+    """Read, letterbox and run the images idx: ANN, rate limit, simulation at every T, decoding."""
+    from snnc.backends.numpy.sim import layer_forward
+
+    secs = {"read": 0.0, "ann": 0.0, "rate_limit": 0.0, "simulation": 0.0, "errors": 0.0, "decode": 0.0}
+    h, w, pad = _input_size(net)
+    tic = time.perf_counter()
+    rgbs = [evset.read(i) for i in idx]
+    xs, lbs = zip(*(letterbox(rgb, (h, w), pad) for rgb in rgbs))
+    x = np.stack(xs).astype(np.float32)
+    secs["read"] += time.perf_counter() - tic
+
+    ann_heads = None
+    ann_dets: list[list[tuple]] = []
+    if ann is not None:
+        tic = time.perf_counter()
+        ann_dets, ann_heads = _run_ann(ann, net, x, list(lbs), cfg, cmap)
+        secs["ann"] += time.perf_counter() - tic
+
+    tic = time.perf_counter()
+    z_rl, a_rl = layer_forward(net, x, threads=cfg.threads)
+    rl_dets = detect(net, {o: a_rl[o] for o in net.outputs}, list(lbs), cfg.score_thr, cfg.iou_thr,
+                     max_det=cfg.max_det)
+    if errors is not None:
+        errors.add_rate_limit(z_rl, a_rl)
+    del z_rl
+    secs["rate_limit"] += time.perf_counter() - tic
+
+    err_time = [0.0]
+
+    def on_checkpoint(T: int, state: dict, spent: list = err_time) -> None:
+        t0 = time.perf_counter()
+        if errors is not None:
+            errors.add_checkpoint(T, state)
+        activity.add_state(T, state)
+        spent[0] += time.perf_counter() - t0
+
+    tic = time.perf_counter()
+    opts = SimOptions(mode=cfg.mode, v_init=v_init, progress=cfg.progress, threads=cfg.threads,
+                      device=cfg.device)
+    recording = {"record_layers": True, "on_checkpoint": on_checkpoint} if record else {}
+    sim = backend.simulate(net, x, ts, opts, **recording)
+    secs["simulation"] += time.perf_counter() - tic - err_time[0]
+    secs["errors"] += err_time[0]
+    activity.add_counts(spike_counts_at(backend, net, x, ts, opts, sim))
+
+    tic = time.perf_counter()
+    snn: dict[int, list[list[tuple]]] = {}
+    for T in ts:
+        found = detect(net, sim.outputs[T], list(lbs), cfg.score_thr, cfg.iou_thr, max_det=cfg.max_det)
+        snn[T] = _in_set_classes(found, cmap)
+        if errors is not None:
+            errors.add_heads(T, sim.outputs[T], ann_heads, first=(T == ts[0]))
+    secs["decode"] += time.perf_counter() - tic
+    examples = _examples(evset, idx, rgbs, ann_dets, snn, names, cfg.examples) if analysis else []
+    return BatchResult(len(idx), snn, _in_set_classes(rl_dets, cmap), ann_dets if ann is not None else None,
+                       examples, secs)
+
+
 def run_network(net: Network, evset: EvalSet, ts: Sequence[int], cfg: EvalConfig, cmap: np.ndarray,
                 names: Sequence[str], *, ann: AnnRunner | None = None, analysis: bool = True,
                 v_init: float | None = None, label: str = "SNN") -> NetworkRun:
-    """Simulate net on every image of the set (batches), decode at every T; ANN, errors and examples optional."""
+    """Simulate net on every image of the set (batches), decode at every T; ANN, errors and examples optional.
+
+    With cfg.workers the batches run as Ray tasks (snnc.evaluation.distributed) and are merged in image order,
+    so the detections, the activity figures and therefore every metric equal the single-process run's; the
+    per-layer error analysis then stays off (it keeps per-layer state across batches in one process)."""
     from tqdm.auto import tqdm
 
     from snnc.backends import get_backend
-    from snnc.backends.numpy.sim import layer_forward
 
     ts = sorted(ts)
-    h, w, pad = _input_size(net)
     batch = cfg.batch or auto_batch(net)
     backend = get_backend(cfg.backend)
     record = analysis and "record_layers" in backend.extra_options
     v_init = cfg.v_init if v_init is None else v_init
     activity = Activity(net, ts)
-    errors = ErrorAnalysis(net, ts, v_init=v_init) if (record and cfg.errors) else None
+    distributed = cfg.workers is not None
+    if distributed and record and cfg.errors:
+        log.warning("--workers: the per-layer error analysis runs in a single process only; it is left out")
+    errors = ErrorAnalysis(net, ts, v_init=v_init) if (record and cfg.errors and not distributed) else None
     run = NetworkRun({T: [] for T in ts}, [], [] if ann is not None else None, activity, errors)
     secs = {"read": 0.0, "ann": 0.0, "rate_limit": 0.0, "simulation": 0.0, "errors": 0.0, "decode": 0.0}
+    batches = [list(range(start, min(len(evset), start + batch))) for start in range(0, len(evset), batch)]
+
+    def merge(part: BatchResult) -> None:
+        for T in ts:
+            run.snn[T].extend(part.snn[T])
+        run.rate_limit.extend(part.rate_limit)
+        if run.ann is not None:
+            run.ann.extend(part.ann)
+        if part.activity is not None:
+            activity.merge(part.activity)
+        run.examples.extend(part.examples)
+        for k, v in part.seconds.items():
+            secs[k] += v
+
+    if distributed:
+        from snnc.evaluation.distributed import run_batches
+
+        for part in run_batches(net, evset, batches, ts, cfg, cmap, names, with_ann=ann is not None,
+                                analysis=analysis, v_init=v_init, label=label):
+            merge(part)
+        run.seconds = secs
+        return run
     bar = tqdm(total=len(evset), desc=f"{label} T={ts[-1]}", unit="img",
                disable=(None if cfg.progress is None else not cfg.progress))
     try:
-        for start in range(0, len(evset), batch):
-            idx = list(range(start, min(len(evset), start + batch)))
-            tic = time.perf_counter()
-            rgbs = [evset.read(i) for i in idx]
-            xs, lbs = zip(*(letterbox(rgb, (h, w), pad) for rgb in rgbs))
-            x = np.stack(xs).astype(np.float32)
-            secs["read"] += time.perf_counter() - tic
-
-            ann_heads = None
-            ann_dets: list[list[tuple]] = []
-            if ann is not None:
-                tic = time.perf_counter()
-                ann_dets, ann_heads = _run_ann(ann, net, x, list(lbs), cfg, cmap)
-                run.ann.extend(ann_dets)
-                secs["ann"] += time.perf_counter() - tic
-
-            tic = time.perf_counter()
-            z_rl, a_rl = layer_forward(net, x, threads=cfg.threads)
-            rl_dets = detect(net, {o: a_rl[o] for o in net.outputs}, list(lbs), cfg.score_thr, cfg.iou_thr,
-                             max_det=cfg.max_det)
-            run.rate_limit.extend(_in_set_classes(rl_dets, cmap))
-            if errors is not None:
-                errors.add_rate_limit(z_rl, a_rl)
-            del z_rl
-            secs["rate_limit"] += time.perf_counter() - tic
-
-            err_time = [0.0]
-
-            def on_checkpoint(T: int, state: dict, spent: list = err_time) -> None:
-                t0 = time.perf_counter()
-                if errors is not None:
-                    errors.add_checkpoint(T, state)
-                activity.add_state(T, state)
-                spent[0] += time.perf_counter() - t0
-
-            tic = time.perf_counter()
-            opts = SimOptions(mode=cfg.mode, v_init=v_init, progress=cfg.progress, threads=cfg.threads,
-                              device=cfg.device)
-            recording = {"record_layers": True, "on_checkpoint": on_checkpoint} if record else {}
-            sim = backend.simulate(net, x, ts, opts, **recording)
-            secs["simulation"] += time.perf_counter() - tic - err_time[0]
-            secs["errors"] += err_time[0]
-            activity.add_counts(spike_counts_at(backend, net, x, ts, opts, sim))
-
-            tic = time.perf_counter()
-            for T in ts:
-                found = detect(net, sim.outputs[T], list(lbs), cfg.score_thr, cfg.iou_thr, max_det=cfg.max_det)
-                run.snn[T].extend(_in_set_classes(found, cmap))
-                if errors is not None:
-                    errors.add_heads(T, sim.outputs[T], ann_heads, first=(T == ts[0]))
-            secs["decode"] += time.perf_counter() - tic
-            del a_rl, sim
-
-            if analysis:
-                run.examples.extend(_examples(evset, idx, rgbs, ann_dets, run.snn, names, cfg.examples))
+        for idx in batches:
+            merge(run_batch(net, evset, idx, ts, cfg, cmap, names, backend=backend, ann=ann, activity=activity,
+                            errors=errors, record=record, analysis=analysis, v_init=v_init))
             bar.update(len(idx))
     finally:
         bar.close()
@@ -368,6 +421,7 @@ def evaluate(lava: str | Path, cfg: EvalConfig) -> dict[str, Any]:
                          "score_thr": cfg.score_thr, "iou_thr": cfg.iou_thr, "max_det": cfg.max_det,
                          "fidelity_score_thr": cfg.fidelity_thr, "evaluator": evaluator, "simulator": cfg.backend,
                          "device": cfg.device,
+                         "workers": cfg.workers,
                          "decode": "membrane"},
             "accuracy": {"ann": ann_row, **scores},
             "activity": activity,
