@@ -7,7 +7,8 @@ IF stacks; snnTorch writes its leak-free Leaky neuron as a LIF with tau = inf). 
     Conv2d / Affine / Linear      conv / dense layer (Flatten before a dense layer is implied: snnc's dense flattens)
     IF, or LIF without leak       the IF neuron of the conv or dense layer it follows; snnc simulates reset by
                                   subtraction (NIR's continuous-time IF resets to v_reset = 0 at the threshold,
-                                  which is the same there); V(0) from snnc's metadata, else 0
+                                  which is the same there); V(0) and theta from snnc's metadata (snnc writes
+                                  v_threshold one float32 step below theta), else V(0) = 0 and theta = v_threshold
     Scale after an IF             snnc's spike value theta (must equal the threshold)
     Output                        a network output (decoded as the mean over steps)
 
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 # Keys of snnc's entries in NIR node metadata (written by snnc.backends.nir, read here).
 META = {"name": "snnc_name", "reset": "snnc_reset", "v_init": "snnc_v_init", "fire": "snnc_fire",
         "role": "snnc_role", "tensor": "snnc_output_tensor", "time": "snnc_time",
-        "groups": "snnc_groups"}
+        "groups": "snnc_groups", "theta": "snnc_theta"}
 
 
 def ungroup(w: np.ndarray, groups: int) -> np.ndarray:
@@ -121,7 +122,16 @@ def _neuron_of(key: str, node: Any, nir) -> tuple[np.ndarray, float]:
     reset = _meta(node, "reset", "subtract")
     if reset != "subtract":
         raise SnncError(f"NIR node {key!r}: reset {reset!r}; snnc implements reset by subtraction only")
-    return _arr(node.v_threshold).astype(np.float32), float(_meta(node, "v_init", 0.0))
+    theta = _meta(node, "theta")  # snnc's own theta; its v_threshold is the float32 just below it
+    if theta is None:
+        return _arr(node.v_threshold).astype(np.float32), float(_meta(node, "v_init", 0.0))
+    theta = np.asarray(theta, np.float32).reshape(-1)
+    v_thr = _arr(node.v_threshold).astype(np.float32)
+    expect = np.nextafter(theta, np.float32(0)).reshape((-1,) + (1,) * (v_thr.ndim - 1))
+    if v_thr.ndim == 0 or v_thr.shape[0] != theta.size or np.any(v_thr != expect):
+        raise FormatError(f"NIR node {key!r}: v_threshold does not match its snnc_theta metadata")
+    return np.broadcast_to(theta.reshape((-1,) + (1,) * (v_thr.ndim - 1)), v_thr.shape).copy(), \
+        float(_meta(node, "v_init", 0.0))
 
 
 def nir_to_network(graph) -> Network:

@@ -6,8 +6,9 @@
                           type inference and the torch importers read weight.shape[1] as the input channels
                           (exact: the added weights are zeros); metadata snnc_groups lets snnc regroup it
     dense (1-D source)    Affine
-    IF neuron             IF(r=1, v_threshold=theta per neuron, v_reset=0) + metadata reset="subtract", v_init,
-                          fire="v >= v_threshold"; then Scale(theta) when some theta != 1, because a NIR spike is 1
+    IF neuron             IF(r=1, v_threshold=the float32 just below theta per neuron, v_reset=0), so NIR's
+                          v > v_threshold is snnc's V >= theta exactly; metadata reset="subtract", v_init, theta
+                          (per channel); then Scale(theta) when some theta != 1, because a NIR spike is 1
                           and snnc's out(t) is s * theta (channel_norm makes theta 1, so usually no Scale)
     output layer          Output (per step: z(t) of a linear head, spikes of a neuron layer)
 
@@ -153,10 +154,14 @@ def to_nir(net: Network, outputs: Sequence[str] | None = None):
             shape = layer.shape
             theta = np.broadcast_to(n.threshold.reshape((-1,) + (1,) * (len(shape) - 1)), shape).astype(np.float32)
             nkey = _key(layer.name + "_if", used)
-            nodes[nkey] = nir.IF(r=np.ones(shape, np.float32), v_threshold=theta.copy(),
+            # NIR fires on v > v_threshold, snnc on V >= theta: in float32 the two agree exactly when v_threshold
+            # is the float just below theta (ties are common: max-pool trees have weights of +-1)
+            v_thr = np.nextafter(theta, np.float32(0)).astype(np.float32)
+            nodes[nkey] = nir.IF(r=np.ones(shape, np.float32), v_threshold=v_thr,
                                  v_reset=np.zeros(shape, np.float32),
                                  metadata={**meta, META["reset"]: "subtract", META["v_init"]: float(n.v_init),
-                                           META["fire"]: "v >= v_threshold"})
+                                           META["theta"]: n.threshold.astype(np.float32),
+                                           META["fire"]: "v > v_threshold (v_threshold: the float32 below theta)"})
             edges.append((key, nkey))
             out_key[layer.name] = nkey
             if np.any(n.threshold != 1):
