@@ -73,7 +73,8 @@ def _why_not(layer: Layer, net: Network) -> str | None:
     if layer.op == "concat":
         return "channel concatenation: NIR has no concatenation primitive; write a .lava and export the outputs before it (snnc export net.lava --to nir --outputs LAYER)"
     if layer.op == "pad" and layer.attrs.get("mode") != "constant":
-        return f"{layer.attrs.get('mode')} padding: NIR only pads with zeros; use --maxpool approximate"
+        return (f"{layer.attrs.get('mode')} padding (how snnc replaces a padded max-pool's -inf padding): NIR only "
+                "pads with zeros, inside Conv2d; export the outputs before it (snnc export --outputs)")
     if layer.op == "dense" and len(net.layer(layer.inputs[0]).shape) != 1:
         return "dense layer on a (C, H, W) source: NIR's Flatten does not say which axis is the batch"
     return None
@@ -113,7 +114,7 @@ def to_nir(net: Network, outputs: Sequence[str] | None = None):
             pads = _conv_pads(layer, net)[1]
             if pads[0] != pads[2] or pads[1] != pads[3]:
                 why = ("asymmetric padding (top, left, bottom, right differ): NIR's Conv2d pads both sides alike; "
-                       "use --maxpool approximate or a model with symmetric padding")
+                       "use a model with symmetric padding or export the outputs before it (snnc export --outputs)")
         if why:
             problems.setdefault(why, []).append(f"{layer.name!r} ({layer.op})")
     if problems:
