@@ -67,11 +67,12 @@ def _why_not(layer: Layer, net: Network) -> str | None:
                 "compile with --neuron plain")
     if n is not None and n.kind == "SignedIF":
         return "SignedIF neuron (signed spikes, two thresholds; NIR has none): compile with --leaky split"
+    before = "write a .lava and export the outputs before it (snnc export net.lava --to nir --outputs LAYER)"
     if layer.op == "deconv":
         return ("transposed convolution (snnc's nearest upsampling): NIR has no transposed convolution or "
-                "upsampling primitive; write a .lava and export the outputs before it (snnc export net.lava --to nir --outputs LAYER)")
+                f"upsampling primitive; {before}")
     if layer.op == "concat":
-        return "channel concatenation: NIR has no concatenation primitive; write a .lava and export the outputs before it (snnc export net.lava --to nir --outputs LAYER)"
+        return f"channel concatenation: NIR has no concatenation primitive; {before}"
     if layer.op == "pad" and layer.attrs.get("mode") != "constant":
         return (f"{layer.attrs.get('mode')} padding (how snnc replaces a padded max-pool's -inf padding): NIR only "
                 "pads with zeros, inside Conv2d; export the outputs before it (snnc export --outputs)")
