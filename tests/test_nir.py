@@ -372,3 +372,12 @@ def test_imported_graph_runs_in_the_c_backend(tmp_path):
         np.testing.assert_array_equal(c.outputs[T]["head"], ref.outputs[T]["head"])
     for name in ("conv1", "conv2"):
         np.testing.assert_array_equal(c.spike_counts[name], ref.spike_counts[name])
+
+
+def test_without_the_nir_package_one_clear_error(monkeypatch, tmp_path, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "nir", None)  # `import nir` raises ImportError
+    lavafile.save(small_net(), tmp_path / "net.lava")
+    assert main(["export", str(tmp_path / "net.lava"), "--to", "nir", "-o", str(tmp_path / "net.nir")]) == 2
+    assert "pip install 'snnc[nir]'" in capsys.readouterr().err and not (tmp_path / "net.nir").exists()

@@ -82,10 +82,11 @@ def _why_not(layer: Layer, net: Network) -> str | None:
 
 
 def _conv_pads(layer: Layer, net: Network) -> tuple[str, list[int]]:
-    """The conv's source past any zero `pad` layers, and the pads [top, left, bottom, right] including theirs."""
+    """The conv's source past any zero `pad` layers, and the pads [top, left, bottom, right] including theirs
+    (an edge pad is not folded: it is refused on its own)."""
     pads = list(layer.attrs["pads"])
     src = layer.inputs[0]
-    while net.layer(src).op == "pad":
+    while net.layer(src).op == "pad" and net.layer(src).attrs.get("mode") == "constant":
         p = net.layer(src).attrs["pads"]
         pads = [a + b for a, b in zip(pads, p)]
         src = net.layer(src).inputs[0]
