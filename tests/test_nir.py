@@ -101,6 +101,26 @@ def test_the_graph_states_snnc_semantics(tmp_path):
     assert ("conv1_out", "conv2") in g.edges and ("head", "output_head") in g.edges
 
 
+def test_dense_layers_round_trip(tmp_path):
+    """A dense layer on a (C, H, W) source is written as Flatten(start_dim=0) + Affine, and read back."""
+    rng = np.random.default_rng(6)
+    net = Network([Layer("x", "input", [], (2, 4, 4)),
+                   conv("c", "x", rng.normal(0, 0.6, (3, 2, 3, 3)), rng.normal(0.1, 0.1, 3),
+                        neuron=Neuron("IF", np.ones(3)), shape=(3, 4, 4)),
+                   Layer("d", "dense", ["c"], (5,), weight=rng.normal(0, 0.3, (5, 48)).astype(np.float32),
+                         bias=rng.normal(0, 0.1, 5).astype(np.float32), neuron=Neuron("IF", np.full(5, 0.8))),
+                   Layer("h", "dense", ["d"], (2,), weight=rng.normal(0, 1, (2, 5)).astype(np.float32),
+                         bias=np.zeros(2, np.float32))], ["h"])
+    g = nir.read(write_nir(net, tmp_path / "d.nir"))
+    assert isinstance(g.nodes["d_flatten"], nir.Flatten) and ("c_if", "d_flatten") in g.edges
+    back = nir_to_network(g)
+    assert [(l.name, l.op) for l in back.layers] == [("x", "input"), ("c", "conv"), ("d", "dense"), ("h", "dense")]
+    x = np.random.default_rng(7).random((2, 2, 4, 4)).astype(np.float32)
+    a, b = simulate(net, x, 32), simulate(back, x, 32)
+    np.testing.assert_array_equal(a.outputs[32]["h"], b.outputs[32]["h"])
+    assert a.spike_counts["d"].sum() > 0 and np.array_equal(a.spike_counts["d"], b.spike_counts["d"])
+
+
 def test_export_only_what_the_chosen_outputs_need(tmp_path):
     net = small_net()
     g = to_nir(net, ["conv1"])

@@ -5,7 +5,7 @@
                           convolution is written with its full block-diagonal weight and groups=1, because NIR's
                           type inference and the torch importers read weight.shape[1] as the input channels
                           (exact: the added weights are zeros); metadata snnc_groups lets snnc regroup it
-    dense (1-D source)    Affine
+    dense                 Affine (after Flatten(start_dim=0) for a (C, H, W) source: NIR's types have no batch)
     IF neuron             IF(r=1, v_threshold=the float32 just below theta per neuron, v_reset=0), so NIR's
                           v > v_threshold is snnc's V >= theta exactly; metadata reset="subtract", v_init, theta
                           (per channel); then Scale(theta) when some theta != 1, because a NIR spike is 1
@@ -76,8 +76,6 @@ def _why_not(layer: Layer, net: Network) -> str | None:
     if layer.op == "pad" and layer.attrs.get("mode") != "constant":
         return (f"{layer.attrs.get('mode')} padding (how snnc replaces a padded max-pool's -inf padding): NIR only "
                 "pads with zeros, inside Conv2d; export the outputs before it (snnc export --outputs)")
-    if layer.op == "dense" and len(net.layer(layer.inputs[0]).shape) != 1:
-        return "dense layer on a (C, H, W) source: NIR's Flatten does not say which axis is the batch"
     return None
 
 
@@ -147,10 +145,19 @@ def to_nir(net: Network, outputs: Sequence[str] | None = None):
             nodes[key] = nir.Conv2d(input_shape=tuple(net.layer(src).shape[1:]), weight=ungroup(layer.weight, groups),
                                     stride=tuple(a["strides"]), padding=(pads[0], pads[1]),
                                     dilation=tuple(a["dilations"]), groups=1, bias=bias, metadata=meta)
-        else:  # dense on a 1-D source
+        else:  # dense: snnc flattens a (C, H, W) source itself, NIR needs a Flatten (its types have no batch axis)
             src = layer.inputs[0]
+            src_shape = net.layer(src).shape
+            if len(src_shape) > 1:
+                fkey = _key(layer.name + "_flatten", used)
+                nodes[fkey] = nir.Flatten(input_type={"input": np.array(src_shape)}, start_dim=0, end_dim=-1,
+                                          metadata=meta)
+                edges.append((out_key[src], fkey))
+                src_key = fkey
+            else:
+                src_key = out_key[src]
             nodes[key] = nir.Affine(weight=layer.weight, bias=bias, metadata=meta)
-        edges.append((out_key[src], key))
+        edges.append((out_key[src] if layer.op == "conv" else src_key, key))
         out_key[layer.name] = key
         n = layer.neuron
         if n is not None:
