@@ -27,7 +27,7 @@ TESTS_CORE := tests/test_architecture.py tests/test_passes.py tests/test_cli.py 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/python -m pip install -q --upgrade pip
-	$(VENV)/bin/python -m pip install -q -e ".[test]" torch==2.13.0
+	$(VENV)/bin/python -m pip install -q -e ".[test,ray,nir-consumer]" torch==2.13.0
 	touch $@
 
 $(VENV310)/.installed: pyproject.toml

@@ -97,8 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compile", help="ONNX model -> spiking network (.lava, spiking ONNX, C)")
     c.add_argument("model", help="ONNX file of the trained detector")
     c.add_argument("-o", "--output", required=True, help="output file (.lava / .onnx) or folder (--backend c)")
-    c.add_argument("--emit", choices=["lava", "onnx", "ratelimit", "c"], default="lava",
-                   help="lava: the .lava artifact; onnx: spiking ONNX (snnc domain); ratelimit: the rate-limit ANN")
+    c.add_argument("--emit", choices=["lava", "onnx", "ratelimit", "c", "nir"], default="lava",
+                   help="lava: the .lava artifact; onnx: spiking ONNX (snnc domain); ratelimit: the rate-limit ANN; "
+                        "nir: NIR graph (docs/nir.md)")
     c.add_argument("--backend", choices=["c"], help="c: write C99 sources and a Makefile into the output folder")
     c.add_argument("--calib", metavar="DIR", help="folder of jpg/png calibration images (letterboxed)")
     c.add_argument("--calib-random", type=int, metavar="N", help="calibrate on N random inputs (not recommended)")
@@ -141,9 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_commands():
     """Subcommands that live with their features (`snnc run`, `snnc eval`), each module exposing register(sub)."""
-    from snnc.apps import eval_cli, finetune_cli, run_cli
+    from snnc.apps import eval_cli, export_cli, finetune_cli, run_cli
 
-    return [run_cli.register, eval_cli.register, finetune_cli.register]
+    return [run_cli.register, eval_cli.register, finetune_cli.register, export_cli.register]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""`write_output`: save a compile result as a .lava file, spiking ONNX, the rate-limit ANN or a C project."""
+"""`write_output`: save a compile result as a .lava file, spiking ONNX, the rate-limit ANN, a C project or NIR."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from snnc.ir import lavafile
 from snnc.ir.errors import SnncError
 from snnc.ir.files import atomic_write_bytes
 
-EMIT_KINDS = ("lava", "onnx", "ratelimit", "c")
+EMIT_KINDS = ("lava", "onnx", "ratelimit", "c", "nir")
 
 
 def check_output(output: str | Path, emit: str = "lava") -> Path:
@@ -46,6 +46,10 @@ def write_output(result: CompileResult, output: str | Path, emit: str = "lava") 
         atomic_write_bytes(output, result.spiking.SerializeToString())
     elif emit == "ratelimit":
         atomic_write_bytes(output, result.ratelimit.SerializeToString())
+    elif emit == "nir":
+        from snnc.backends.nir import write_nir
+
+        write_nir(result.network, output)
     else:
         from snnc.backends import get_backend
 
