@@ -45,6 +45,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if clip:
         print("clipping error (rate-limit ANN vs ANN on calibration data, max |diff| / max |ANN|): " +
               ", ".join(f"{k} {v:.4f}" for k, v in clip.items()))
+    if net.meta.get("cost"):
+        from snnc.compiler.cost import format_cost
+
+        print(format_cost(net.meta["cost"]))
     return 0
 
 
@@ -67,13 +71,19 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from snnc.ir import lavafile
     from snnc.compiler.inspect import format_table
 
+    from snnc.compiler.cost import cost_report, format_cost, format_dominant
+
     net = lavafile.load(args.file)
     print(format_table(net))
+    print()
+    print(format_cost(cost_report(net)))
     if args.target == "loihi2":
         from snnc.compiler.loihi import fit_report
 
         print()
         print(fit_report(net, weight_bits=args.weight_bits))
+        print()
+        print(format_dominant(net))
     return 0
 
 

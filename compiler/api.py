@@ -13,6 +13,7 @@ import onnx
 
 from snnc.ir import __version__, lavafile
 from snnc.ir.errors import SnncError
+from snnc.compiler.cost import cost_report
 from snnc.compiler.frontend import file_sha256, prepare
 from snnc.compiler.graph import export_model, import_graph, run_model
 from snnc.compiler.images import letterbox, list_images, read_image
@@ -107,4 +108,6 @@ def compile_model(model_path: str | Path, options: CompileOptions | None = None,
                                      "calibration": "folder" if calib_dir else ("random" if calib_random else None)},
         "stats": stats, "class_names": _class_names(prepared), "host_outputs": [o.name for o in prepared.graph.output],
     }
+    # the graph's cost next to the ANN's, kept in the provenance so files compiled --no-ann still have it
+    net.meta["cost"] = cost_report(net, parts.spiking)
     return CompileResult(net, spiking, ratelimit, parts.spiking, parts.host, stats)

@@ -2,10 +2,16 @@
 
 Readable with the standard library and numpy alone (docs/format.md). Layout:
 
-    manifest.json          {"format": "snnc-lava", "version": 1, "layers": [...], "outputs": [...], ...}
-    arrays/<i>.<field>.npy  weights, biases, thresholds, referenced from the manifest by file name
+    manifest.json          {"format": "snnc-lava", "version": 2, "layers": [...], "outputs": [...], ...}
+    arrays/<i>.<field>.npy  weights, biases, thresholds, referenced from the manifest
     host.onnx              the host post-processing graph (optional)
     ann.onnx               the original ANN with static shapes, for side-by-side runs (optional)
+
+Version 2 stores no more than it must (`encode_array`): an array whose values are all the same is a `fill` in the
+manifest (zero biases, the ones of a nearest-upsampling deconvolution), one that a smaller dtype holds exactly is
+stored in it (int8 / int16 / float16), one whose rows are a per-row scale times -1 / 0 / 1 (the max-pool trees'
+tap pickers) is an int8 pattern and the scales. Every form decodes to the exact float32 array that was saved.
+Version 1 (every array a float32 .npy member named by a string) is still read.
 """
 
 from __future__ import annotations
@@ -24,7 +30,59 @@ from snnc.ir.files import atomic_path
 from snnc.ir.network import Layer, Network, Neuron
 
 FORMAT_NAME = "snnc-lava"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READS_VERSIONS = (1, 2)
+_SMALL_DTYPES = (np.int8, np.int16, np.float16)
+
+
+def _bits(a: np.ndarray) -> np.ndarray:
+    """The raw bits of a numeric array, so that -0.0 != 0.0 and comparisons are exact."""
+    a = np.ascontiguousarray(a)
+    return a.view(f"u{a.dtype.itemsize}") if a.dtype.kind == "f" else a
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(_bits(a), _bits(b))
+
+
+def encode_array(arr: np.ndarray) -> tuple[Any, dict[str, np.ndarray]]:
+    """(manifest reference, {member suffix: array to store}) of the smallest exact form of `arr` (see the module
+    docstring); decode_array(reference, stored) gives back `arr` bit for bit."""
+    a = np.ascontiguousarray(arr)
+    dtype = str(a.dtype)
+    if a.dtype.kind != "f" or a.size == 0:
+        return {"npy": "", "dtype": dtype}, {"": a}
+    flat = _bits(a).reshape(-1)
+    if np.all(flat == flat[0]):
+        return {"fill": a.reshape(-1)[0].item(), "shape": list(a.shape), "dtype": dtype}, {}
+    with np.errstate(invalid="ignore", over="ignore"):
+        for small in _SMALL_DTYPES:
+            if np.dtype(small).itemsize >= a.dtype.itemsize:
+                continue
+            c = a.astype(small)
+            if _same(c.astype(a.dtype), a):
+                return {"npy": "", "dtype": dtype}, {"": c}
+            if small == np.int16 and a.ndim >= 2:  # before float16: a sign pattern and one scale per row
+                scale = np.abs(a).reshape(a.shape[0], -1).max(axis=1)
+                safe = np.where(scale > 0, scale, 1).reshape((-1,) + (1,) * (a.ndim - 1))
+                pattern = (a / safe).astype(np.int8)
+                if _same((pattern.astype(a.dtype) * safe.astype(a.dtype)).astype(a.dtype), a):
+                    return {"pattern": "", "scale": "", "dtype": dtype}, {".pattern": pattern, ".scale": scale}
+    return {"npy": "", "dtype": dtype}, {"": a}
+
+
+def decode_array(ref: Any, load: Any) -> np.ndarray:
+    """The array a manifest reference stands for; `load(member)` reads a stored .npy member."""
+    if isinstance(ref, str):  # version 1, or a float32 member as it was saved
+        return load(ref)
+    dtype = np.dtype(ref.get("dtype", "float32"))
+    if "fill" in ref:
+        return np.full(tuple(ref["shape"]), ref["fill"], dtype=dtype)
+    if "pattern" in ref:
+        pattern, scale = load(ref["pattern"]), load(ref["scale"])
+        safe = np.where(scale > 0, scale, 1).reshape((-1,) + (1,) * (pattern.ndim - 1))
+        return (pattern.astype(dtype) * safe.astype(dtype)).astype(dtype)
+    return load(ref["npy"]).astype(dtype, copy=False)
 
 
 def _array_entry(zf: zipfile.ZipFile, name: str, arr: np.ndarray) -> str:
@@ -46,8 +104,23 @@ def _jsonable(obj: Any) -> Any:
     return obj
 
 
-def save(net: Network, path: str | os.PathLike) -> None:
-    """Write atomically: a failure leaves no half-written file behind."""
+def _store(zf: zipfile.ZipFile, name: str, arr: np.ndarray, version: int) -> Any:
+    """Write `arr` under arrays/<name>[.part].npy in its smallest exact form; returns its manifest reference."""
+    if version == 1:
+        return _array_entry(zf, f"arrays/{name}.npy", arr)
+    ref, parts = encode_array(arr)
+    for key in ("npy", "pattern", "scale"):
+        if key in ref:
+            suffix = "" if key == "npy" else f".{key}"
+            ref[key] = _array_entry(zf, f"arrays/{name}{suffix}.npy", parts[suffix])
+    return ref
+
+
+def save(net: Network, path: str | os.PathLike, version: int = FORMAT_VERSION) -> None:
+    """Write atomically: a failure leaves no half-written file behind. version 1 writes the older layout (every
+    array a float32 member), for comparisons and older readers."""
+    if version not in READS_VERSIONS:
+        raise ValueError(f"unknown .lava version {version}")
     path = Path(path)
     layers = []
     with atomic_path(path, suffix=".lava.tmp") as tmp:
@@ -58,15 +131,15 @@ def save(net: Network, path: str | os.PathLike) -> None:
                     "shape": list(layer.shape), "attrs": _jsonable(layer.attrs),
                 }
                 if layer.weight is not None:
-                    entry["weight"] = _array_entry(zf, f"arrays/{i}.weight.npy", layer.weight)
+                    entry["weight"] = _store(zf, f"{i}.weight", layer.weight, version)
                 if layer.bias is not None:
-                    entry["bias"] = _array_entry(zf, f"arrays/{i}.bias.npy", layer.bias)
+                    entry["bias"] = _store(zf, f"{i}.bias", layer.bias, version)
                 if layer.neuron is not None:
                     n = layer.neuron
                     entry["neuron"] = {
                         "kind": n.kind, "alpha": float(n.alpha), "v_init": float(n.v_init), "reset": n.reset,
                         "memory": bool(n.memory),
-                        "threshold": _array_entry(zf, f"arrays/{i}.threshold.npy", n.threshold),
+                        "threshold": _store(zf, f"{i}.threshold", n.threshold, version),
                     }
                 layers.append(entry)
             if net.host_onnx is not None:
@@ -74,7 +147,7 @@ def save(net: Network, path: str | os.PathLike) -> None:
             if net.ann_onnx is not None:
                 zf.writestr("ann.onnx", net.ann_onnx)
             manifest = {
-                "format": FORMAT_NAME, "version": FORMAT_VERSION, "layers": layers, "outputs": list(net.outputs),
+                "format": FORMAT_NAME, "version": version, "layers": layers, "outputs": list(net.outputs),
                 "output_names": dict(net.output_names), "input_encoding": _jsonable(net.input_encoding),
                 "preprocess": _jsonable(net.preprocess), "host": "host.onnx" if net.host_onnx is not None else None,
                 "ann": "ann.onnx" if net.ann_onnx is not None else None,
@@ -99,9 +172,10 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
         raise FormatError(f"{path}: not a snnc .lava file (format is {manifest.get('format')!r}, "
                           f"expected {FORMAT_NAME!r})" if isinstance(manifest, dict) else
                           f"{path}: not a snnc .lava file")
-    if manifest.get("version") != FORMAT_VERSION:
+    if manifest.get("version") not in READS_VERSIONS:
         raise FormatError(f"{path}: .lava format version {manifest.get('version')!r} is not supported by this "
-                          f"snnc (reads version {FORMAT_VERSION}); recompile the model with this snnc")
+                          f"snnc (reads versions {', '.join(map(str, READS_VERSIONS))}); recompile the model with "
+                          "this snnc")
     return manifest
 
 
@@ -110,8 +184,11 @@ def load(path: str | os.PathLike) -> Network:
     manifest = read_manifest(path)
     try:
         with zipfile.ZipFile(path) as zf:
-            def arr(name: str) -> np.ndarray:
+            def member(name: str) -> np.ndarray:
                 return np.load(io.BytesIO(zf.read(name)), allow_pickle=False)
+
+            def arr(ref: Any) -> np.ndarray:
+                return decode_array(ref, member)
 
             layers = []
             for e in manifest["layers"]:

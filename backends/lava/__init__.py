@@ -77,14 +77,14 @@ class LavaBackend(Backend):
     def simulate(self, net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float",
                  v_init: float | None = None, decode: str = "membrane", seed: int = 0,
                  weight_bits: int | None = None, encoding: str | None = None,
-                 progress: bool | None = None) -> SimResult:
+                 progress: bool | None = None, constant_input: bool = True) -> SimResult:
         """As the NumPy reference's simulate (direct encoding only); progress: a bar over Lava steps (None:
-        only on a terminal)."""
+        only on a terminal); constant_input: the image's synaptic sums as a constant current (False: per step)."""
         require_lava()
         from snnc.backends.lava.sim import simulate
 
         return simulate(net, x, T, mode=mode, v_init=v_init, decode=decode, seed=seed, weight_bits=weight_bits,
-                        encoding=encoding, progress=progress)
+                        encoding=encoding, progress=progress, constant_input=constant_input)
 
 
 __all__ = ["build", "LavaBackend", "require_lava", "INSTALL"]
