@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="LeakyReLU as two IF neurons (split, default) or one signed IBT neuron (ibt, the seeds')")
     c.add_argument("--v-init", choices=list(V_INIT), default={v: k for k, v in V_INIT.items()}[d.v_init],
                    help="initial membrane potential: 0 or theta/2 (default %(default)s)")
-    c.add_argument("--no-ann", action="store_true", help="do not embed the original ANN in the .lava file")
+    c.add_argument("--no-ann", action="store_true", help="do not embed the original ANN in the .lava file (smaller; then `snnc run --ann` and "
+                        "`snnc eval`, which compare against it, refuse the file)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     c.set_defaults(func=cmd_compile)
 

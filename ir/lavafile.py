@@ -10,7 +10,9 @@ Readable with the standard library and numpy alone (docs/format.md). Layout:
 Version 2 stores no more than it must (`encode_array`): an array whose values are all the same is a `fill` in the
 manifest (zero biases, the ones of a nearest-upsampling deconvolution), one that a smaller dtype holds exactly is
 stored in it (int8 / int16 / float16), one whose rows are a per-row scale times -1 / 0 / 1 (the max-pool trees'
-tap pickers) is an int8 pattern and the scales. Every form decodes to the exact float32 array that was saved.
+tap pickers) is an int8 pattern and the scales, and slices that are scaled copies of other slices (what
+split_leaky_relu and the max-pool trees leave) are one factor and int8 rounding corrections each. Every form
+decodes to the exact float32 array that was saved.
 Version 1 (every array a float32 .npy member named by a string) is still read.
 """
 
@@ -45,35 +47,93 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and a.dtype == b.dtype and np.array_equal(_bits(a), _bits(b))
 
 
-def encode_array(arr: np.ndarray) -> tuple[Any, dict[str, np.ndarray]]:
-    """(manifest reference, {member suffix: array to store}) of the smallest exact form of `arr` (see the module
-    docstring); decode_array(reference, stored) gives back `arr` bit for bit."""
+def encode_array(arr: np.ndarray, name: str = "a") -> tuple[Any, dict[str, np.ndarray]]:
+    """(manifest reference, {member name: array to store}) of the smallest exact form of `arr` (see the module
+    docstring; members are arrays/<name>[.part].npy); decode_array(reference, load) gives back `arr` bit for bit."""
     a = np.ascontiguousarray(arr)
     dtype = str(a.dtype)
+    member = f"arrays/{name}.npy"
     if a.dtype.kind != "f" or a.size == 0:
-        return {"npy": "", "dtype": dtype}, {"": a}
+        return {"npy": member, "dtype": dtype}, {member: a}
     flat = _bits(a).reshape(-1)
     if np.all(flat == flat[0]):
         return {"fill": a.reshape(-1)[0].item(), "shape": list(a.shape), "dtype": dtype}, {}
-    with np.errstate(invalid="ignore", over="ignore"):
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         for small in _SMALL_DTYPES:
             if np.dtype(small).itemsize >= a.dtype.itemsize:
                 continue
             c = a.astype(small)
             if _same(c.astype(a.dtype), a):
-                return {"npy": "", "dtype": dtype}, {"": c}
+                return {"npy": member, "dtype": dtype}, {member: c}
             if small == np.int16 and a.ndim >= 2:  # before float16: a sign pattern and one scale per row
                 scale = np.abs(a).reshape(a.shape[0], -1).max(axis=1)
                 safe = np.where(scale > 0, scale, 1).reshape((-1,) + (1,) * (a.ndim - 1))
                 pattern = (a / safe).astype(np.int8)
                 if _same((pattern.astype(a.dtype) * safe.astype(a.dtype)).astype(a.dtype), a):
-                    return {"pattern": "", "scale": "", "dtype": dtype}, {".pattern": pattern, ".scale": scale}
-    return {"npy": "", "dtype": dtype}, {"": a}
+                    p, sc = f"arrays/{name}.pattern.npy", f"arrays/{name}.scale.npy"
+                    return {"pattern": p, "scale": sc, "dtype": dtype}, {p: pattern, sc: scale}
+        if a.dtype == np.float32 and a.ndim >= 2:
+            for axis in (0, 1):
+                found = _proportional(a, axis, name)
+                if found is not None:
+                    return found
+    return {"npy": member, "dtype": dtype}, {member: a}
+
+
+# Slices (rows or columns) that are another slice times a factor: the split leaky-ReLU channels and the max-pool
+# tree's branches reach their consumers as copies of one weight column scaled by -alpha and the normalization's
+# lambda ratios. Rounded to float32 they are proportional up to a few units in the last place, which an int8
+# correction per value (mostly 0, and deflate shrinks those) makes exact.
+_KEY_DIGITS = 4  # significant digits of the normalized slice that group candidate copies
+_MIN_SAVING = 0.25  # use the form when it stores at most 3/4 of the slices as float32
+
+
+def _proportional(a: np.ndarray, axis: int, name: str) -> tuple[Any, dict[str, np.ndarray]] | None:
+    m = np.moveaxis(a, axis, 0)
+    n = m.shape[0]
+    rows = m.reshape(n, -1)
+    if n < 2 or rows.shape[1] == 0:
+        return None
+    piv = np.abs(rows).argmax(axis=1)
+    top = rows[np.arange(n), piv].astype(np.float64)
+    base_of = np.full(n, -1, np.int64)
+    bases: dict[bytes, int] = {}
+    for i in range(n):
+        if top[i] == 0:
+            continue
+        norm = rows[i].astype(np.float64) / top[i]
+        key = np.round(norm, _KEY_DIGITS).tobytes() + bytes([int(piv[i] % 251)])
+        j = bases.setdefault(key, i)
+        if j != i:
+            base_of[i] = j
+    derived = np.flatnonzero(base_of >= 0)
+    if derived.size < _MIN_SAVING * n:
+        return None
+    src = base_of[derived]
+    factor = top[derived] / top[src]
+    guess = (rows[src].astype(np.float64) * factor[:, None]).astype(np.float32)
+    diff = rows[derived].view(np.int32).astype(np.int64) - guess.view(np.int32).astype(np.int64)
+    ok = np.abs(diff).max(axis=1) <= 127
+    if ok.sum() < _MIN_SAVING * n:
+        return None
+    derived, src, factor, diff = derived[ok], src[ok], factor[ok], diff[ok]
+    kept = np.setdiff1d(np.arange(n), derived)
+    pos = np.searchsorted(kept, src)  # every source is kept: a source is never derived itself
+    if not np.array_equal(kept[pos], src):
+        return None
+    base = np.moveaxis(m[kept], 0, axis)
+    base_ref, parts = encode_array(np.ascontiguousarray(base), f"{name}.base")
+    names = {k: f"arrays/{name}.{k}.npy" for k in ("kept", "src", "factor", "fix")}
+    parts.update({names["kept"]: kept.astype(np.int32), names["src"]: pos.astype(np.int32),
+                  names["factor"]: factor, names["fix"]: diff.astype(np.int8)})
+    ref = {"copies": {"axis": axis, "n": int(n), "base": base_ref, **names}, "dtype": str(a.dtype)}
+    back = decode_array(ref, lambda k: parts[k])
+    return (ref, parts) if _same(back, a) else None
 
 
 def decode_array(ref: Any, load: Any) -> np.ndarray:
     """The array a manifest reference stands for; `load(member)` reads a stored .npy member."""
-    if isinstance(ref, str):  # version 1, or a float32 member as it was saved
+    if isinstance(ref, str):  # version 1
         return load(ref)
     dtype = np.dtype(ref.get("dtype", "float32"))
     if "fill" in ref:
@@ -82,6 +142,17 @@ def decode_array(ref: Any, load: Any) -> np.ndarray:
         pattern, scale = load(ref["pattern"]), load(ref["scale"])
         safe = np.where(scale > 0, scale, 1).reshape((-1,) + (1,) * (pattern.ndim - 1))
         return (pattern.astype(dtype) * safe.astype(dtype)).astype(dtype)
+    if "copies" in ref:
+        c = ref["copies"]
+        base = np.moveaxis(decode_array(c["base"], load), c["axis"], 0)
+        kept, src, factor, fix = (load(c[k]) for k in ("kept", "src", "factor", "fix"))
+        out = np.empty((c["n"],) + base.shape[1:], np.float32)
+        out[kept] = base
+        rest = np.setdiff1d(np.arange(c["n"]), kept)
+        flat = base.reshape(base.shape[0], -1)[src].astype(np.float64) * factor[:, None]
+        bits = flat.astype(np.float32).view(np.int32).astype(np.int64) + fix.astype(np.int64)
+        out[rest] = bits.astype(np.int32).view(np.float32).reshape((-1,) + base.shape[1:])
+        return np.moveaxis(out, 0, c["axis"]).astype(dtype, copy=False)
     return load(ref["npy"]).astype(dtype, copy=False)
 
 
@@ -108,11 +179,9 @@ def _store(zf: zipfile.ZipFile, name: str, arr: np.ndarray, version: int) -> Any
     """Write `arr` under arrays/<name>[.part].npy in its smallest exact form; returns its manifest reference."""
     if version == 1:
         return _array_entry(zf, f"arrays/{name}.npy", arr)
-    ref, parts = encode_array(arr)
-    for key in ("npy", "pattern", "scale"):
-        if key in ref:
-            suffix = "" if key == "npy" else f".{key}"
-            ref[key] = _array_entry(zf, f"arrays/{name}{suffix}.npy", parts[suffix])
+    ref, parts = encode_array(arr, name)
+    for member, data in parts.items():
+        _array_entry(zf, member, data)
     return ref
 
 

@@ -155,3 +155,20 @@ def test_lava_v2_is_exact_smaller_and_v1_still_reads(tmp_path):
         assert np.load(io.BytesIO(z.read(m[4]["weight"]["npy"]))).dtype == np.float32
         assert json.loads(z.read("manifest.json"))["meta"] == {"note": "v2"}
     assert v2.stat().st_size < v1.stat().st_size
+
+
+def test_lava_v2_stores_split_copies_once():
+    """A layer between two split leaky layers: out rows [W; -W] and in columns [W, -alpha W], each times the
+    normalization's lambdas, rounded to float32: stored as one quarter of the values plus int8 corrections."""
+    rng = np.random.default_rng(2)
+    base = rng.normal(size=(5, 4, 3, 3))
+    u = rng.uniform(0.5, 2, 10) * np.tile([1.0, -1.0], 5)  # per output channel: sign / lambda_out
+    v = rng.uniform(0.5, 2, 8) * np.tile([1.0, -0.1], 4)   # per input channel: (1 or -alpha) * lambda_in
+    w = (np.repeat(np.repeat(base, 2, axis=0), 2, axis=1) * u[:, None, None, None] * v[None, :, None, None])
+    w = w.astype(np.float32)
+    ref, parts = lavafile.encode_array(w, "w")
+    assert "copies" in ref and "copies" in ref["copies"]["base"]  # rows, then the columns of what is kept
+    floats = sum(a.size for a in parts.values() if a.dtype == np.float32)
+    assert floats == base.size
+    back = lavafile.decode_array(ref, lambda k: parts[k])
+    assert back.dtype == np.float32 and np.array_equal(back.view(np.uint32), w.view(np.uint32))
