@@ -132,8 +132,12 @@ def cost_report(net: Network, ann: Any = None) -> dict[str, Any]:
         ann_fig = ann_cost(ann)
     elif isinstance((net.meta or {}).get("cost"), dict) and net.meta["cost"].get("ann"):
         ann_fig = {k: int(net.meta["cost"]["ann"][k]) for k in FIGURES}
-    elif net.ann_onnx is not None:
-        ann_fig = ann_cost(net.ann_onnx)
+    elif net.ann_onnx is not None:  # the whole model: count its spiking part, as compile does
+        import onnx
+
+        from snnc.compiler.split import split_model
+
+        ann_fig = ann_cost(split_model(onnx.load_from_string(net.ann_onnx)).spiking)
     ratio = {k: snn[k] / ann_fig[k] for k in FIGURES if ann_fig and ann_fig[k]} if ann_fig else {}
     return {"snn": snn, "ann": ann_fig, "ratio": ratio}
 

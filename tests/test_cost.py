@@ -87,6 +87,11 @@ def test_compile_prints_and_inspect_reads_the_cost_without_the_ann(tmp_path, cap
     assert main(["inspect", str(out), "--target", "loihi2"]) == 0
     text = capsys.readouterr().out
     assert "SNN / ANN" in text and "what dominates" in text and "synapses" in text
+    old = tmp_path / "old.lava"  # a file without the cost record (compiled before it existed) but with the ANN
+    res = compile_model(model, calib_random=2, progress=False)
+    del res.network.meta["cost"]
+    lavafile.save(res.network, old)
+    assert cost_report(lavafile.load(old))["ann"] == ANN
 
 
 def _pareto_metrics():
