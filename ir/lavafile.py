@@ -59,12 +59,14 @@ def encode_array(arr: np.ndarray, name: str = "a") -> tuple[Any, dict[str, np.nd
     if np.all(flat == flat[0]):
         return {"fill": a.reshape(-1)[0].item(), "shape": list(a.shape), "dtype": dtype}, {}
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        head = a.reshape(-1)[:4096]  # a cheap first look: most large arrays fail the small forms there
         for small in _SMALL_DTYPES:
             if np.dtype(small).itemsize >= a.dtype.itemsize:
                 continue
-            c = a.astype(small)
-            if _same(c.astype(a.dtype), a):
-                return {"npy": member, "dtype": dtype}, {member: c}
+            if _same(head.astype(small).astype(a.dtype), head):
+                c = a.astype(small)
+                if _same(c.astype(a.dtype), a):
+                    return {"npy": member, "dtype": dtype}, {member: c}
             if small == np.int16 and a.ndim >= 2:  # before float16: a sign pattern and one scale per row
                 scale = np.abs(a).reshape(a.shape[0], -1).max(axis=1)
                 safe = np.where(scale > 0, scale, 1).reshape((-1,) + (1,) * (a.ndim - 1))
@@ -84,7 +86,7 @@ def encode_array(arr: np.ndarray, name: str = "a") -> tuple[Any, dict[str, np.nd
 # tree's branches reach their consumers as copies of one weight column scaled by -alpha and the normalization's
 # lambda ratios. Rounded to float32 they are proportional up to a few units in the last place, which an int8
 # correction per value (mostly 0, and deflate shrinks those) makes exact.
-_KEY_DIGITS = 4  # significant digits of the normalized slice that group candidate copies
+_SIG_TOL = 1e-5  # candidate copies: normalized slices whose random projections agree this closely (then verified)
 _MIN_SAVING = 0.25  # use the form when it stores at most 3/4 of the slices as float32
 
 
@@ -96,21 +98,26 @@ def _proportional(a: np.ndarray, axis: int, name: str) -> tuple[Any, dict[str, n
         return None
     piv = np.abs(rows).argmax(axis=1)
     top = rows[np.arange(n), piv].astype(np.float64)
+    # Candidates by sorting a random projection of each slice divided by its largest value: scaled copies land
+    # next to each other (rounding moves it by ~1e-7), with no hash bucket boundary to split them.
+    probe = np.random.default_rng(0).standard_normal(rows.shape[1]).astype(np.float32)
+    sig = np.where(top != 0, (rows @ probe).astype(np.float64) / np.where(top != 0, top, 1), np.nan)
+    tol = _SIG_TOL * np.sqrt(rows.shape[1])
     base_of = np.full(n, -1, np.int64)
-    bases: dict[bytes, int] = {}
-    for i in range(n):
-        if top[i] == 0:
-            continue
-        norm = rows[i].astype(np.float64) / top[i]
-        key = np.round(norm, _KEY_DIGITS).tobytes() + bytes([int(piv[i] % 251)])
-        j = bases.setdefault(key, i)
-        if j != i:
-            base_of[i] = j
+    order = [i for i in np.argsort(sig, kind="stable") if np.isfinite(sig[i])]
+    start = 0
+    for k in range(1, len(order) + 1):
+        if k == len(order) or sig[order[k]] - sig[order[start]] > tol:
+            b = order[start]
+            for i in order[start + 1:k]:
+                if piv[i] == piv[b]:
+                    base_of[i] = b
+            start = k
     derived = np.flatnonzero(base_of >= 0)
     if derived.size < _MIN_SAVING * n:
         return None
     src = base_of[derived]
-    factor = top[derived] / top[src]
+    factor = rows[derived, piv[src]].astype(np.float64) / top[src]
     guess = (rows[src].astype(np.float64) * factor[:, None]).astype(np.float32)
     diff = rows[derived].view(np.int32).astype(np.int64) - guess.view(np.int32).astype(np.int64)
     ok = np.abs(diff).max(axis=1) <= 127
