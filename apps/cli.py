@@ -48,6 +48,10 @@ def cmd_compile(args: argparse.Namespace) -> int:
     if clip:
         print("clipping error (rate-limit ANN vs ANN on calibration data, max |diff| / max |ANN|): " +
               ", ".join(f"{k} {v:.4f}" for k, v in clip.items()))
+    if net.meta.get("cost"):
+        from snnc.compiler.cost import format_cost
+
+        print(format_cost(net.meta["cost"]))
     return 0
 
 
@@ -73,13 +77,19 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     if not 2 <= args.weight_bits <= MAX_WEIGHT_BITS:
         raise SnncError(f"--weight-bits {args.weight_bits}: expected an integer from 2 to {MAX_WEIGHT_BITS}")
+    from snnc.compiler.cost import cost_report, format_cost, format_dominant
+
     net = lavafile.load(args.file)
     print(format_table(net))
+    print()
+    print(format_cost(cost_report(net)))
     if args.target == "loihi2":
         from snnc.compiler.loihi import fit_report
 
         print()
         print(fit_report(net, weight_bits=args.weight_bits))
+        print()
+        print(format_dominant(net))
     return 0
 
 
@@ -118,7 +128,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="initial membrane potential: 0 or theta/2 (default %(default)s)")
     c.add_argument("--target-T", type=int, metavar="T",
                    help="calibrate every layer so the SNN at T steps matches the rate-limit ANN (calibrate_to_T)")
-    c.add_argument("--no-ann", action="store_true", help="do not embed the original ANN in the .lava file")
+    c.add_argument("--no-ann", action="store_true", help="do not embed the original ANN in the .lava file (smaller; then `snnc run --ann` and "
+                        "`snnc eval`, which compare against it, refuse the file)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     c.add_argument("--head", choices=["yolo", "yolov5"],
                    help="the model ends at raw YOLO heads: attach this box decoding + NMS on the host")

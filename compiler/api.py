@@ -14,6 +14,7 @@ import onnx
 from snnc.ir import __version__
 from snnc.ir.errors import SnncError
 from snnc.ir.limits import MAX_CALIB_RANDOM, MAX_INPUT, limit
+from snnc.compiler.cost import cost_report
 from snnc.compiler.frontend import file_sha256, prepare
 from snnc.compiler.heads import HeadSpec, attach_head, describe
 from snnc.compiler.graph import export_model, import_graph, run_model
@@ -130,4 +131,6 @@ def compile_model(model_path: str | Path, options: CompileOptions | None = None,
         "stats": stats, "class_names": _class_names(prepared),
         **({"head": describe(head)} if head is not None else {}), "host_outputs": [o.name for o in prepared.graph.output],
     }
+    # the graph's cost next to the ANN's, kept in the provenance so files compiled --no-ann still have it
+    net.meta["cost"] = cost_report(net, parts.spiking)
     return CompileResult(net, spiking, ratelimit, parts.spiking, parts.host, stats)

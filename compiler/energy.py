@@ -22,14 +22,18 @@ of synapses n drives in all the layers that consume it:
   when the spikes are spread evenly) or arrays of the layer's shape (per neuron; exact). Both signs of a SignedIF
   count (|s|). `SimResult.spike_counts` holds (batch,) totals over max(T) steps: pass their mean per layer.
 
-Analog inputs are MACs, not SOPs. Under direct encoding the image enters the first layer(s) at every step, so
-the first convolution does T x its ANN MACs (`snn_macs`); the same holds for explicit (analog) input and for any
-layer reading the output of a linear layer (no neuron, not a copy). Under rate encoding the input layer emits
-spikes: its count must be in `spikes` under the input layer's name and counts as SOPs.
+Analog inputs are MACs, not SOPs (`snn_macs`). Under direct encoding the image is the same at every step, and so
+is every value computed from it without a neuron (padding, copies, a linear layer of the image): a layer reading
+such constant channels computes their weighted sum once and injects it as a constant current every step (every
+backend does; docs/backends.md), so those MACs count once per image, not T times (`constant_input=False` gives
+the older T x count, for comparison). Analog values that change with t (explicit input; a linear layer of spikes)
+cost their MACs at every step. Under rate encoding the input layer emits spikes: its count must be in `spikes`
+under the input layer's name and counts as SOPs.
 
 ANN MACs: the original ANN's convolutions (Conv, ConvTranspose, Gemm, MatMul of `net.ann_onnx`, shapes from ONNX
 shape inference) when the network carries it, else the network's own layers without copy layers
 (`snnc.compiler.inspect.layer_macs`); the latter also counts the convolutions the exact max-pool rewrite adds.
+A file compiled with --no-ann carries the ANN's MACs in its cost record (net.meta["cost"]), used before that.
 Energy: ANN = MACs x E_MAC; SNN = SOPs x E_AC + snn_macs x E_MAC; ratio = SNN / ANN.
 """
 
@@ -172,6 +176,23 @@ def _analog_channels(net: Network, encoding: str) -> dict[str, np.ndarray]:
     return out
 
 
+def constant_channels(net: Network, encoding: str = "direct") -> dict[str, np.ndarray]:
+    """Per layer, which output channels hold the same value at every step (the image under direct encoding and
+    what neuron-free layers compute from it alone)."""
+    out: dict[str, np.ndarray] = {}
+    for layer in net.layers:
+        c = layer.shape[0]
+        if layer.op == "input":
+            out[layer.name] = np.full(c, encoding == "direct")
+        elif layer.op == "concat":
+            out[layer.name] = np.concatenate([out[s] for s in layer.inputs])
+        elif layer.op == "pad" or _is_copy(net, layer):
+            out[layer.name] = out[layer.inputs[0]].copy()
+        else:
+            out[layer.name] = np.full(c, layer.neuron is None and bool(np.all(out[layer.inputs[0]])))
+    return out
+
+
 def onnx_macs(model) -> int:
     """MACs of one forward pass of an ONNX model (bytes or ModelProto): Conv, ConvTranspose, Gemm, MatMul."""
     import onnx
@@ -207,8 +228,11 @@ def onnx_macs(model) -> int:
 
 def energy_report(net: Network, spikes: Mapping[str, Any], T: int, ann_macs: int | None = None, *,
                   layer_sops: Mapping[str, float] | None = None,
-                  maps: Mapping[str, np.ndarray] | None = None) -> dict[str, Any]:
+                  maps: Mapping[str, np.ndarray] | None = None, constant_input: bool = True) -> dict[str, Any]:
     """SOPs, MACs and energy of one image over T steps; see the module docstring for every rule.
+
+    constant_input: analog channels that are the same at every step (direct encoding) cost their MACs once per
+    image (a constant current); False counts them T times, as a per-step computation does.
 
     layer_sops: SOPs per image already counted exactly for some layers (per-neuron spike counts times
     fanout_maps, summed); they replace spikes x mean fan-out for those layers, so a caller that streams
@@ -217,6 +241,7 @@ def energy_report(net: Network, spikes: Mapping[str, Any], T: int, ann_macs: int
     encoding = str(net.input_encoding.get("kind", "direct"))
     maps = fanout_maps(net) if maps is None else maps
     analog = _analog_channels(net, encoding)
+    const = constant_channels(net, encoding) if constant_input else {k: np.zeros_like(v) for k, v in analog.items()}
     rows, sops_total, snn_macs_total = [], 0.0, 0.0
     network_macs = 0
     unknown = [k for k in spikes if k not in maps]
@@ -228,8 +253,9 @@ def energy_report(net: Network, spikes: Mapping[str, Any], T: int, ann_macs: int
         row: dict[str, Any] = {"layer": layer.name, "op": layer.op, "macs": macs, "spikes": None, "fanout": None,
                                "sops": 0.0, "analog_macs": 0.0}
         if layer.op not in ROUTING_OPS and layer.op != "input" and not _is_copy(net, layer) and layer.inputs:
-            frac = float(np.mean(analog[layer.inputs[0]]))
-            row["analog_macs"] = float(T) * macs * frac
+            a, k = analog[layer.inputs[0]], const[layer.inputs[0]]
+            once, every = float(np.mean(a & k)), float(np.mean(a & ~k))  # fractions of the input channels
+            row["analog_macs"] = macs * (once + float(T) * every)
         spiking = layer.neuron is not None or (layer.op == "input" and encoding == "rate")
         if spiking:
             if layer.name not in spikes:
@@ -253,8 +279,11 @@ def energy_report(net: Network, spikes: Mapping[str, Any], T: int, ann_macs: int
         rows.append(row)
     source = "given"
     if ann_macs is None:
+        recorded = ((net.meta or {}).get("cost") or {}).get("ann") or {}
         if net.ann_onnx is not None:
             ann_macs, source = onnx_macs(net.ann_onnx), "net.ann_onnx"
+        elif recorded.get("macs"):  # compiled --no-ann: the ANN's MACs that compile recorded
+            ann_macs, source = int(recorded["macs"]), "compile's cost record"
         else:
             ann_macs, source = network_macs, "network layers"
     energy = {}

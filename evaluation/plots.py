@@ -152,6 +152,54 @@ def cost_vs_T(metrics: dict[str, Any], path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def pareto_points(metrics: dict[str, Any]) -> list[dict[str, Any]]:
+    """Per T that has both: the accuracy (mAP@0.5 with labels, else fidelity mAP@0.5) and the SNN / ANN energy
+    ratio (32-bit int and float), and whether that T is on the Pareto front (no other T is at least as accurate
+    for less int energy, or more accurate for no more)."""
+    key = "mAP50" if metrics["data"]["kind"] == "labelled" else "fidelity_mAP50"
+    acc = {r["T"]: r.get(key) for r in metrics["accuracy"]["snn"]}
+    pts = []
+    for r in metrics["activity"]["T"]:
+        e, a = r.get("energy_pj"), acc.get(r["T"])
+        if e and a is not None:
+            pts.append({"T": r["T"], "accuracy": float(a), "key": key, "energy_int": e["int"]["ratio"],
+                        "energy_float": e["float"]["ratio"]})
+    for p in pts:
+        p["front"] = not any((q["energy_int"] <= p["energy_int"] and q["accuracy"] > p["accuracy"]) or
+                             (q["energy_int"] < p["energy_int"] and q["accuracy"] >= p["accuracy"]) for q in pts)
+    return pts
+
+
+def accuracy_vs_energy(metrics: dict[str, Any], path: Path) -> Path | None:
+    """The trade-off a user picks T from: accuracy against the energy estimate (SNN / ANN), one point per T, the
+    Pareto front joined; the ANN is the point (1, its mAP)."""
+    pts = pareto_points(metrics)
+    if not pts:
+        return None
+    key = pts[0]["key"]
+    fig = _figure(6.4, 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    for kind, color in (("int", "C0"), ("float", "C1")):
+        xs = [p[f"energy_{kind}"] for p in pts]
+        ax.scatter(xs, [p["accuracy"] for p in pts], color=color, label=f"SNN, 32-bit {kind} energy", zorder=3)
+        front = sorted((p for p in pts if p["front"]), key=lambda p: p[f"energy_{kind}"])
+        ax.plot([p[f"energy_{kind}"] for p in front], [p["accuracy"] for p in front], "-", color=color, alpha=0.6)
+        for p in pts:
+            ax.annotate(f"T={p['T']}", (p[f"energy_{kind}"], p["accuracy"]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")
+    ann = metrics["accuracy"]["ann"].get(key) if key == "mAP50" else 1.0
+    if ann is not None:
+        ax.scatter([1.0], [ann], marker="*", s=120, color="k", label="ANN", zorder=4)
+    ax.set_xscale("log")
+    ax.set_xlabel("energy per image, SNN / ANN (estimate)")
+    ax.set_ylabel("mAP@0.5" if key == "mAP50" else "fidelity mAP@0.5")
+    _ylim(ax, [p["accuracy"] for p in pts] + ([ann] if ann is not None else []))
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("accuracy against energy (Pareto front joined)")
+    return _save(fig, path)
+
+
 def _log_log_panel(ax, ts: list[int], ylabel: str) -> None:
     ax.set_yscale("log")
     _log2_axis(ax, ts)

@@ -186,6 +186,14 @@ def render_html(m: dict[str, Any], files: dict[str, Any]) -> str:
                + ("counted per neuron (exact)." if exact else "from per-layer spike totals x mean fan-out.") + "</p>")
     if files.get("cost"):
         out.append(f"<img src='{files['cost']}' alt='SOPs and energy vs T'>")
+    from snnc.evaluation.plots import pareto_points
+
+    front = [p for p in pareto_points(m) if p["front"]]
+    if front:
+        out.append("<p>Pareto-optimal T (accuracy against int energy): " + ", ".join(
+            f"T={p['T']} ({_f(p['accuracy'])} at {_f(p['energy_int'], 3)}x the ANN)" for p in front) + "</p>")
+    if files.get("pareto"):
+        out.append(f"<img src='{files['pareto']}' alt='accuracy against energy'>")
     layers = list(act["T"][0]["layer_rates"]) if act["T"] else []
     ch = act.get("channels") or {}
     head = ["layer", "neurons"] + [f"T={r['T']}" for r in act["T"]]
@@ -276,7 +284,8 @@ class ReportWriter:
         files: dict[str, Any] = {}
         for key, fn, name in (("map", plots.map_vs_T, "map_vs_T.png"), ("rates", plots.firing_rates, "firing_rates.png"),
                               ("errors", plots.errors_per_layer, "errors_per_layer.png"),
-                              ("cost", plots.cost_vs_T, "cost_vs_T.png"), ("ablation", plots.ablation, "ablation.png")):
+                              ("cost", plots.cost_vs_T, "cost_vs_T.png"), ("ablation", plots.ablation, "ablation.png"),
+                              ("pareto", plots.accuracy_vs_energy, "accuracy_vs_energy.png")):
             p = fn(metrics, self.tmp / name)
             if p is not None:
                 files[key] = p.name

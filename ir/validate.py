@@ -58,6 +58,30 @@ def _optional(d: dict, key: str, where: str, check: Callable[[str, Any], None]) 
 
 
 def _member(where: str, value: Any) -> None:
+    """An array reference: a member name (version 1) or one of version 2's forms (docs/format.md)."""
+    if isinstance(value, dict):
+        forms = [k for k in ("npy", "fill", "pattern", "copies") if k in value]
+        _need(len(forms) == 1, where, "one of npy, fill, pattern, copies", sorted(value))
+        _need(isinstance(value.get("dtype", "float32"), str), f"{where}.dtype", "a dtype name", value.get("dtype"))
+        if forms[0] == "fill":
+            _need(_is_num(value["fill"]), f"{where}.fill", "a finite number", value["fill"])
+            shape = value.get("shape")
+            _need(isinstance(shape, list) and all(_is_int(d) and d >= 0 for d in shape), f"{where}.shape",
+                  "a list of sizes", shape)
+        elif forms[0] == "npy":
+            _member(f"{where}.npy", value["npy"])
+        elif forms[0] == "pattern":
+            _member(f"{where}.pattern", value["pattern"])
+            _member(f"{where}.scale", value.get("scale"))
+        else:
+            c = value["copies"]
+            _need(isinstance(c, dict), f"{where}.copies", "an object", c)
+            for key in ("kept", "src", "factor", "fix"):
+                _member(f"{where}.copies.{key}", c.get(key))
+            _need(c.get("axis") in (0, 1) and _is_int(c.get("n")) and c["n"] > 0, f"{where}.copies",
+                  "axis 0 or 1 and n > 0", {k: c.get(k) for k in ("axis", "n")})
+            _member(f"{where}.copies.base", c.get("base"))
+        return
     _need(isinstance(value, str) and value != "", where, "an archive member name", value)
 
 
@@ -114,7 +138,7 @@ def _layer(where: str, e: Any) -> None:
 
 
 def check_manifest(m: dict[str, Any], path: Any) -> None:
-    """FormatError naming the file and the first key that does not match the version-1 schema."""
+    """FormatError naming the file and the first key that does not match the schema (versions 1 and 2)."""
     try:
         layers = m.get("layers")
         _need(isinstance(layers, list) and len(layers) > 0, "layers", "a non-empty list", layers)

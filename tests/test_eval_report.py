@@ -323,7 +323,8 @@ def test_digits_activity_cost_and_errors(relu_report):
         assert f["snn"] == pytest.approx(r["sops"] * 0.9 + r["analog_macs"] * 4.6)
         assert f["ann"] == pytest.approx(r["ann_macs"] * 4.6)
     assert 3 < rows[256]["sops"] / rows[64]["sops"] < 5  # SOPs grow about linearly with T
-    assert rows[256]["analog_macs"] == pytest.approx(4 * rows[64]["analog_macs"])
+    assert rows[256]["analog_macs"] == pytest.approx(rows[64]["analog_macs"])  # the constant image: once
+    assert rows[64]["analog_macs"] > 0
     err = m["errors"]
     assert err["quantization_bound_holds"]
     assert len(err["layers"]) == m["model"]["neuron_layers"]

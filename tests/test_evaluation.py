@@ -203,14 +203,16 @@ def test_sops_by_hand():
     # per-neuron counts: one spike per neuron -> 2 * 25 + 32 * 5 and 4 * 20
     rep_exact = energy_report(net, {"a": np.ones((2, 4, 4)), "b": np.ones((1, 2, 2))}, T=4)
     assert rep_exact["snn_sops"] == pytest.approx(2 * 25 + 32 * 5 + 80)
-    # direct encoding: a gets the image every step: T x its 2*16*9 MACs; ANN MACs exclude the copy layer
-    assert rep["snn_macs"] == pytest.approx(4 * 288)
+    # direct encoding: a gets the same image every step: its 2*16*9 MACs once (a constant current), T x as a
+    # per-step computation; ANN MACs exclude the copy layer
+    assert rep["snn_macs"] == pytest.approx(288)
+    assert energy_report(net, {"a": 16, "b": 4}, T=4, constant_input=False)["snn_macs"] == pytest.approx(4 * 288)
     assert rep["ann_macs"] == 288 + 72 + 240 and rep["ann_macs_from"] == "network layers"
     f = rep["energy_pj"]["float"]
-    assert f["snn"] == pytest.approx(185 * 0.9 + 4 * 288 * 4.6)
+    assert f["snn"] == pytest.approx(185 * 0.9 + 288 * 4.6)
     assert f["ratio"] == pytest.approx(f["snn"] / (600 * 4.6))
     i = rep["energy_pj"]["int"]
-    assert i["snn"] == pytest.approx(185 * 0.1 + 4 * 288 * 3.2) and i["ann"] == pytest.approx(600 * 3.2)
+    assert i["snn"] == pytest.approx(185 * 0.1 + 288 * 3.2) and i["ann"] == pytest.approx(600 * 3.2)
     # (batch,) totals as SimResult.spike_counts holds them are averaged per image
     assert energy_report(net, {"a": np.array([10, 22]), "b": np.array([4, 4])}, T=4)["snn_sops"] == pytest.approx(185)
 

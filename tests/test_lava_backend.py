@@ -713,3 +713,28 @@ def test_fit_report_counts_memory_if_state():
     text = loihi.fit_report(net)
     assert f"{f.memory_neurons:,} memory IF neurons keep one more state variable" in text and "log2(T) + 1" in text
     assert "memory IF: +1 state (count)" in text.splitlines()[3]  # c1's row
+
+
+@needs_lava
+@pytest.mark.parametrize("mode", ["fixed", "float"])
+def test_constant_input_current_equals_per_step_connections(mode):
+    """Layers fed by the image alone take its synaptic sums as a constant current (no connection process, no
+    source): the same spikes and integer sums as the per-step connections and as the NumPy reference."""
+    from test_constant_input import _image, constant_net
+
+    net, x = constant_net(), _image(2)
+    lava = get_backend("lava")
+    const = lava.simulate(net, x, [5, 12], mode=mode)
+    step = lava.simulate(net, x, [5, 12], mode=mode, constant_input=False)
+    assert const.extra["constant_current"] == ["c0", "c1"] and step.extra["constant_current"] == []
+    ref = get_backend("numpy").simulate(net, x, [5, 12], mode=mode, progress=False)
+    for res in (const, step):
+        for k in ref.spike_counts:
+            np.testing.assert_array_equal(res.spike_counts[k], ref.spike_counts[k])
+        for t in (5, 12):
+            if mode == "fixed":
+                np.testing.assert_array_equal(res.extra["sums"][t]["head"], ref.extra["sums"][t]["head"])
+            np.testing.assert_array_equal(const.outputs[t]["head"], step.outputs[t]["head"])
+    lnet = build(net, mode, input_values={"x": np.zeros((8, 8, 3))}, constant_input=True)
+    assert "x" not in lnet.populations and set(lnet.currents) == {"c0", "c1"}
+    assert not any(name.startswith(("c0", "c1")) for name in lnet.connections)

@@ -5,7 +5,6 @@ as snnc's NumPy simulator where the semantics match; where snnTorch differs, the
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest

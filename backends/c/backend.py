@@ -159,7 +159,11 @@ class CBackend(Backend):
 
     Options (constructor or environment): cc ($CC), cflags ($SNNC_C_CFLAGS, default -O2), cache_dir
     ($SNNC_CACHE_DIR), float_type ("float32"; float-mode arithmetic), weight_bits (None: quantize's default).
+    SimOptions.extra: constant_input (default True: layers fed by the image alone compute their input current
+    once per image; False: every step, the per-step path).
     """
+
+    extra_options = frozenset({"constant_input"})
 
     def __init__(self, *, cc: str | None = None, cflags: str | None = None, cache_dir: str | Path | None = None,
                  float_type: str = "float32", weight_bits: int | None = None):
@@ -178,7 +182,8 @@ class CBackend(Backend):
         mode, v_init, seed, weight_bits = options.mode, options.v_init, options.seed, options.weight_bits
         net = with_encoding(net, options.encoding)
         bits = self.weight_bits if weight_bits is None else weight_bits
-        project = render(net, mode, weight_bits=bits, float_type=self.float_type, v_init=v_init)
+        project = render(net, mode, weight_bits=bits, float_type=self.float_type, v_init=v_init,
+                         constant_input=bool(options.extra.get("constant_input", True)))
         x = np.asarray(x)
         in_layer = net.input_layers[0]
         if x.shape[1:] != tuple(in_layer.shape):

@@ -79,7 +79,8 @@ class Project:
 
 
 def generate(net: Network, out_dir: Path | str, mode: str = "fixed", *, weights: str = "bin",
-             weight_bits: int | None = None, float_type: str = "float32", v_init: float | None = None) -> Path:
+             weight_bits: int | None = None, float_type: str = "float32", v_init: float | None = None,
+             constant_input: bool = True) -> Path:
     """Write the C project for `net` into `out_dir` and return it.
 
     mode: "fixed" (integers from `quantize(net, weight_bits)`, bit-exact with the NumPy reference; None: quantize's
@@ -87,15 +88,20 @@ def generate(net: Network, out_dir: Path | str, mode: str = "fixed", *, weights:
     weights: "bin" (a `weights.bin` blob read by `snn_init(path)`) or "header" (`weights.h`, compiled in; for
     targets without a file system). float_type: "float32" or "float64", the float-mode arithmetic.
     v_init: override every neuron's initial potential (fraction of theta), as the simulators' option does.
+    constant_input: a layer fed by the input image alone keeps its input current z and recomputes it only when
+    the image changes (a constant current under direct encoding); False recomputes it every step (the per-step
+    path, bit-exact with it in fixed point; for tests and comparisons).
     """
     return render(net, mode, weights=weights, weight_bits=weight_bits, float_type=float_type,
-                  v_init=v_init).write(Path(out_dir))
+                  v_init=v_init, constant_input=constant_input).write(Path(out_dir))
 
 
 def render(net: Network, mode: str = "fixed", *, weights: str = "bin", weight_bits: int | None = None,
-           float_type: str = "float32", v_init: float | None = None) -> Project:
+           float_type: str = "float32", v_init: float | None = None, constant_input: bool = True) -> Project:
     """The generated project in memory (see `generate`)."""
-    return _Generator(net.with_v_init(v_init), mode, weights, weight_bits, float_type).run()
+    gen = _Generator(net.with_v_init(v_init), mode, weights, weight_bits, float_type)
+    gen.constant_input = bool(constant_input)
+    return gen.run()
 
 
 def _shape3(shape: tuple[int, ...]) -> tuple[int, int, int]:
@@ -165,6 +171,7 @@ class _Generator:
         if float_type not in FLOAT_TYPES:
             raise SnncError(f"C backend: float_type must be one of {tuple(FLOAT_TYPES)}, got {float_type!r}")
         self.net, self.mode, self.weights = net, mode, weights
+        self.constant_input = True  # input-only layers keep z while the image is unchanged (render's option)
         self.fixed = mode == "fixed"
         self.real, self.real_np = FLOAT_TYPES[float_type]
         inputs = net.input_layers
@@ -524,7 +531,7 @@ static void snn_layer_{i}(snn_ctx *c)
     def _emit_connection(self, lay: Layer, i: int, what: str, loops: str, acc: str, zdecl: str,
                          input_only: bool, n_z: int) -> None:
         epilogue = self._epilogue(lay, i, acc)
-        guard_open = "    if (c->input_changed) {\n" if input_only else "    {\n"
+        guard_open = "    if (c->input_changed) {\n" if input_only and self.constant_input else "    {\n"
         self.funcs.append(f"""/* {_comment(lay.name)}: {what} */
 static void snn_layer_{i}(snn_ctx *c)
 {{

@@ -74,17 +74,21 @@ class LavaBackend(Backend):
     def __init__(self) -> None:
         require_lava()
 
+    extra_options = frozenset({"constant_input"})
+
     def run(self, net: Network, x: Any, ts: list[int], options: SimOptions) -> SimResult:
         """As the NumPy reference's simulate (direct encoding only); progress: a bar over Lava steps (None:
         only on a terminal). Lava's simulator schedules its own processes: `threads` and `max_bytes` do not
-        apply."""
+        apply. SimOptions.extra constant_input: the image's synaptic sums as a constant current (default True;
+        False: per step)."""
         self.require_cpu(self.name, options)
         require_lava()
         from snnc.backends.lava.sim import simulate
 
         o = options
         return simulate(net, x, ts, mode=o.mode, v_init=o.v_init, decode=o.decode, seed=o.seed,
-                        weight_bits=o.weight_bits, encoding=o.encoding, progress=o.progress)
+                        weight_bits=o.weight_bits, encoding=o.encoding, progress=o.progress,
+                        constant_input=bool(o.extra.get("constant_input", True)))
 
 
 __all__ = ["build", "LavaBackend", "require_lava", "INSTALL"]

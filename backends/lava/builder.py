@@ -60,6 +60,7 @@ class LavaNet:
     models: dict[int, type] = field(default_factory=dict)
     started: bool = False
     period: int = 0  # Lava steps per sample (0: one open-ended sample)
+    currents: dict[str, np.ndarray] = field(default_factory=dict)  # population -> constant input current
 
     @property
     def mode(self) -> str:
@@ -101,26 +102,69 @@ def _delay(lnet: LavaNet, src, name: str, shape, steps: int, fixed: bool, is_inp
     return lnet.delays[key]
 
 
+def _values(plan: Plan, name: str, input_values: dict[str, np.ndarray] | None) -> np.ndarray:
+    """The input source's value(s) as (samples or 1, *Lava shape)."""
+    shape = plan.pop(name).shape
+    value = np.zeros(shape) if input_values is None else np.asarray(input_values[name])
+    return value[None] if value.ndim == len(shape) else value
+
+
+def _synaptic_sum(c, value: np.ndarray, target_shape: tuple[int, ...], fixed: bool) -> np.ndarray:
+    """What connection c's Lava process sends for one input value, computed as its process model does."""
+    if c.kind == "conv":
+        a = P.lava_conv(value, c.weight, c.conv["stride"], c.conv["padding"], c.conv["dilation"], c.conv["groups"])
+    else:
+        a = c.weight @ np.asarray(value, dtype=np.float64).reshape(-1)
+    a = np.asarray(a).reshape(target_shape)
+    return np.rint(a).astype(P.FIXED_STATE) if fixed else a.astype(np.float64)
+
+
+def constant_currents(plan: Plan, input_values: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """Per population fed by the input source: the sum of its constant connections' a_out, (samples, *shape).
+
+    Under direct encoding the image, and so these synaptic sums, are the same at every step: computed here once,
+    they enter the population as a constant current instead of through a connection process every step. Exact
+    in fixed point (integer sums; float64 holds them exactly, make_plan checks the bound)."""
+    fixed = plan.mode == "fixed"
+    out: dict[str, np.ndarray] = {}
+    for c in plan.conns:
+        if not c.constant:
+            continue
+        vals = _values(plan, c.source, input_values)
+        shape = plan.pop(c.target).shape
+        cur = np.stack([_synaptic_sum(c, v, shape, fixed) for v in vals])
+        out[c.target] = cur if c.target not in out else out[c.target] + cur
+    return out
+
+
 def build_plan(plan: Plan, *, steps: int = 0, rec_at: Sequence[int] = (), source: bool = True,
-               input_values: dict[str, np.ndarray] | None = None, samples: int = 1) -> LavaNet:
+               input_values: dict[str, np.ndarray] | None = None, samples: int = 1,
+               constant_input: bool = False) -> LavaNet:
     """Processes for `plan`.
 
     steps > 0: every population stops after `steps` active steps (t_end = depth + steps), and the run is
     `samples` samples of period = max depth + steps Lava steps each (populations reset at each sample's start).
     rec_at: active steps at which populations copy their accumulated output into rec[sample].
     input_values: per input layer, a value in Lava layout, or (samples, *Lava shape) values, one per sample.
+    constant_input (with source; `simulate` sets it): connections fed by the input source alone are not built,
+    nor is the source when nothing else reads it; their synaptic sums, computed once (`constant_currents`), are
+    each target population's constant current (`LavaNet.currents`). False (default): a connection process
+    computes them every step, the per-step path; bit-exact with the constant one in fixed point.
     """
     fixed = plan.mode == "fixed"
     lnet = LavaNet(plan, {}, {}, {}, {}, {})
+    constant = constant_input and source
+    lnet.currents = constant_currents(plan, input_values) if constant else {}
+    needed = {c.source for c in plan.conns if not (constant and c.constant)}
     rec = np.asarray(list(rec_at) or [0], dtype=np.int64)
     dtype = P.FIXED_STATE if fixed else np.float32
     period = plan.max_depth + steps if steps else 0
     lnet.period = period
     for p in plan.pops:
         common = dict(shape=p.shape, t_start=p.depth, t_end=p.depth + steps if steps else 0, rec_at=rec,
-                      period=period, samples=samples, name=p.name)
+                      period=period, samples=samples, name=p.name, current=lnet.currents.get(p.name))
         if p.kind == "source":
-            if not source:
+            if not source or p.name not in needed:  # all its consumers take the constant current
                 continue
             value = np.zeros(p.shape) if input_values is None else np.asarray(input_values[p.name])
             batched = value.ndim == len(p.shape) + 1
@@ -141,6 +185,8 @@ def build_plan(plan: Plan, *, steps: int = 0, rec_at: Sequence[int] = (), source
         lnet.models[id(proc)] = P.MODELS[(cls, fixed)]
     sources = {p.name for p in plan.pops if p.kind == "source"}
     for c in plan.conns:
+        if constant and c.constant:
+            continue
         if c.kind == "conv":
             proc = Conv(weight=c.weight, num_message_bits=c.num_message_bits, name=c.name, **c.conv)
             model = P.ConvModelFixed if fixed and c.bound < 2 ** (ACC_BITS - 1) else P.ConvModelFloat
@@ -173,12 +219,12 @@ def build_plan(plan: Plan, *, steps: int = 0, rec_at: Sequence[int] = (), source
 def build(net_or_path: Network | str | os.PathLike, mode: str = "fixed", *, weight_bits: int | None = None,
           v_init: float | None = None, steps: int = 0, rec_at: Sequence[int] = (), source: bool = True,
           input_max: int | None = None, input_values: dict[str, np.ndarray] | None = None,
-          samples: int = 1) -> LavaNet:
+          samples: int = 1, constant_input: bool = False) -> LavaNet:
     """Lava processes for a Network or a `.lava` file (FormatError before any process is built); see
-    build_plan for steps, rec_at, input_values (Lava layout) and samples."""
+    build_plan for steps, rec_at, input_values (Lava layout), samples and constant_input."""
     net = lavafile.load(net_or_path) if not isinstance(net_or_path, Network) else net_or_path
     plan = make_plan(net.with_v_init(v_init), mode, weight_bits, input_max)
     return build_plan(plan, steps=steps, rec_at=rec_at, source=source, input_values=input_values,
-                      samples=samples)
+                      samples=samples, constant_input=constant_input)
 
 

@@ -59,6 +59,7 @@ class ConnSpec:
     num_message_bits: int = 0
     bound: int = 0  # fixed point: bound on |a_out|
     synapses: int = 0
+    constant: bool = False  # fed by the input source alone: the same a_out every step (direct encoding)
 
 
 @dataclass
@@ -331,7 +332,7 @@ def make_plan(net: Network, mode: str = "fixed", weight_bits: int | None = None,
                 raise SnncError(f"layer {name}: its synaptic sums may reach {bound:.3g}, beyond the 2**53 that "
                                 "float64 holds exactly; use fewer weight bits")
             conns.append(ConnSpec(cname, name, r.pop, kind, depth - 1 - spop.depth, weight, params,
-                                  message_bits(spop), bound, synapses))
+                                  message_bits(spop), bound, synapses, constant=spop.kind == "source"))
         n = layer.neuron
         lshape = lava_shape(layer.shape)
         if n is None:

@@ -50,8 +50,11 @@ def _inputs(net: Network, x: Any) -> dict[str, np.ndarray]:
 
 def simulate(net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float", v_init: float | None = None,
              decode: str = "membrane", seed: int = 0, weight_bits: int | None = None,
-             encoding: str | None = None, progress: bool | None = None) -> SimResult:
-    """Run `net` in lava-nc's CPU simulator; outputs, spike counts and (fixed) raw sums as the NumPy reference."""
+             encoding: str | None = None, progress: bool | None = None, constant_input: bool = True) -> SimResult:
+    """Run `net` in lava-nc's CPU simulator; outputs, spike counts and (fixed) raw sums as the NumPy reference.
+
+    constant_input: the input layer's synaptic sums enter as a constant current computed once (default); False
+    runs them as connection processes every step (builder.build_plan)."""
     del seed  # direct encoding only: nothing is random
     ts = checkpoints(T)
     t_max = ts[-1]
@@ -77,7 +80,7 @@ def simulate(net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float
             values[name] = np.asarray(a, dtype=np.float32)
     plan = make_plan(net, mode, weight_bits, input_max)
     chw = plan.chw
-    lnet = build_plan(plan, steps=t_max, rec_at=ts, samples=batch,
+    lnet = build_plan(plan, steps=t_max, rec_at=ts, samples=batch, constant_input=constant_input,
                       input_values={k: to_lava(v, chw[k]) for k, v in values.items()})
     steps = lnet.period * batch
     neuron_pops = [p for p in plan.pops if p.kind in NEURON_KINDS]
@@ -110,7 +113,8 @@ def simulate(net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float
             sums[t][o] = raw
     extra = {"mode": mode, "encoding": "direct", "seconds": ran - started, "build_seconds": built - started,
              "run_seconds": ran - built, "lava_steps": lnet.period, "depth": {p.name: p.depth for p in plan.pops},
-             "seconds_per_step": (ran - built) / max(1, steps)}
+             "seconds_per_step": (ran - built) / max(1, steps),
+             "constant_current": sorted(lnet.currents)}
     if fixed:
         extra["sums"] = sums
         extra["weight_bits"] = plan.weight_bits

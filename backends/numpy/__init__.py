@@ -32,10 +32,11 @@ __all__ = ["NumpyBackend", "simulate", "rate_limit_forward", "clear_cache", "DEF
 class NumpyBackend(Backend):
     """Reference simulator: float32 or exact fixed point, any T in memory bounded by `max_bytes`.
 
-    Backend-specific options (SimOptions.extra): record_layers, on_checkpoint (the per-layer error analysis).
+    Backend-specific options (SimOptions.extra): record_layers, on_checkpoint (the per-layer error analysis),
+    constant_input (default True; False: the per-step path, see sim.simulate).
     """
 
-    extra_options = frozenset({"record_layers", "on_checkpoint"})
+    extra_options = frozenset({"record_layers", "on_checkpoint", "constant_input"})
 
     def run(self, net: Network, x: Any, ts: list[int], options: SimOptions) -> SimResult:
         self.require_cpu(self.name, options)

@@ -369,8 +369,12 @@ def simulate(net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float
              decode: str = "membrane", seed: int = 0, encoding: str | None = None,
              max_bytes: int = DEFAULT_MAX_BYTES, progress: bool | None = None, threads: int | None = None,
              weight_bits: int | None = None, record_layers: bool = False,
-             on_checkpoint: Callable[[int, dict], None] | None = None) -> SimResult:
+             on_checkpoint: Callable[[int, dict], None] | None = None, constant_input: bool = True) -> SimResult:
     """Simulate `net` on a batch x for max(T) steps; decoded outputs at every checkpoint in T. See the module doc.
+
+    constant_input: under direct encoding, values that are the same every step (the image, the first layers' z)
+    are computed once, a constant current. False feeds the image as an explicit input of T equal steps, so every
+    layer computes z at every step: the per-step path, bit-exact with the default in fixed point (for tests).
 
     record_layers: also count each neuron's spikes by sign and hand them, with V(T), to on_checkpoint(T, state)
     at every checkpoint (without a callback: copies in extra["layers_at"]); see the module docstring.
@@ -391,6 +395,9 @@ def simulate(net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float
 
     net_q = _with_overrides(net, v_init, encoding)
     xs = _inputs_by_layer(net, x, encoding)
+    if not constant_input and encoding == "direct":
+        xs = {k: np.broadcast_to(a[None], (t_max,) + a.shape) for k, a in xs.items()}
+        encoding = "explicit"
     if encoding == "explicit":
         short = {k: a.shape[0] for k, a in xs.items() if a.shape[0] < t_max}
         if short:

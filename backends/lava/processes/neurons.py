@@ -7,7 +7,9 @@ Neurons (docs/neurons.md, one population per connection layer, shape (W, H, C) o
     SignedIF   V += z; p = V >= vth; n = V <= -vth_neg; V -= p*vth; V += n*vth_neg; out = p - n    (IBT)
     Linear     out = z (no spikes); a detection head or a copy layer such as nearest upsampling
 
-with z = a_in + bias (bias per neuron, every step) and V(0) = v_init per neuron. Each has a float model
+with z = a_in + bias (bias per neuron, every step) and V(0) = v_init per neuron. A population fed by the input
+image alone gets, instead of synapses from it, a constant input current per sample (`current`, computed once by
+the builder) that is added to a_in every active step: the image is the same every step under direct encoding. Each has a float model
 (tag "floating_pt": V, vth, bias float32, z = float32(a_in) + bias as in the NumPy reference) and a bit-accurate
 fixed-point model (tag "fixed_pt": V, vth, vth_neg, bias int64, the integers of `snnc.ir.fixedpoint`;
 spikes and Linear outputs leave as int32 graded messages). MemoryIF's `count` (+1 spikes minus -1 spikes
@@ -82,7 +84,7 @@ class Population(AbstractProcess):
 
     def __init__(self, *, shape: tuple[int, ...], bias: np.ndarray | float = 0, t_start: int = 0, t_end: int = 0,
                  rec_at: np.ndarray | None = None, period: int = 0, samples: int = 1, name: str | None = None,
-                 **kwargs) -> None:
+                 current: np.ndarray | None = None, **kwargs) -> None:
         super().__init__(name=name, **kwargs)
         shape = tuple(int(s) for s in shape)
         rec_at = np.asarray([0] if rec_at is None else rec_at, dtype=np.int64)
@@ -90,6 +92,9 @@ class Population(AbstractProcess):
         self.a_in = InPort(shape=shape)
         self.s_out = OutPort(shape=shape)
         self.bias = Var(shape=shape, init=np.broadcast_to(bias, shape).copy())
+        # constant input current per sample, (samples or 1, *shape), added to a_in while active; (1,) zero: none
+        cur = np.zeros(1) if current is None else np.asarray(current)
+        self.current = Var(shape=cur.shape, init=cur)
         self.t = Var(shape=(1,), init=0)
         self.t_start = Var(shape=(1,), init=int(t_start))
         self.t_end = Var(shape=(1,), init=int(t_end))
@@ -224,6 +229,8 @@ class _PopulationModel(PyLoihiProcessModel):
         if u <= start or (end > 0 and u > end):
             self.s_out.send(np.zeros(self.s_out.shape))
             return
+        if self.current.ndim > 1:  # the constant current replaces the synapses from the input (builder)
+            a = np.asarray(a) + self.current[min(sample, self.current.shape[0] - 1)]
         out = self.fire(self.z(a))
         self.acc += out
         if sample < self.spikes.shape[0]:
@@ -282,6 +289,7 @@ def _common(fixed: bool) -> dict:
         "a_in": LavaPyType(PyInPort.VEC_DENSE, FIXED_STATE if fixed else float),
         "s_out": LavaPyType(PyOutPort.VEC_DENSE, FIXED_MSG if fixed else float, precision=24),
         "bias": LavaPyType(np.ndarray, state), "t": LavaPyType(np.ndarray, np.int64),
+        "current": LavaPyType(np.ndarray, FIXED_STATE if fixed else float),
         "t_start": LavaPyType(np.ndarray, np.int64), "t_end": LavaPyType(np.ndarray, np.int64),
         "period": LavaPyType(np.ndarray, np.int64),
         "acc": LavaPyType(np.ndarray, FIXED_STATE if fixed else np.float64),
@@ -311,7 +319,7 @@ def _model(proc: type, mixin: type | None, fixed: bool, names: tuple[str, ...]) 
     return cls
 
 
-_BASE = ("a_in", "s_out", "bias", "t", "t_start", "t_end", "period", "acc", "rec_at", "rec", "spikes")
+_BASE = ("a_in", "s_out", "bias", "current", "t", "t_start", "t_end", "period", "acc", "rec_at", "rec", "spikes")
 for _fixed in (False, True):
     _model(Linear, None, _fixed, _BASE)
     _model(IF, _IFMixin, _fixed, _BASE + ("vth", "v", "v_init", "spike_count"))
