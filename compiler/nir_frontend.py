@@ -12,7 +12,10 @@ IF stacks; snnTorch writes its leak-free Leaky neuron as a LIF with tau = inf). 
     Scale after an IF             snnc's spike value theta (must equal the threshold)
     Output                        a network output (decoded as the mean over steps)
 
-Refused with the node's name: a node with several inputs (a sum), recurrence, v_reset != 0, a leak, an IF that
+A node with several inputs (NIR sums them) is read only as the parts of a concatenation snnc wrote (one Conv2d
+per part feeding an IF node; metadata snnc_concat / snnc_part): snnc rebuilds the concat layer and the conv.
+
+Refused with the node's name: any other node with several inputs, recurrence, v_reset != 0, a leak, an IF that
 does not follow a weight node, other primitives. A neuron with threshold theta != 1 that is not followed by
 snnc's Scale(theta) spikes with value 1 in NIR: its own weights and bias are divided by theta (threshold 1).
 """
