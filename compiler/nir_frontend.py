@@ -12,7 +12,10 @@ IF stacks; snnTorch writes its leak-free Leaky neuron as a LIF with tau = inf). 
     Scale after an IF             snnc's spike value theta (must equal the threshold)
     Output                        a network output (decoded as the mean over steps)
 
-Refused with the node's name: a node with several inputs (a sum), recurrence, v_reset != 0, a leak, an IF that
+A node with several inputs (NIR sums them) is read only as the parts of a concatenation snnc wrote (one Conv2d
+per part feeding an IF node; metadata snnc_concat / snnc_part): snnc rebuilds the concat layer and the conv.
+
+Refused with the node's name: any other node with several inputs, recurrence, v_reset != 0, a leak, an IF that
 does not follow a weight node, other primitives. A neuron with threshold theta != 1 that is not followed by
 snnc's Scale(theta) spikes with value 1 in NIR: its own weights and bias are divided by theta (threshold 1).
 """
@@ -33,7 +36,7 @@ log = logging.getLogger(__name__)
 # Keys of snnc's entries in NIR node metadata (written by snnc.backends.nir, read here).
 META = {"name": "snnc_name", "reset": "snnc_reset", "v_init": "snnc_v_init", "fire": "snnc_fire",
         "role": "snnc_role", "tensor": "snnc_output_tensor", "time": "snnc_time",
-        "groups": "snnc_groups", "theta": "snnc_theta"}
+        "groups": "snnc_groups", "theta": "snnc_theta", "concat": "snnc_concat", "part": "snnc_part"}
 
 
 def ungroup(w: np.ndarray, groups: int) -> np.ndarray:
@@ -163,6 +166,35 @@ def nir_to_network(graph) -> Network:
                             "input (NIR's sum of several inputs is not supported)")
         return layers[value[preds[key][0]]]
 
+    def merge_parts(key: str) -> Layer:
+        """The concat + conv that snnc wrote as one Conv2d per concatenated part, all feeding node `key`."""
+        parts = [graph.nodes[p] for p in preds[key]]
+        concat = {_meta(n, "concat") for n in parts}
+        if not all(isinstance(n, nir.Conv2d) for n in parts) or len(concat) != 1 or None in concat:
+            raise SnncError(f"NIR node {key!r} has {len(parts)} inputs; snnc reads a sum of inputs only as the "
+                            "parts of a concatenation it wrote (metadata snnc_concat)")
+        ordered = sorted(zip(preds[key], parts), key=lambda kv: int(_meta(kv[1], "part")))
+        convs = [layers.pop(value[k]) for k, _ in ordered]
+        attrs = convs[0].attrs
+        if any(c.attrs != attrs for c in convs) or attrs["group"] != 1:
+            raise SnncError(f"NIR node {key!r}: the parts of a concatenation differ in stride or padding")
+        sources = [layers[c.inputs[0]] for c in convs]
+        cat_name = str(concat.pop())
+        if cat_name not in layers:  # several convolutions may read the same concatenation
+            used.add(cat_name)
+            layers[cat_name] = Layer(cat_name, "concat", [l.name for l in sources],
+                                     (sum(l.shape[0] for l in sources), *sources[0].shape[1:]), attrs={"axis": 0})
+        for c in convs:
+            used.discard(c.name)
+        name = name_for(key, ordered[0][1])
+        bias = convs[0].bias + sum(c.bias for c in convs[1:])  # the later parts' biases are zeros
+        layer = Layer(name, "conv", [cat_name], convs[0].shape, weight=np.concatenate([c.weight for c in convs], 1),
+                      bias=bias.astype(np.float32), attrs=attrs)
+        layers[name] = layer
+        for k, _ in ordered:
+            value[k] = name
+        return layer
+
     for key in _order(graph):
         node = graph.nodes[key]
         if isinstance(node, nir.Input):
@@ -211,8 +243,9 @@ def nir_to_network(graph) -> Network:
             value[key] = source(key).name  # snnc's dense layer flattens its source itself
             continue
         elif isinstance(node, (nir.IF, nir.LIF)):
-            src = source(key)
-            if src.op not in ("conv", "dense") or src.neuron is not None or len(succs[preds[key][0]]) != 1:
+            src = merge_parts(key) if len(preds[key]) > 1 else source(key)
+            if src.op not in ("conv", "dense") or src.neuron is not None or \
+                    any(len(succs[p]) != 1 for p in preds[key]):
                 raise SnncError(f"NIR node {key!r}: a neuron must follow a Conv2d or Affine node that feeds "
                                 "nothing else")
             theta, v_init = _neuron_of(key, node, nir)

@@ -10,11 +10,13 @@
                           v > v_threshold is snnc's V >= theta exactly; metadata reset="subtract", v_init, theta
                           (per channel); then Scale(theta) when some theta != 1, because a NIR spike is 1
                           and snnc's out(t) is s * theta (channel_norm makes theta 1, so usually no Scale)
+    concat -> conv + IF   one Conv2d per concatenated part (the weight's input-channel slice), all feeding the IF
+                          node, which sums its inputs (metadata snnc_concat, snnc_part let snnc rebuild the concat)
     output layer          Output (per step: z(t) of a linear head, spikes of a neuron layer)
 
 Refused, each with the layer's name and what to change: the memory IF (-1 spikes and a spike count: NIR's IF
-emits 0/1 only), SignedIF (signed spikes), deconv (no transposed convolution or upsampling in NIR), concat,
-edge padding and asymmetric padding. `outputs` exports only the part of the network its outputs need.
+emits 0/1 only), SignedIF (signed spikes), deconv (no transposed convolution or upsampling in NIR), a concat
+that feeds anything but ungrouped convolutions with neurons, edge padding and asymmetric padding. `outputs` exports only the part of the network its outputs need.
 """
 
 from __future__ import annotations
@@ -71,8 +73,8 @@ def _why_not(layer: Layer, net: Network) -> str | None:
     if layer.op == "deconv":
         return ("transposed convolution (snnc's nearest upsampling): NIR has no transposed convolution or "
                 f"upsampling primitive; {before}")
-    if layer.op == "concat":
-        return f"channel concatenation: NIR has no concatenation primitive; {before}"
+    if layer.op == "concat" and any(net.layer(src).op == "concat" for src in layer.inputs):
+        return f"concatenation of a concatenation: not written as split convolutions; {before}"
     if layer.op == "pad" and layer.attrs.get("mode") != "constant":
         return (f"{layer.attrs.get('mode')} padding (how snnc replaces a padded max-pool's -inf padding): NIR only "
                 "pads with zeros, inside Conv2d; export the outputs before it (snnc export --outputs)")
@@ -110,6 +112,12 @@ def to_nir(net: Network, outputs: Sequence[str] | None = None):
         if why is None and layer.op == "pad" and (layer.name in outputs or
                                                    any(c.op != "conv" for c in consumers.get(layer.name, []))):
             why = "zero padding that does not feed a convolution: NIR only pads inside Conv2d"
+        if why is None and layer.op == "concat" and (layer.name in outputs or any(
+                c.op != "conv" or c.neuron is None or c.attrs["group"] != 1 for c in consumers.get(layer.name, []))):
+            why = ("channel concatenation that does not feed only ungrouped convolutions with neurons: NIR has no "
+                   "concatenation primitive (snnc writes conv(concat(a, b)) as conv_a(a) + conv_b(b) summed at the "
+                   "neuron); write a .lava and export the outputs before it (snnc export net.lava --to nir --outputs "
+                   "LAYER)")
         if why is None and layer.op == "conv":
             pads = _conv_pads(layer, net)[1]
             if pads[0] != pads[2] or pads[1] != pads[3]:
@@ -132,8 +140,8 @@ def to_nir(net: Network, outputs: Sequence[str] | None = None):
             nodes[key] = nir.Input(input_type={"input": np.array(layer.shape)}, metadata=meta)
             out_key[layer.name] = key
             continue
-        if layer.op == "pad":
-            continue  # folded into the convolutions it feeds
+        if layer.op in ("pad", "concat"):
+            continue  # folded into the convolutions they feed
         key = _key(layer.name, used)
         bias = layer.bias if layer.bias is not None else np.zeros(layer.weight.shape[0], np.float32)
         if layer.op == "conv":
@@ -142,9 +150,23 @@ def to_nir(net: Network, outputs: Sequence[str] | None = None):
             groups = int(a["group"])
             if groups > 1:  # NIR readers take weight.shape[1] as the input channels: write the full weight
                 meta[META["groups"]] = groups
-            nodes[key] = nir.Conv2d(input_shape=tuple(net.layer(src).shape[1:]), weight=ungroup(layer.weight, groups),
-                                    stride=tuple(a["strides"]), padding=(pads[0], pads[1]),
-                                    dilation=tuple(a["dilations"]), groups=1, bias=bias, metadata=meta)
+            common = dict(input_shape=tuple(net.layer(src).shape[1:]), stride=tuple(a["strides"]),
+                          padding=(pads[0], pads[1]), dilation=tuple(a["dilations"]), groups=1)
+            if net.layer(src).op == "concat":
+                # conv(concat(a, b), W) = conv(a, W[:, :Ca]) + conv(b, W[:, Ca:]): one Conv2d per part, summed
+                # where NIR sums a node's inputs, at the neuron; the bias goes with the first part
+                parts, off = [], 0
+                for j, part_src in enumerate(net.layer(src).inputs):
+                    c = net.layer(part_src).shape[0]
+                    pkey = _key(f"{layer.name}_part{j}", used)
+                    nodes[pkey] = nir.Conv2d(weight=layer.weight[:, off:off + c], bias=bias if j == 0 else
+                                             np.zeros_like(bias), metadata={**meta, META["concat"]: src,
+                                                                            META["part"]: j}, **common)
+                    edges.append((out_key[part_src], pkey))
+                    parts.append(pkey)
+                    off += c
+            else:
+                nodes[key] = nir.Conv2d(weight=ungroup(layer.weight, groups), bias=bias, metadata=meta, **common)
         else:  # dense: snnc flattens a (C, H, W) source itself, NIR needs a Flatten (its types have no batch axis)
             src = layer.inputs[0]
             src_shape = net.layer(src).shape
@@ -157,7 +179,10 @@ def to_nir(net: Network, outputs: Sequence[str] | None = None):
             else:
                 src_key = out_key[src]
             nodes[key] = nir.Affine(weight=layer.weight, bias=bias, metadata=meta)
-        edges.append((out_key[src] if layer.op == "conv" else src_key, key))
+        if layer.op == "conv" and net.layer(src).op == "concat":
+            key = None  # its parts feed the neuron
+        else:
+            edges.append((out_key[src] if layer.op == "conv" else src_key, key))
         out_key[layer.name] = key
         n = layer.neuron
         if n is not None:
@@ -172,7 +197,7 @@ def to_nir(net: Network, outputs: Sequence[str] | None = None):
                                  metadata={**meta, META["reset"]: "subtract", META["v_init"]: float(n.v_init),
                                            META["theta"]: n.threshold.astype(np.float32),
                                            META["fire"]: "v > v_threshold (v_threshold: the float32 below theta)"})
-            edges.append((key, nkey))
+            edges += [(k, nkey) for k in (parts if key is None else [key])]
             out_key[layer.name] = nkey
             if np.any(n.threshold != 1):
                 skey = _key(layer.name + "_out", used)
