@@ -42,7 +42,7 @@ def detections_from_outputs(boxes: np.ndarray, scores: np.ndarray, score_thr: fl
 
 
 def _session(model: str | Path | bytes):
-    return ort_session(model, what=str(model) if not isinstance(model, bytes) else "the embedded ANN")
+    return ort_session(model, what=str(model) if not isinstance(model, bytes) else "the embedded ANN (ann.onnx)")
 
 
 def run_onnx(model: str | Path | bytes, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, list]:

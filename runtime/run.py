@@ -83,7 +83,7 @@ def ann_detections(net: Network, x: np.ndarray, letterboxes: Sequence[Letterbox]
         raise SnncError("this .lava file has no embedded ANN (compiled with --no-ann); recompile without it")
     from snnc.runtime.host import class_name
 
-    sess = ort_session(net.ann_onnx, what="the .lava file's embedded ANN (recompile the model)")
+    sess = ort_session(net.ann_onnx, what="the .lava file's embedded ANN (ann.onnx; recompile the model)")
     name = sess.get_inputs()[0].name
     outs = [o.name for o in sess.get_outputs()]
     if "boxes" not in outs or "scores" not in outs:

@@ -52,6 +52,24 @@ def _edit_json(rng: np.random.Generator, obj, depth: int = 0):
             obj[j] = WEIRD[rng.integers(len(WEIRD))]
 
 
+def plain_member(holder: dict, key: str, members: dict[str, bytes]) -> str:
+    """The archive member holding `holder[key]`: a version-2 reference (fill, pattern, copies) is decoded and
+    stored as a plain .npy member first, so a test can edit the array in place."""
+    from snnc.ir.lavafile import decode_array
+
+    ref = holder[key]
+    if isinstance(ref, str):
+        return ref
+    if "npy" in ref and set(ref) <= {"npy", "dtype"}:
+        arr = np.load(io.BytesIO(members[ref["npy"]])).astype(ref.get("dtype", "float32"))
+    else:
+        arr = decode_array(ref, lambda name: np.load(io.BytesIO(members[name])))
+    name = f"arrays/plain_{len(members)}.npy"
+    members[name] = _npy(np.asarray(arr, np.float32))
+    holder[key] = name
+    return name
+
+
 def _targeted(rng: np.random.Generator, m: dict, arrays: dict[str, bytes]) -> None:
     """Edits a user might make by hand: negative pads, zero strides, NaN/zero/negative thresholds, wrong shapes."""
     layers = [e for e in m["layers"] if e.get("op") in ("conv", "deconv")]
@@ -68,21 +86,21 @@ def _targeted(rng: np.random.Generator, m: dict, arrays: dict[str, bytes]) -> No
     elif r == 4:
         e["shape"] = [int(v) for v in rng.integers(0, 20, rng.integers(0, 5))]
     elif r in (5, 6) and e.get("neuron"):
-        th = np.load(io.BytesIO(arrays[e["neuron"]["threshold"]]))
+        th = np.load(io.BytesIO(arrays[plain_member(e["neuron"], "threshold", arrays)]))
         th[rng.integers(th.size)] = rng.choice([np.nan, 0.0, -1.0, np.inf, -np.inf])
         arrays[e["neuron"]["threshold"]] = _npy(th)
     elif r == 7 and e.get("neuron"):
         e["neuron"][str(rng.choice(["alpha", "v_init"]))] = float(rng.choice([np.nan, -1.0, 2.0, np.inf, 0.0]))
     elif r == 8:
-        w = np.load(io.BytesIO(arrays[e["weight"]]))
+        w = np.load(io.BytesIO(arrays[plain_member(e, "weight", arrays)]))
         shapes = [w.shape[:-1], w.shape[1:], (w.shape[0] + 1,) + w.shape[1:], (w.size,)]
         arrays[e["weight"]] = _npy(np.ones(shapes[rng.integers(len(shapes))], np.float32))
     elif r == 9:
-        w = np.load(io.BytesIO(arrays[e["weight"]]))
+        w = np.load(io.BytesIO(arrays[plain_member(e, "weight", arrays)]))
         w.flat[rng.integers(w.size)] = rng.choice([np.nan, np.inf])
         arrays[e["weight"]] = _npy(w)
     elif r == 10:
-        name = e.get("bias") or e["weight"]
+        name = plain_member(e, "bias" if e.get("bias") else "weight", arrays)
         arrays[name] = rng.choice([b"", b"\x93NUMPY", arrays[name][: len(arrays[name]) // 2],
                                    _npy(np.array(["a", "b"])), _npy(np.zeros(3, np.complex64)),
                                    _npy(np.zeros((2, 2), np.int64))])

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from fuzz_cases import bomb_png
+from fuzz_cases import bomb_png, plain_member
 from models import Builder
 from onnx import TensorProto, numpy_helper
 from test_fuzz import det_model
@@ -210,9 +210,10 @@ def _threshold(value):
     def edit(m, members):
         e = next(e for e in m["layers"] if e.get("neuron"))
         buf = io.BytesIO()
-        th = np.load(io.BytesIO(members[e["neuron"]["threshold"]]))
+        name = plain_member(e["neuron"], "threshold", members)
+        th = np.load(io.BytesIO(members[name]))
         np.save(buf, np.full_like(th, value))
-        members[e["neuron"]["threshold"]] = buf.getvalue()
+        members[name] = buf.getvalue()
     return edit
 
 
@@ -226,7 +227,7 @@ def _weight_shape(m, members):
     e = next(e for e in m["layers"] if e["op"] == "conv")
     buf = io.BytesIO()
     np.save(buf, np.ones((2, 2), np.float32))
-    members[e["weight"]] = buf.getvalue()
+    members[plain_member(e, "weight", members)] = buf.getvalue()
 
 
 BAD_LAVA = [(_threshold(np.nan), "thresholds must be finite and > 0"), (_threshold(0.0), "> 0"),
