@@ -116,7 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--input-shape", metavar="N,C,H,W", help="fix a dynamic input shape, e.g. 1,3,416,416")
     c.add_argument("--percentile", type=float, default=d.percentile,
                    help="activation percentile mapped to threshold (default %(default)s)")
-    c.add_argument("--norm", choices=NORMS, default=d.norm, help="channel- or layer-wise norm")
+    c.add_argument("--norm", choices=NORMS, default=d.norm,
+                   help="channel- or layer-wise normalization, or auto: chosen per layer (default %(default)s)")
     c.add_argument("--passes", help="comma-separated passes to run (default: the whole pipeline)")
     c.add_argument("--skip", help="comma-separated passes to leave out of the pipeline")
     c.add_argument("--maxpool", choices=MAXPOOLS, default=d.maxpool, help="max-pool conversion")
