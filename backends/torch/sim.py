@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from snnc.backends import SimResult
 from snnc.backends.numpy.ops import abs_sum_bound
-from snnc.backends.numpy.sim import (DEFAULT_MAX_BYTES, _chunks, _fingerprint, _fold_units, _input_scale,
+from snnc.backends.numpy.sim import (DEFAULT_MAX_BYTES, _chunks, _fingerprint, _input_scale,
                                      _inputs_by_layer, _per_neuron, _to_input_values, _with_overrides,
                                      default_threads)
 from snnc.ir import fixedpoint
@@ -157,7 +157,7 @@ def _build_plan(net: Network, fixed: bool, encoding: str, input_max: int, weight
                     if ql.theta_neg_int is not None:
                         lp.theta_neg = per_neuron(ql.theta_neg_int, shape, np.int64)
             else:
-                w = _fold_units(layer, layer.weight, src.unit).astype(np.float32)
+                w = fixedpoint.fold_units(layer, layer.weight, src.unit).astype(np.float32)
                 bias = None if layer.bias is None else torch.from_numpy(
                     np.asarray(layer.bias, np.float32).reshape(bshape)).to(device)
                 unit = np.ones(c) if nrn is None else (nrn.threshold * np.ones(c, np.float32)).astype(np.float64)
