@@ -40,7 +40,7 @@ demo: $(VENV)/.installed
 
 # SNNC_NO_SKIP=1: a skipped test fails (tests/conftest.py); every test must run here and in CI.
 test: $(VENV)/.installed $(VENV310)/.installed
-	SNNC_NO_SKIP=1 $(VENV)/bin/python -m pytest -q tests --ignore=tests/test_lava_backend.py
+	SNNC_NO_SKIP=1 $(VENV)/bin/python -m pytest -q -rs tests --ignore=tests/test_lava_backend.py
 	SNNC_NO_SKIP=1 $(VENV310)/bin/python -m pytest -q $(TESTS310)
 
 clean:
