@@ -81,8 +81,11 @@ def test_bad_worker_input_one_line(digits, capsys, monkeypatch, tmp_path):
     _one_line_error(capsys, base + ["--backend", "torch"], "pip install 'snnc[torch]'")
 
 
-def test_run_image_folder_backend_torch(digits, tmp_path, capsys):
-    """`snnc run --image DIR` on every photo of a folder, torch backend: the numpy backend's detections."""
+def test_run_image_folder_backend_torch(digits, tmp_path, capsys, monkeypatch):
+    """`snnc run --image DIR` on every photo of a folder, torch backend (photos in batches of 2): the numpy
+    backend's detections (one batch of 3)."""
+    import snnc.runtime.run as run_module
+
     photos = sorted(digits["calib"].glob("*.png"))[:3]
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -90,6 +93,7 @@ def test_run_image_folder_backend_torch(digits, tmp_path, capsys):
         (folder / p.name).write_bytes(p.read_bytes())
     got = {}
     for backend in ("numpy", "torch"):
+        monkeypatch.setattr(run_module, "RUN_BATCH", 2 if backend == "torch" else 8)
         out = tmp_path / f"{backend}.json"
         assert snnc_main(["run", str(digits["lava"]), "--image", str(folder), "-T", "8", "--backend", backend,
                           "--mode", "fixed", "--json", str(out), "-q"]) == 0
