@@ -16,9 +16,10 @@ another order (torch's kernels, not onnxruntime's), so results agree to float32 
 Fixed point runs the integers of `snnc.ir.fixedpoint.quantize` in the order the NumPy simulator's docstring gives,
 bit for bit: z = conv(in_int, w_int) + b_int in int64, int64 membranes, the same decoding in numpy float64. The
 integer convolutions run in float32 where the layer's bound (max over outputs of sum |w_int| x the largest input
-integer, `ops.abs_sum_bound`) is below 2**24, so every partial sum is exact whatever the summation order, and in
-float64 (exact below 2**53) elsewhere and always on CUDA, where cuDNN may pick transform-based algorithms
-(Winograd, FFT) whose rounding error the final round-to-integer removes only with float64's margin. TF32 is off
+integer, `ops.abs_sum_bound`) is below 2**24, so every partial sum is exact whatever the summation order; above
+it, on the CPU, as the NumPy simulator's exact float32 pieces (`ops.exact_parts`, added in int64), or in float64
+(exact below 2**53) where no split works; on CUDA always in float64, where cuDNN may pick transform-based
+algorithms (Winograd, FFT) whose rounding error the final round-to-integer removes only with float64's margin. TF32 is off
 during a simulation: its 10-bit mantissa would break both modes.
 """
 
