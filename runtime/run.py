@@ -125,6 +125,26 @@ def activity_figures(net: Network, sim: Any, T: int) -> dict[str, Any]:
     return figures
 
 
+RUN_BATCH = 8  # photos per simulator call: a folder of many photos must not become one huge batch
+
+
+def _simulate_in_batches(be: Any, net: Network, x: np.ndarray, ts: list[int], options: SimOptions) -> Any:
+    """backend.simulate on RUN_BATCH photos at a time, the results joined along the batch axis."""
+    from snnc.backends import SimResult
+
+    parts = [be.simulate(net, x[a:a + RUN_BATCH], ts, options) for a in range(0, x.shape[0], RUN_BATCH)]
+    if len(parts) == 1:
+        return parts[0]
+    join = np.concatenate
+    outputs = {t: {k: join([p.outputs[t][k] for p in parts]) for k in parts[0].outputs[t]} for t in ts}
+    counts = {k: join([p.spike_counts[k] for p in parts]) for k in parts[0].spike_counts}
+    extra: dict[str, Any] = {}
+    if all("spike_counts_at" in p.extra for p in parts):
+        extra["spike_counts_at"] = {t: {k: join([p.extra["spike_counts_at"][t][k] for p in parts])
+                                        for k in parts[0].extra["spike_counts_at"][t]} for t in ts}
+    return SimResult(outputs, counts, parts[0].neurons, parts[0].steps, extra)
+
+
 def run_network(net: Network, images: Sequence[str | Path], T: int | Sequence[int], *, backend: str = "numpy",
                 options: SimOptions | None = None, score_thr: float = SCORE_THR, iou_thr: float = IOU_THR,
                 ann: bool = False, **sim_fields: Any) -> RunResult:
@@ -138,7 +158,7 @@ def run_network(net: Network, images: Sequence[str | Path], T: int | Sequence[in
     photos = [read_image(p) for p in paths]
     x, lbs = preprocess(net, photos)
     tic = time.perf_counter()
-    sim = get_backend(backend).simulate(net, x, ts, options)
+    sim = _simulate_in_batches(get_backend(backend), net, x, ts, options)
     seconds = time.perf_counter() - tic
     detections = {t: list(detect(net, sim.outputs[t], lbs, score_thr, iou_thr)) for t in ts}
     figures = activity_figures(net, sim, ts[-1])

@@ -1,6 +1,6 @@
 """`snnc eval --workers N` through Ray: the same metrics as the single-process run; bad input gives one line.
 
-The digits ReLU detector on 6 labelled test images, 3 batches of 2 as Ray tasks on 2 local workers (numpy backend,
+The digits ReLU detector on 4 labelled test images, 2 batches of 2 as Ray tasks on 2 local workers (numpy backend,
 fixed point); `snnc eval` and `snnc run --image DIR` (a folder of photos) with --backend torch.
 """
 
@@ -28,18 +28,18 @@ def digits(tmp_path_factory):
     root = tmp_path_factory.mktemp("digits-workers")
     calib = root / "calib"
     calib.mkdir()
-    for i, img in enumerate(make_digits("train", 8, seed=0).images):
+    for i, img in enumerate(make_digits("train", 4, seed=0).images):
         Image.fromarray(img).save(calib / f"{i:03d}.png")
     lava = write_output(compile_model(MODELS / "digits_relu.onnx", calib_dir=calib, progress=False),
                         root / "relu.lava")
-    return {"root": root, "lava": lava, "calib": calib, "test": write_digits(root / "test", "test", 6, seed=0,
+    return {"root": root, "lava": lava, "calib": calib, "test": write_digits(root / "test", "test", 4, seed=0,
                                                                             layout="coco")}
 
 
 def _eval(digits, **kw):
     from snnc.evaluation.run import EvalConfig, evaluate
 
-    cfg = EvalConfig(T=[8, 32], data=digits["test"], batch=2, errors=False, examples=2, progress=False, **kw)
+    cfg = EvalConfig(T=[4, 16], data=digits["test"], batch=2, errors=False, examples=2, progress=False, **kw)
     return evaluate(digits["lava"], cfg)
 
 
@@ -51,7 +51,7 @@ def test_workers_give_the_single_process_metrics(digits):
     assert two["accuracy"] == one["accuracy"]
     assert two["activity"] == one["activity"]
     assert one["accuracy"]["snn"][-1]["mAP50"] > 0.5  # a real detector: the comparison is not between zeros
-    assert one["activity"]["images"] == two["activity"]["images"] == 6
+    assert one["activity"]["images"] == two["activity"]["images"] == 4
     assert all(r["sops_exact"] for r in two["activity"]["T"])  # per-neuron recording ran in the workers
     torch_run = _eval(digits, mode="fixed", backend="torch")
     assert torch_run["settings"]["simulator"] == "torch"
@@ -81,8 +81,11 @@ def test_bad_worker_input_one_line(digits, capsys, monkeypatch, tmp_path):
     _one_line_error(capsys, base + ["--backend", "torch"], "pip install 'snnc[torch]'")
 
 
-def test_run_image_folder_backend_torch(digits, tmp_path, capsys):
-    """`snnc run --image DIR` on every photo of a folder, torch backend: the numpy backend's detections."""
+def test_run_image_folder_backend_torch(digits, tmp_path, capsys, monkeypatch):
+    """`snnc run --image DIR` on every photo of a folder, torch backend (photos in batches of 2): the numpy
+    backend's detections (one batch of 3)."""
+    import snnc.runtime.run as run_module
+
     photos = sorted(digits["calib"].glob("*.png"))[:3]
     folder = tmp_path / "photos"
     folder.mkdir()
@@ -90,8 +93,9 @@ def test_run_image_folder_backend_torch(digits, tmp_path, capsys):
         (folder / p.name).write_bytes(p.read_bytes())
     got = {}
     for backend in ("numpy", "torch"):
+        monkeypatch.setattr(run_module, "RUN_BATCH", 2 if backend == "torch" else 8)
         out = tmp_path / f"{backend}.json"
-        assert snnc_main(["run", str(digits["lava"]), "--image", str(folder), "-T", "16", "--backend", backend,
+        assert snnc_main(["run", str(digits["lava"]), "--image", str(folder), "-T", "8", "--backend", backend,
                           "--mode", "fixed", "--json", str(out), "-q"]) == 0
         got[backend] = json.loads(out.read_text())
     assert [im["image"] for im in got["torch"]["images"]] == [str(folder / p.name) for p in photos]

@@ -89,9 +89,14 @@ def test_random_networks(seed, kind, tb, nb):
 
 
 def test_fixed_equals_the_integer_reference(tb):
-    """Independently of the NumPy simulator: test_numpy_sim's step-by-step int64 reference."""
+    """Independently of the NumPy simulator: test_numpy_sim's step-by-step int64 reference (the first layer's
+    convolution runs as several exact float32 pieces)."""
+    from snnc.backends.torch import sim as torch_sim
+
     net, x = random_net(5, "SignedIF", size=8, batch=2)
     res = tb.simulate(net, x, 12, mode="fixed")
+    first = next(reversed(torch_sim._PLAN_CACHE.values()))[1]  # the plan just used: the conv on the image
+    assert first.parts is not None and len(first.parts) > 1  # 16-bit weights x 0..255 pixels: split, still exact
     for b in range(2):
         ref = reference_fixed(net, x[b], 12)
         for k in net.outputs:
