@@ -74,17 +74,20 @@ class LavaBackend(Backend):
     def __init__(self) -> None:
         require_lava()
 
-    def simulate(self, net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float",
-                 v_init: float | None = None, decode: str = "membrane", seed: int = 0,
-                 weight_bits: int | None = None, encoding: str | None = None,
-                 progress: bool | None = None, constant_input: bool = True) -> SimResult:
-        """As the NumPy reference's simulate (direct encoding only); progress: a bar over Lava steps (None:
-        only on a terminal); constant_input: the image's synaptic sums as a constant current (False: per step)."""
+    extra_options = frozenset({"constant_input"})
+
+    def run(self, net: Network, x: Any, ts: list[int], options: SimOptions) -> SimResult:
+        """As the NumPy reference's simulate (direct encoding only); progress: a bar over Lava steps (None: only
+        on a terminal); SimOptions.extra constant_input (default True): the image's synaptic sums as a constant
+        current (False: per step). Lava's CPU simulator has no thread or memory budget to set."""
+        self.require_cpu(self.name, options)
         require_lava()
         from snnc.backends.lava.sim import simulate
 
-        return simulate(net, x, T, mode=mode, v_init=v_init, decode=decode, seed=seed, weight_bits=weight_bits,
-                        encoding=encoding, progress=progress, constant_input=constant_input)
+        o = options
+        return simulate(net, x, ts, mode=o.mode, v_init=o.v_init, decode=o.decode, seed=o.seed,
+                        weight_bits=o.weight_bits, encoding=o.encoding, progress=o.progress,
+                        constant_input=bool(o.extra.get("constant_input", True)))
 
 
 __all__ = ["build", "LavaBackend", "require_lava", "INSTALL"]
