@@ -190,7 +190,11 @@ def accuracy_vs_energy(metrics: dict[str, Any], path: Path) -> Path | None:
     ann = metrics["accuracy"]["ann"].get(key) if key == "mAP50" else 1.0
     if ann is not None:
         ax.scatter([1.0], [ann], marker="*", s=120, color="k", label="ANN", zorder=4)
+    from matplotlib.ticker import FormatStrFormatter
+
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
     ax.set_xlabel("energy per image, SNN / ANN (estimate)")
     ax.set_ylabel("mAP@0.5" if key == "mAP50" else "fidelity mAP@0.5")
     _ylim(ax, [p["accuracy"] for p in pts] + ([ann] if ann is not None else []))

@@ -84,6 +84,10 @@ def test_compile_prints_and_inspect_reads_the_cost_without_the_ann(tmp_path, cap
     net = lavafile.load(out)
     assert net.ann_onnx is None and net.meta["cost"]["ann"] == ANN
     assert cost_report(net)["ann"] == ANN  # from the record, as the file has no ANN
+    from snnc.compiler.energy import energy_report
+
+    rep = energy_report(net, {l.name: 0 for l in net.neuron_layers}, 16)  # the energy ratio uses it too
+    assert rep["ann_macs"] == ANN["macs"] and rep["ann_macs_from"] == "compile's cost record"
     assert main(["inspect", str(out), "--target", "loihi2"]) == 0
     text = capsys.readouterr().out
     assert "SNN / ANN" in text and "what dominates" in text and "synapses" in text
