@@ -58,7 +58,7 @@ demo: $(VENV)/.installed
 # SNNC_NO_SKIP=1: a skipped test fails (tests/conftest.py); every test must run here and in CI, except the CUDA
 # test on a machine without a GPU (its reason is printed by -rs).
 test: $(VENV)/.installed $(VENV310)/.installed .venv312/.installed .venv313/.installed
-	SNNC_NO_SKIP=1 $(VENV)/bin/python -m pytest -q -rs tests --ignore=tests/test_lava_backend.py
+	SNNC_NO_SKIP=1 $(VENV)/bin/python -m pytest -q -rs -n 2 --dist loadfile tests --ignore=tests/test_lava_backend.py
 	SNNC_NO_SKIP=1 $(VENV310)/bin/python -m pytest -q $(TESTS310)
 	SNNC_NO_SKIP=1 .venv312/bin/python -m pytest -q $(TESTS_CORE)
 	SNNC_NO_SKIP=1 .venv313/bin/python -m pytest -q $(TESTS_CORE)

@@ -10,7 +10,7 @@ import pytest
 
 from snnc.apps.cli import build_parser, compile_options_from
 from snnc.backends import get_backend
-from snnc.compiler.pipeline import DEFAULT_PIPELINE, select_passes
+from snnc.compiler.pipeline import select_passes
 from snnc.ir.errors import SnncError
 from snnc.ir.network import Layer, Network, Neuron
 from snnc.ir.options import CompileOptions, SimOptions, checkpoints, compile_options, sim_options
