@@ -63,8 +63,8 @@ def test_compile_inspect_passes(tmp_path, tiny_onnx, calib_dir):
     assert res.returncode == 0 and "SignedIF" in res.stdout and "<- output" in res.stdout
     res = snnc("passes")
     names = [ln.split()[0] for ln in res.stdout.splitlines()]
-    assert names[:6] == ["fold_batchnorm", "upsample_to_deconv", "maxpool_to_strided_conv", "split_leaky_relu",
-                         "activations_to_neurons", "channel_norm"]
+    assert names[:8] == ["fold_batchnorm", "upsample_to_deconv", "channel_slice", "residual_add",
+                         "maxpool_to_strided_conv", "split_leaky_relu", "activations_to_neurons", "channel_norm"]
     assert all(("exact" in ln) or ("approximate" in ln) for ln in res.stdout.splitlines())
 
 
