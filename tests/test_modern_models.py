@@ -50,7 +50,8 @@ def _compiled(d: dict, model: str, *flags: str) -> Path:
 def _compile_run(d: dict, model: str, *flags: str) -> list:
     lava, out = _compiled(d, model, *flags), d["tmp"] / f"{Path(model).stem}.json"
     assert main(["run", str(lava), "--image", str(d["photos"]), "-T", "32", "-q", "--json", str(out)]) == 0
-    return [[(x["class"], x["score"], x["box"]) for x in im["detections"]] for im in json.loads(out.read_text())["images"]]
+    images = json.loads(out.read_text())["images"]
+    return [[(x["class"], x["score"], x["box"]) for x in im["detections"]] for im in images]
 
 
 def _sorted(dets: list) -> list:
