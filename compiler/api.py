@@ -129,7 +129,8 @@ def compile_model(model_path: str | Path, options: CompileOptions | None = None,
                                      "calibration_images": 0 if calib is None else int(len(calib)),
                                      "calibration": "folder" if calib_dir else ("random" if calib_random else None)},
         "stats": stats, "class_names": _class_names(prepared),
-        **({"head": describe(head)} if head is not None else {}), "host_outputs": [o.name for o in prepared.graph.output],
+        **({"head": describe(head)} if head is not None else {}),
+        "host_outputs": [o.name for o in prepared.graph.output],
     }
     # the graph's cost next to the ANN's, kept in the provenance so files compiled --no-ann still have it
     net.meta["cost"] = cost_report(net, parts.spiking)

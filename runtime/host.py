@@ -8,8 +8,9 @@ heads of a simulation (`SimResult.outputs[T]`), keeps (box, class) pairs scoring
 greedy NMS per class (IoU above `iou_thr` suppresses), keeps the `max_det` best and maps the boxes back to the
 photo with the letterbox. Graphs with NMS inside may instead output the kept detections: `det_boxes` /
 `boxes` (B, K, 4) with `det_scores` / `scores` (B, K) and `det_classes` / `classes` / `labels` (B, K), or one
-(B, K, 6) tensor x1, y1, x2, y2, score, class named `detections` (or `dets`, `det`, `nms`); each kept (box, class) becomes a one-hot score row, so the
-thresholds and NMS above leave them as they are (docs/frontends.md). Host graphs with other outputs (one raw
+(B, K, 6) tensor x1, y1, x2, y2, score, class named `detections` (or `dets`, `det`, `nms`); each kept
+(box, class) becomes a one-hot score row, so the thresholds and NMS above leave them as they are
+(docs/frontends.md). Host graphs with other outputs (one raw
 (B, N, 5 + C) tensor, say) raise SnncError; `run_host` still runs them and returns whatever they output.
 """
 

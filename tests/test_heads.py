@@ -51,7 +51,8 @@ def _detections(tmp: Path, model: Path, images: Path, *flags: str) -> list:
     lava, out = tmp / f"{model.stem}.lava", tmp / f"{model.stem}.json"
     assert main(["compile", str(model), "--calib-random", "2", "-q", "-o", str(lava), *flags]) == 0
     assert main(["run", str(lava), "--image", str(images), "-T", "16", "-q", "--json", str(out)]) == 0
-    return [[(d["class"], d["score"], d["box"]) for d in im["detections"]] for im in json.loads(out.read_text())["images"]]
+    images = json.loads(out.read_text())["images"]
+    return [[(d["class"], d["score"], d["box"]) for d in im["detections"]] for im in images]
 
 
 def test_three_export_forms_give_the_same_detections(tmp_path, forms):

@@ -50,7 +50,8 @@ def _compiled(d: dict, model: str, *flags: str) -> Path:
 def _compile_run(d: dict, model: str, *flags: str) -> list:
     lava, out = _compiled(d, model, *flags), d["tmp"] / f"{Path(model).stem}.json"
     assert main(["run", str(lava), "--image", str(d["photos"]), "-T", "32", "-q", "--json", str(out)]) == 0
-    return [[(x["class"], x["score"], x["box"]) for x in im["detections"]] for im in json.loads(out.read_text())["images"]]
+    images = json.loads(out.read_text())["images"]
+    return [[(x["class"], x["score"], x["box"]) for x in im["detections"]] for im in images]
 
 
 def _sorted(dets: list) -> list:
@@ -85,3 +86,23 @@ def test_eval_end_to_end(digits, model, capsys):
     assert acc["ann"]["mAP50"] > 0.5, acc["ann"]  # the trained ANN finds the digits
     snn = {r["T"]: r["mAP50"] for r in acc["snn"]}
     assert set(snn) == {8, 32} and snn[32] > 0.3, snn
+
+
+def test_c_backend_runs_the_v8_network(digits):
+    """The generated C runs the YOLOv8-style network (linear selection/sum layers, SPPF trees, many-input concats)
+    in float32 and agrees with the NumPy simulator. Fixed point refuses it: the channel splits leave linear layers
+    between spiking ones, which fixed-point mode allows only as outputs."""
+    from snnc.backends import get_backend
+    from snnc.ir import lavafile
+    from snnc.ir.errors import SnncError
+
+    net = lavafile.load(_compiled(digits, "digits_v8.onnx"))
+    x = make_digits("test", 1).images.transpose(0, 3, 1, 2).astype(np.float32) / 255.0
+    ref = get_backend("numpy").simulate(net, x, [2, 4], mode="float")
+    res = get_backend("c").simulate(net, x, [2, 4], mode="float")
+    for t in (2, 4):
+        for k, v in ref.outputs[t].items():
+            np.testing.assert_allclose(res.outputs[t][k], v, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(v).max())))
+    assert sum(int(v.sum()) for v in ref.spike_counts.values()) > 0
+    with pytest.raises(SnncError, match="linear layer without neurons"):
+        get_backend("numpy").simulate(net, x, [2], mode="fixed")
