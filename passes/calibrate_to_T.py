@@ -74,7 +74,7 @@ def _add_bias(graph: gs.Graph, conv: gs.Node, delta: np.ndarray) -> None:
 @register_pass
 class CalibrateToT(Pass):
     name = "calibrate_to_T"
-    summary = "per-channel bias and per-layer V(0) corrections so the SNN at --target-T matches the rate limit"
+    summary = "only with --target-T: per-channel bias and per-layer V(0) fitted so the SNN at T matches the rate limit"
     exact = False  # changes the rate-limit function on purpose, to cut the error at one T
 
     def requires(self, graph: gs.Graph, ctx: PassContext) -> None:

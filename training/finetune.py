@@ -172,7 +172,7 @@ def export_qcfs(prepared: onnx.ModelProto, student: OnnxModule) -> onnx.ModelPro
     for node in out.graph.node:
         act = acts.get(node.name)
         if isinstance(act, QCFS):
-            chain, consts = qcfs_nodes(node.name, node.input[0], node.output[0], float(act.lam_value()), act.levels)
+            chain, consts = qcfs_nodes(node.name, node.input[0], node.output[0], float(act.lam_value().detach()), act.levels)
             nodes += chain
             out.graph.initializer.extend(consts)
         else:
@@ -236,7 +236,7 @@ def finetune(model_path: str | Path, images: str | Path, options: FinetuneOption
         log.info("epoch %d: train %.5f, QCFS (no noise) on the photos %.5f", epoch + 1, total / count, ev)
     bar.close()
     model = export_qcfs(prepared, student)
-    final = {n: float(a.lam_value()) if isinstance(a, QCFS) else [float(a.pos.lam_value()), float(a.neg.lam_value())]
+    final = {n: float(a.lam_value().detach()) if isinstance(a, QCFS) else [float(a.pos.lam_value().detach()), float(a.neg.lam_value().detach())]
              for n, a in ((k, student.activations[student._act_keys[k]]) for k in student._act_keys)}
     record = {"source": Path(model_path).name, "photos": int(len(x)), "input_size": list(hw),
               "options": asdict(opts), "history": history, "lambda_init": lams, "lambda_final": final,
