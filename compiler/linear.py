@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from snnc.compiler.graph import const_value, make_const, sole_consumer
+from snnc.compiler.graph import const_value, make_const, sole_consumer, unique_name
 
 
 def pointwise_matrix(node: gs.Node) -> np.ndarray | None:
@@ -50,6 +50,15 @@ def fuse_pointwise_into_consumer(graph: gs.Graph, node: gs.Node) -> bool:
     node.inputs.clear()
     node.outputs.clear()
     return True
+
+
+def insert_pointwise(graph: gs.Graph, x: gs.Tensor, w: np.ndarray, y: gs.Tensor, name: str) -> bool:
+    """Append y = Conv1x1(x, w) (bias-free, weight constant `name`_W) and fold it into its consumer when
+    `fuse_pointwise_into_consumer` can; True when it was folded."""
+    conv = gs.Node("Conv", unique_name(graph, name), attrs={"kernel_shape": [1, 1]},
+                   inputs=[x, make_const(graph, name + "_W", w)], outputs=[y])
+    graph.nodes.append(conv)
+    return fuse_pointwise_into_consumer(graph, conv)
 
 
 def is_copy_node(node: gs.Node) -> bool:

@@ -34,7 +34,8 @@ class SplitModel:
     heads: list[str]  # names of the cut tensors, in the order of the spiking graph's outputs
 
 
-def _ancestors(nodes: list[gs.Node]) -> set[int]:
+def _reach(nodes: list[gs.Node], forward: bool) -> set[int]:
+    """ids of `nodes` and every node below them (forward) or above them (not forward)."""
     seen: set[int] = set()
     stack = list(nodes)
     while stack:
@@ -42,21 +43,8 @@ def _ancestors(nodes: list[gs.Node]) -> set[int]:
         if id(node) in seen:
             continue
         seen.add(id(node))
-        for t in node.inputs:
-            stack.extend(t.inputs)
-    return seen
-
-
-def _descendants(nodes: list[gs.Node]) -> set[int]:
-    seen: set[int] = set()
-    stack = list(nodes)
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        for t in node.outputs:
-            stack.extend(t.outputs)
+        for t in (node.outputs if forward else node.inputs):
+            stack.extend(t.outputs if forward else t.inputs)
     return seen
 
 
@@ -69,7 +57,7 @@ def _dfl_like(node: gs.Node) -> bool:
 
 def split_model(model: onnx.ModelProto, source: str = "model") -> SplitModel:
     graph = import_graph(model)
-    below_host = _descendants([n for n in graph.nodes if n.op in HOST_ONLY_OPS])
+    below_host = _reach([n for n in graph.nodes if n.op in HOST_ONLY_OPS], forward=True)
     convs = [n for n in graph.nodes if n.op in CUT_OPS and id(n) not in below_host]
     moved = [n.name for n in graph.nodes if n.op in CUT_OPS and id(n) in below_host and not _dfl_like(n)]
     if moved:
@@ -77,7 +65,7 @@ def split_model(model: onnx.ModelProto, source: str = "model") -> SplitModel:
                     source, len(moved), ", ".join(moved[:5]))
     if not convs:
         raise SnncError(f"{source}: no convolution found; snnc converts convolutional detectors")
-    spiking_ids = _ancestors(convs)
+    spiking_ids = _reach(convs, forward=False)
     spiking_nodes = [n for n in graph.nodes if id(n) in spiking_ids]
     host_nodes = [n for n in graph.nodes if id(n) not in spiking_ids]
     graph_outputs = {t.name for t in graph.outputs}

@@ -18,8 +18,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from snnc.compiler.graph import const_value, make_const, tensor_shape, unique_name
-from snnc.compiler.linear import fuse_pointwise_into_consumer
+from snnc.compiler.graph import const_value, tensor_shape
+from snnc.compiler.linear import insert_pointwise
 from snnc.compiler.registry import Pass, PassContext, register_pass
 
 
@@ -82,10 +82,7 @@ class ChannelSlice(Pass):
                     continue  # an unused part
                 w = np.zeros((len(idx), c, 1, 1), np.float32)
                 w[np.arange(len(idx)), idx] = 1.0
-                conv = gs.Node("Conv", unique_name(graph, f"{y.name}_select"), attrs={"kernel_shape": [1, 1]},
-                               inputs=[x, make_const(graph, f"{y.name}_select_W", w)], outputs=[y])
-                graph.nodes.append(conv)
-                folded += int(fuse_pointwise_into_consumer(graph, conv))
+                folded += int(insert_pointwise(graph, x, w, y, f"{y.name}_select"))
             count += 1
         ctx.stats.setdefault(self.name, {}).update(converted=count, folded=folded)
         self.rewrites = count

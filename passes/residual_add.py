@@ -19,8 +19,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from snnc.compiler.graph import const_value, make_const, make_var, tensor_shape, unique_name
-from snnc.compiler.linear import fuse_pointwise_into_consumer
+from snnc.compiler.graph import const_value, make_var, tensor_shape, unique_name
+from snnc.compiler.linear import insert_pointwise
 from snnc.compiler.registry import Pass, PassContext, register_pass
 
 
@@ -49,12 +49,9 @@ class ResidualAdd(Pass):
             graph.nodes.append(gs.Node("Concat", unique_name(graph, node.name + "_cat"), attrs={"axis": 1},
                                        inputs=list(node.inputs), outputs=[cat]))
             w = np.tile(np.eye(c, dtype=np.float32), (1, k)).reshape(c, c * k, 1, 1)
-            conv = gs.Node("Conv", unique_name(graph, node.name + "_sum"), attrs={"kernel_shape": [1, 1]},
-                           inputs=[cat, make_const(graph, node.name + "_sum_W", w)], outputs=[y])
             node.inputs.clear()
             node.outputs.clear()
-            graph.nodes.append(conv)
-            folded += int(fuse_pointwise_into_consumer(graph, conv))
+            folded += int(insert_pointwise(graph, cat, w, y, node.name + "_sum"))
             count += 1
         ctx.stats.setdefault(self.name, {}).update(converted=count, folded=folded)
         self.rewrites = count
