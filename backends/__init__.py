@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from collections import OrderedDict
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -98,3 +99,16 @@ def get_backend(name: str) -> Backend:
     if name not in _REGISTRY:
         raise SnncError(f"unknown backend {name!r}; available: {', '.join(sorted(_BUILTIN_MODULES))}")
     return _REGISTRY[name]()
+
+
+def lru_cached(cache: OrderedDict, key: Any, build: Callable[[], Any], size: int) -> Any:
+    """cache[key], built by build() on a miss; the least recently used entries beyond `size` are dropped (the
+    backends' per-network plans hold weights and sessions, so only a few networks stay)."""
+    found = cache.get(key)
+    if found is None:
+        found = cache[key] = build()
+        while len(cache) > size:
+            cache.popitem(last=False)
+    else:
+        cache.move_to_end(key)
+    return found

@@ -69,7 +69,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from snnc.backends import SimResult, checkpoints
+from snnc.backends import SimResult, checkpoints, lru_cached
 from snnc.ir import fixedpoint
 from snnc.ir.errors import SnncError
 from snnc.ir.network import Layer, Network
@@ -250,15 +250,8 @@ _PLAN_CACHE_SIZE = 4
 
 def _plan(net: Network, mode: str, encoding: str, input_max: int, weight_bits: int, threads: int) -> _Plan:
     key = (_fingerprint(net), mode, encoding, int(input_max), int(weight_bits), int(threads))
-    plan = _PLAN_CACHE.get(key)
-    if plan is None:
-        plan = _build_plan(net, mode, encoding, input_max, weight_bits, threads)
-        _PLAN_CACHE[key] = plan
-        while len(_PLAN_CACHE) > _PLAN_CACHE_SIZE:
-            _PLAN_CACHE.popitem(last=False)
-    else:
-        _PLAN_CACHE.move_to_end(key)
-    return plan
+    return lru_cached(_PLAN_CACHE, key, lambda: _build_plan(net, mode, encoding, input_max, weight_bits, threads),
+                      _PLAN_CACHE_SIZE)
 
 
 _RL_CACHE: "OrderedDict[tuple, dict]" = OrderedDict()
@@ -266,16 +259,9 @@ _RL_CACHE: "OrderedDict[tuple, dict]" = OrderedDict()
 
 def _rate_limit_ops(net: Network, threads: int) -> dict:
     key = (_fingerprint(net, neurons=False), int(threads))
-    found = _RL_CACHE.get(key)
-    if found is None:
-        found = {l.name: ops.make_op(l, l.weight, l.bias, threads) for l in net.layers
-                 if l.op in ("conv", "deconv", "dense")}
-        _RL_CACHE[key] = found
-        while len(_RL_CACHE) > _PLAN_CACHE_SIZE:
-            _RL_CACHE.popitem(last=False)
-    else:
-        _RL_CACHE.move_to_end(key)
-    return found
+    return lru_cached(_RL_CACHE, key, lambda: {l.name: ops.make_op(l, l.weight, l.bias, threads)
+                                               for l in net.layers if l.op in ("conv", "deconv", "dense")},
+                      _PLAN_CACHE_SIZE)
 
 
 def clear_cache() -> None:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from snnc.backends import SimResult
+from snnc.backends import SimResult, lru_cached
 from snnc.backends.numpy.ops import abs_sum_bound, exact_parts
 from snnc.backends.numpy.sim import (DEFAULT_MAX_BYTES, _chunks, _fingerprint, _input_scale,
                                      _inputs_by_layer, _per_neuron, _to_input_values, _with_overrides,
@@ -197,15 +197,8 @@ def _plan(net: Network, fixed: bool, encoding: str, input_max: int, weight_bits:
     """The plan of this network content and these settings, built once (folding and quantizing the weights of
     yolov3-tiny took seconds per call)."""
     key = (_fingerprint(net), fixed, encoding, int(input_max), int(weight_bits), str(device))
-    plans = _PLAN_CACHE.get(key)
-    if plans is None:
-        plans = _build_plan(net, fixed, encoding, input_max, weight_bits, device)
-        _PLAN_CACHE[key] = plans
-        while len(_PLAN_CACHE) > _PLAN_CACHE_SIZE:
-            _PLAN_CACHE.popitem(last=False)
-    else:
-        _PLAN_CACHE.move_to_end(key)
-    return plans
+    return lru_cached(_PLAN_CACHE, key, lambda: _build_plan(net, fixed, encoding, input_max, weight_bits, device),
+                      _PLAN_CACHE_SIZE)
 
 
 def clear_cache() -> None:
