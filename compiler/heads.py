@@ -282,6 +282,10 @@ def attach_single_output(model: onnx.ModelProto, spec: HeadSpec, source: str = "
     no = shape[1] if v8 else shape[2]
     n = shape[2] if v8 else shape[1]
     classes = no - (4 if v8 else 5)
+    if n < no:  # fewer candidates than values per candidate: the tensor is the other layout
+        other = "yolov5-output" if v8 else "yolov8-output"
+        raise SnncError(f"{source}: output '{outs[0].name}' {shape} read as {want} has {n} candidates of {no} values; "
+                        f"it looks like the other layout: --head {other}")
     if classes < 1:
         raise SnncError(f"{source}: output '{outs[0].name}' {shape} is not {want} (no class scores); check --head")
     if spec.names is not None and classes != len(spec.names):
