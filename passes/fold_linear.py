@@ -60,7 +60,8 @@ def _absorbs(graph: gs.Graph, t: gs.Tensor, seen: int = 0) -> bool:
             if c.inputs[0] is not t or const_value(c.inputs[1]) is None or is_copy_node(c):
                 return False
         elif c.op == "Concat":
-            if int(c.attrs.get("axis", 1)) not in (1, -3) or not _absorbs(graph, c.outputs[0], seen + 1):
+            if int(c.attrs.get("axis", 1)) not in (1, -3) or any(_channels(i) is None for i in c.inputs) \
+                    or not _absorbs(graph, c.outputs[0], seen + 1):
                 return False
         elif c.op == "Pad":
             if c.inputs[0] is not t or not _pointwise_pad(c) or not _absorbs(graph, c.outputs[0], seen + 1):
