@@ -16,7 +16,10 @@ Anchors are (w, h) pairs in input pixels, split evenly over the heads in the ord
 to the head with the smallest stride (largest grid) and the last, largest, group to the largest stride, as in
 the Darknet and YOLOv5 configs. A Darknet cfg gives the grouping explicitly ([yolo] anchors + mask).
 
-`append_nms` turns a boxes/scores model into the "NMS in the graph" export form (ONNX NonMaxSuppression).
+`attach_single_output` handles ultralytics' one-tensor exports instead (`yolov8-output`: (1, 4 + C, N);
+`yolov5-output`: (1, N, 5 + C); boxes already decoded, no anchors), `single_output_kind` recognises them by
+their `output0`. `append_nms` turns a boxes/scores model into the "NMS in the graph" export form (ONNX
+NonMaxSuppression).
 """
 
 from __future__ import annotations
