@@ -132,8 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--no-ann", action="store_true", help="do not embed the original ANN in the .lava file (smaller; then `snnc run --ann` and "
                         "`snnc eval`, which compare against it, refuse the file)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    c.add_argument("--head", choices=["yolo", "yolov5"],
-                   help="the model ends at raw YOLO heads: attach this box decoding + NMS on the host")
+    c.add_argument("--head", choices=["yolo", "yolov5", "yolov8-output", "yolov5-output"],
+                   help="the model ends at raw YOLO heads (yolo, yolov5) or one candidate tensor (yolov8-output "
+                        "(1,4+C,N), yolov5-output (1,N,5+C)): attach this decoding + NMS on the host")
     c.add_argument("--anchors", metavar="W,H,...", help="--head anchors in input pixels, smallest stride first")
     c.add_argument("--darknet-cfg", metavar="CFG", help="--head anchors and masks from a Darknet cfg's [yolo] layers")
     c.add_argument("--names", metavar="FILE", help="--head class names, one per line (e.g. coco.names)")

@@ -16,7 +16,7 @@ from snnc.ir.errors import SnncError
 from snnc.ir.limits import MAX_CALIB_RANDOM, MAX_INPUT, limit
 from snnc.compiler.cost import cost_report
 from snnc.compiler.frontend import file_sha256, prepare
-from snnc.compiler.heads import HeadSpec, attach_head, describe
+from snnc.compiler.heads import HeadSpec, attach_head, describe, single_output_kind
 from snnc.compiler.graph import export_model, import_graph, run_model
 from snnc.compiler.images import letterbox, list_images, read_image
 from snnc.compiler.lower import lower_to_network
@@ -102,6 +102,9 @@ def compile_model(model_path: str | Path, options: CompileOptions | None = None,
     if calib_random is not None:
         check_calib_random(calib_random, [1])  # the range now; the size once the input shape is known
     prepared = prepare(model_path, input_shape)
+    if head is None and single_output_kind(prepared) is not None:  # ultralytics' one-tensor export, recognised
+        head = HeadSpec(single_output_kind(prepared))
+        log.info("%s: output0 read as the %s layout (--head names another)", model_path, head.kind)
     if head is not None:
         prepared = attach_head(prepared, head, source=str(model_path))
     parts = split_model(prepared, source=str(model_path))

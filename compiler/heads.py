@@ -16,7 +16,10 @@ Anchors are (w, h) pairs in input pixels, split evenly over the heads in the ord
 to the head with the smallest stride (largest grid) and the last, largest, group to the largest stride, as in
 the Darknet and YOLOv5 configs. A Darknet cfg gives the grouping explicitly ([yolo] anchors + mask).
 
-`append_nms` turns a boxes/scores model into the "NMS in the graph" export form (ONNX NonMaxSuppression).
+`attach_single_output` handles ultralytics' one-tensor exports instead (`yolov8-output`: (1, 4 + C, N);
+`yolov5-output`: (1, N, 5 + C); boxes already decoded, no anchors), `single_output_kind` recognises them by
+their `output0`. `append_nms` turns a boxes/scores model into the "NMS in the graph" export form (ONNX
+NonMaxSuppression).
 """
 
 from __future__ import annotations
@@ -35,14 +38,19 @@ from snnc.ir.errors import SnncError
 
 log = logging.getLogger(__name__)
 
-HEAD_KINDS = ("yolo", "yolov5")
+RAW_KINDS = ("yolo", "yolov5")
+# one tensor of decoded candidates, no NMS: ultralytics' `yolo export format=onnx` (v8/v11: (1, 4 + C, N),
+# cx cy w h then class scores) and YOLOv5's export.py ((1, N, 5 + C), cx cy w h, objectness, class scores)
+SINGLE_KINDS = ("yolov8-output", "yolov5-output")
+HEAD_KINDS = RAW_KINDS + SINGLE_KINDS
 
 
 @dataclass(frozen=True)
 class HeadSpec:
     """How to decode raw YOLO heads: a compile choice about the model's outputs, not a conversion option.
 
-    kind     "yolo" (YOLOv3 coding) or "yolov5"
+    kind     "yolo" (YOLOv3 coding) or "yolov5" (raw heads, anchors needed), or "yolov8-output" /
+             "yolov5-output" (one decoded candidate tensor, no anchors: `attach_single_output`)
     anchors  per head in stride order (smallest stride first): [[(w, h), ...], ...] in input pixels
              (or a flat list of w, h values, split evenly over the heads)
     names    class names (also stored as the model's class names); their count must match the channels
@@ -134,6 +142,8 @@ def attach_head(model: onnx.ModelProto, spec: HeadSpec, source: str = "model") -
     `model` has static shapes (snnc's frontend output); every graph output must be a raw head
     (1, A*(5+C), H, W) made by a convolution. SnncError for anything else, naming the mismatch.
     """
+    if spec.kind in SINGLE_KINDS:
+        return attach_single_output(model, spec, source)
     model = onnx.shape_inference.infer_shapes(model)
     inp = model.graph.input[0]
     in_h, in_w = [int(d.dim_value) for d in inp.type.tensor_type.shape.dim][2:]
@@ -233,6 +243,102 @@ def attach_head(model: onnx.ModelProto, spec: HeadSpec, source: str = "model") -
     return onnx.shape_inference.infer_shapes(out)
 
 
+def single_output_kind(model: onnx.ModelProto) -> str | None:
+    """The ultralytics layout of a model whose one output is `output0` of shape (1, a, b), or None: (1, 4 + C, N)
+    when a < b (v8/v11, boxes along the channels), (1, N, 5 + C) when a > b (v5). N, the candidates, is far
+    larger than the channels in any real detector; --head names the layout where this guess is not wanted."""
+    outs = list(model.graph.output)
+    if len(outs) != 1 or outs[0].name != "output0":
+        return None
+    shape = _shape(onnx.shape_inference.infer_shapes(model), "output0")
+    if shape is None or len(shape) != 3 or shape[0] != 1 or shape[1] == shape[2]:
+        return None
+    return "yolov8-output" if shape[1] < shape[2] else "yolov5-output"
+
+
+def _rename_tensors(model: onnx.ModelProto, names: set[str]) -> None:
+    """Rename inner tensors called one of `names` (in place) to free those names for new outputs."""
+    taken = {t for n in model.graph.node for t in list(n.input) + list(n.output)}
+    new = {t: f"{t}_inner" for t in names & taken}
+    for n in model.graph.node:
+        n.input[:] = [new.get(t, t) for t in n.input]
+        n.output[:] = [new.get(t, t) for t in n.output]
+    for vi in model.graph.value_info:
+        vi.name = new.get(vi.name, vi.name)
+
+
+def attach_single_output(model: onnx.ModelProto, spec: HeadSpec, source: str = "model") -> onnx.ModelProto:
+    """The model with its one candidate tensor split into `boxes` (1, N, 4) x1 y1 x2 y2 and `scores` (1, N, C):
+
+        yolov8-output  (1, 4 + C, N): transposed, cx cy w h, then class scores (already sigmoid)
+        yolov5-output  (1, N, 5 + C): cx cy w h, objectness, class scores; scores = objectness x class
+
+    snnc's host then thresholds and runs NMS (`--score-thr`, `--iou-thr`) as for any decoded model."""
+    model = onnx.shape_inference.infer_shapes(model)
+    outs = list(model.graph.output)
+    shape = _shape(model, outs[0].name) if len(outs) == 1 else None
+    v8 = spec.kind == "yolov8-output"
+    want = "(1, 4 + classes, N)" if v8 else "(1, N, 5 + classes)"
+    if shape is None or len(shape) != 3 or shape[0] != 1:
+        raise SnncError(f"{source}: --head {spec.kind} needs one output of shape {want}; the model has "
+                        f"{[o.name for o in outs]} (shape {shape})")
+    no = shape[1] if v8 else shape[2]
+    n = shape[2] if v8 else shape[1]
+    classes = no - (4 if v8 else 5)
+    if n < no:  # fewer candidates than values per candidate: the tensor is the other layout
+        other = "yolov5-output" if v8 else "yolov8-output"
+        raise SnncError(f"{source}: output '{outs[0].name}' {shape} read as {want} has {n} candidates of {no} values; "
+                        f"it looks like the other layout: --head {other}")
+    if classes < 1:
+        raise SnncError(f"{source}: output '{outs[0].name}' {shape} is not {want} (no class scores); check --head")
+    if spec.names is not None and classes != len(spec.names):
+        raise SnncError(f"{source}: output '{outs[0].name}' {shape} holds {classes} classes but --names lists "
+                        f"{len(spec.names)}")
+    nodes, inits = [], []
+
+    def const(name: str, value: np.ndarray) -> str:
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
+        return name
+
+    def node(op: str, inputs: list[str], name: str, **attrs) -> str:
+        nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
+        return name
+
+    x = outs[0].name
+    _rename_tensors(model, {"boxes", "scores"})  # inner tensors of those names would clash with the outputs
+    if v8:
+        x = node("Transpose", [x], "single_transpose", perm=[0, 2, 1])  # (1, N, 4 + C)
+
+    def part(tag: str, lo: int, hi: int, name: str | None = None) -> str:
+        return node("Slice", [x, const(f"single.{tag}.starts", np.array([lo], np.int64)),
+                              const(f"single.{tag}.ends", np.array([hi], np.int64)),
+                              const(f"single.{tag}.axes", np.array([2], np.int64))], name or f"single_{tag}")
+
+    xy, wh = part("xy", 0, 2), part("wh", 2, 4)
+    half = node("Mul", [wh, const("single.half", np.array(0.5, np.float32))], "single_half_wh")
+    x1y1 = node("Sub", [xy, half], "single_x1y1")
+    x2y2 = node("Add", [xy, half], "single_x2y2")
+    node("Concat", [x1y1, x2y2], "boxes", axis=2)
+    if v8:
+        part("cls", 4, no, "scores")
+    else:
+        node("Mul", [part("obj", 4, 5), part("cls", 5, no)], "scores")
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    out.graph.node.extend(nodes)
+    out.graph.initializer.extend(inits)
+    del out.graph.output[:]
+    out.graph.output.extend([helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, n, 4]),
+                             helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, n, classes])])
+    if spec.names is not None:
+        kept = [p for p in out.metadata_props if p.key != "snnc.class_names"]
+        del out.metadata_props[:]
+        out.metadata_props.extend(kept)
+        out.metadata_props.add(key="snnc.class_names", value=json.dumps(list(spec.names)))
+    log.info("attached the %s layout: %d candidates, %d classes", spec.kind, n, classes)
+    return onnx.shape_inference.infer_shapes(out)
+
+
 def append_nms(model: onnx.ModelProto, iou_thr: float = 0.45, score_thr: float = 0.25,
                max_per_class: int = 100) -> onnx.ModelProto:
     """A boxes/scores model -> the NMS-in-graph export form: ONNX NonMaxSuppression (per class) and Gathers with
@@ -281,13 +387,18 @@ def head_spec(kind: str | None, anchors: str | None = None, darknet_cfg: str | P
     """The HeadSpec the command line asks for (--head, --anchors, --darknet-cfg, --names), or None."""
     if kind is None:
         if anchors or darknet_cfg or names:
-            raise SnncError("--anchors / --darknet-cfg / --names need --head yolo or --head yolov5")
+            raise SnncError("--anchors / --darknet-cfg / --names need --head (yolo, yolov5, yolov8-output or "
+                            "yolov5-output)")
         return None
+    class_names = tuple(read_names(names)) if names else None
+    if kind in SINGLE_KINDS:
+        if anchors or darknet_cfg:
+            raise SnncError(f"--head {kind} takes no anchors: the model's output already holds decoded boxes")
+        return HeadSpec(kind, (), class_names)
     if anchors and darknet_cfg:
         raise SnncError("give either --anchors or --darknet-cfg, not both")
     if not anchors and not darknet_cfg:
         raise SnncError(f"--head {kind} needs the anchors: --anchors w1,h1,w2,h2,... or --darknet-cfg FILE")
-    class_names = tuple(read_names(names)) if names else None
     if darknet_cfg:
         groups = tuple(tuple(g) for g in anchors_from_cfg(darknet_cfg))
         return HeadSpec(kind, groups, class_names, grouped=True)
@@ -300,5 +411,5 @@ def describe(spec: HeadSpec) -> dict:
             else list(spec.anchors), "names": None if spec.names is None else len(spec.names)}
 
 
-__all__: Sequence[str] = ("HEAD_KINDS", "HeadSpec", "anchors_from_cfg", "append_nms", "attach_head", "head_spec",
-                          "parse_anchors", "read_names")
+__all__: Sequence[str] = ("HEAD_KINDS", "HeadSpec", "anchors_from_cfg", "append_nms", "attach_head",
+                          "attach_single_output", "head_spec", "parse_anchors", "read_names", "single_output_kind")

@@ -23,6 +23,7 @@ DEFAULT_PIPELINE = (
     "residual_add",
     "maxpool_to_strided_conv",
     "split_leaky_relu",
+    "fold_linear",
     "activations_to_neurons",
     "channel_norm",
     "calibrate_to_T",

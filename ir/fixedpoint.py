@@ -138,7 +138,8 @@ def quantize(net: Network, weight_bits: int = DEFAULT_WEIGHT_BITS) -> dict[str, 
             if src in linear:
                 raise SnncError(
                     f"layer {layer.name}: its input {src} is a linear layer without neurons; fixed-point mode "
-                    "only allows those as network outputs (use float mode)")
+                    "only allows those as network outputs (the fold_linear pass removes such layers where it can: "
+                    "do not skip it; or use float mode)")
         if layer.op in ("concat", "pad"):
             unit = np.concatenate([units[s] for s in layer.inputs])
             units[layer.name] = unit

@@ -6,6 +6,7 @@ from snnc.passes import (  # noqa: F401
     channel_norm,
     channel_slice,
     fold_batchnorm,
+    fold_linear,
     maxpool_to_strided_conv,
     residual_add,
     split_leaky_relu,

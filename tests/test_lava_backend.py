@@ -660,3 +660,20 @@ def test_constant_input_current_equals_per_step_connections(mode):
     lnet = build(net, mode, input_values={"x": np.zeros((8, 8, 3))}, constant_input=True)
     assert "x" not in lnet.populations and set(lnet.currents) == {"c0", "c1"}
     assert not any(name.startswith(("c0", "c1")) for name in lnet.connections)
+
+
+@needs_lava
+def test_c2f_sppf_after_fold_linear_fixed_point(tmp_path):
+    """A YOLOv8-style C2f + SPPF block, compiled (fold_linear leaves no linear layer between spiking ones): Lava
+    equals NumPy bit for bit in fixed point."""
+    from test_fold_linear import _c2f_sppf, _linear_inner
+
+    from snnc.compiler.api import compile_model
+
+    path = tmp_path / "c2f.onnx"
+    onnx.save(_c2f_sppf(34), str(path))
+    net = compile_model(path, calib_random=2, progress=False).network
+    assert not _linear_inner(net)
+    x = np.random.default_rng(1).random((1, 3, 8, 8), dtype=np.float32)
+    cmp = compare_with_numpy(net, x, [3, 6], mode="fixed").check()
+    assert cmp.problems == []

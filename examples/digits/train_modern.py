@@ -4,7 +4,8 @@
     python examples/digits/train_modern.py --arch v8 -o examples/digits/models/digits_v8
 
 writes <o>_raw.onnx (v5 only: the raw heads, for `snnc compile --head yolov5`), <o>.onnx (decoded: boxes and
-scores) and <o>_nms.onnx (NMS in the graph), and adds the test mAP of the decoded export to models/metrics.json.
+scores), <o>_nms.onnx (NMS in the graph) and <o>_ultralytics.onnx (ultralytics' one output tensor, see
+to_ultralytics.py), and adds the test mAP of the decoded export to models/metrics.json.
 
 Data and schedule as examples/digits/train.py (its data pipeline and anchor k-means are reused): canvases of the
 train split made on the fly (new ones every `--refresh` epochs), the best val mAP@0.5 epoch of the second half
@@ -35,6 +36,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from modern import NA, NUM_CLASSES, REG_MAX, STRIDES, DigitsV5, DigitsV8, _grid, export  # noqa: E402
+from to_ultralytics import convert  # noqa: E402
 from train import build_targets, kmeans_anchors, to_tensor  # noqa: E402
 
 from snnc.evaluation.digits import SIZE, make_digits  # noqa: E402
@@ -232,6 +234,13 @@ def main(argv: list[str] | None = None) -> int:
         paths["raw"] = stem.with_name(stem.name + "_raw.onnx")
     for form, path in paths.items():
         export(model, path, form, SIZE)
+    # ultralytics' single-tensor layout of the same weights (v8: (1, 4 + C, N); v5: (1, N, 5 + C))
+    paths["ultralytics"] = stem.with_name(stem.name + "_ultralytics.onnx")
+    if args.arch == "v5":
+        flat = np.concatenate([anchors[:3], anchors[3:]]).ravel().tolist()  # smallest stride first
+        convert(paths["raw"], paths["ultralytics"], flat)
+    else:
+        convert(paths["decoded"], paths["ultralytics"])
 
     from snnc.evaluation.ann import evaluate_onnx
 
