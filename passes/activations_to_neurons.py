@@ -129,8 +129,9 @@ class ActivationsToNeurons(Pass):
                 if not 0 < alpha < 1:
                     raise UnsupportedOpError(f"{node_label(node)}: alpha={alpha}; the signed neuron needs 0 < alpha < 1")
                 _check_source(node, x)
+                extra = {"memory": 1} if signed_memory else {}  # IBT: no attribute (memory 0), as before
                 new = _neuron("SignedIF", node.name, x, node.outputs[0], threshold=[1.0], alpha=alpha, v_init=v_init,
-                              calibrated=0, memory=signed_memory)
+                              calibrated=0, **extra)
             elif node.op == "Clip":
                 lo = _scalar(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1].name else None
                 hi = _scalar(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
