@@ -14,7 +14,7 @@ import dataclasses
 import numpy as np
 import onnx
 import pytest
-from models import Builder, tiny_yolo
+from models import tiny_yolo
 from test_c_backend import images, yolo_like
 from test_passes import SEEDS, check_pass, max_rel_err, ops
 
