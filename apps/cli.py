@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--neuron", choices=NEURONS, default=d.neuron,
                    help="IF neurons that take back excess spikes with -1 spikes (memory, default) or plain IF")
     c.add_argument("--leaky", choices=LEAKY, default=d.leaky,
-                   help="LeakyReLU as two IF neurons (split, default) or one signed IBT neuron (ibt, Spiking-YOLO's)")
+                   help="LeakyReLU as two IF neurons (split, default), one signed IBT neuron (ibt, Spiking-YOLO's) or one "
+                        "signed memory neuron (signed)")
     c.add_argument("--v-init", choices=list(V_INIT), default={v: k for k, v in V_INIT.items()}[d.v_init],
                    help="initial membrane potential: 0 or theta/2 (default %(default)s)")
     c.add_argument("--target-T", type=int, metavar="T",

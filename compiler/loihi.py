@@ -145,7 +145,8 @@ def fit(net: Network, weight_bits: int = MAX_WEIGHT_BITS) -> Fit:
             note = (note + "; " if note else "") + f"|z| may need {acc} bits > {ACCUMULATOR_BITS}-bit accumulator"
         memory = layer.neuron is not None and layer.neuron.memory
         if memory:
-            note = (note + "; " if note else "") + "memory IF: +1 state (count)"
+            what = "signed memory" if layer.neuron.kind == "SignedIF" else "memory IF"
+            note = (note + "; " if note else "") + f"{what}: +1 state (count)"
         rows.append(LayerFit(layer.name, layer.op, neurons, syn, fan, weight_bits, acc, cores, note, memory))
     result.cores = sum(r.cores for r in rows)
     result.neurons = sum(r.neurons for r in rows)

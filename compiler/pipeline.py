@@ -28,9 +28,10 @@ DEFAULT_PIPELINE = (
     "channel_norm",
     "calibrate_to_T",
 )
-# Passes an option turns off: --leaky ibt keeps LeakyReLU for activations_to_neurons' signed IBT neuron.
+# Passes an option turns off: --leaky ibt / signed keep LeakyReLU for activations_to_neurons' signed neurons.
 # calibrate_to_T runs only for a --target-T.
-OPTION_SKIPS = {("leaky", "ibt"): ("split_leaky_relu",), ("target_T", None): ("calibrate_to_T",)}
+OPTION_SKIPS = {("leaky", "ibt"): ("split_leaky_relu",), ("leaky", "signed"): ("split_leaky_relu",),
+                ("target_T", None): ("calibrate_to_T",)}
 
 
 def select_passes(options: CompileOptions | None = None) -> list[str]:

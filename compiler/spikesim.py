@@ -33,6 +33,16 @@ def neuron_scan(z: np.ndarray, T: int, *, kind: str, theta: np.ndarray, v0: np.n
     out = np.empty((T,) + z.shape[1:], np.float32)
     for t in range(T):
         v += z[t if z.shape[0] > 1 else 0]
+        if th_neg is not None and count is not None:  # signed memory neuron (docs/neurons.md)
+            up = (v >= th) & (count >= 0)  # the four exclude each other: at most one term below is not 0
+            back_dn = (v > 0) & (count < 0)
+            dn = (v <= -th_neg) & (count <= 0)
+            back_up = (v < 0) & (count > 0)
+            v -= up * th + back_dn * th_neg - back_up * th - dn * th_neg
+            s = (up | back_dn).astype(np.float32) - (back_up | dn)
+            count += s.astype(np.int32)
+            out[t] = s * th
+            continue
         s = (v >= th).astype(np.float32)
         v -= s * th
         if th_neg is not None:

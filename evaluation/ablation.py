@@ -97,7 +97,8 @@ def _recompile(model: bytes, folder: Path, name: str, calib: Path, options: dict
     path.write_bytes(model)
     opts = CompileOptions.from_record(options).replace(passes=tuple(passes) if passes else None, **changes)
     if passes is not None and "leaky" not in changes:  # the pass list says which leaky-ReLU form the file used
-        opts = opts.replace(leaky="split" if SPLIT_PASS in passes else "ibt")
+        unsplit = opts.leaky if opts.leaky != "split" else "ibt"  # one neuron: IBT or signed memory (recorded)
+        opts = opts.replace(leaky="split" if SPLIT_PASS in passes else unsplit)
     return compile_model(path, opts, calib_dir=calib, progress=False).network
 
 
@@ -122,9 +123,10 @@ def build_variants(net: Network, evset: EvalSet, calib_dir: str | Path | None, w
     calib_x = load_calibration(calib, None, ref.preprocess["shape"])
     calib_info["images"] = len(calib_x)
     kinds = sorted({l.neuron.kind for l in ref.neuron_layers})
+    signed_memory = any(l.neuron.kind == "SignedIF" and l.neuron.memory for l in ref.neuron_layers)
     neuron = recorded.neuron
     split = passes is not None and SPLIT_PASS in passes
-    leaky = "IBT (SignedIF)" if "SignedIF" in kinds else ("split into IF pairs" if split else "none")
+    leaky = "signed memory (SignedIF)" if signed_memory else "IBT (SignedIF)" if "SignedIF" in kinds else ("split into IF pairs" if split else "none")
     variants = [Variant("reference", f"as the file: norm={norm}, {neuron} IF, leaky-ReLU {leaky}, membrane "
                                      f"decoding, V(0)={v0:g} theta", ref)]
     other = "layer" if norm == "channel" else "channel"

@@ -32,6 +32,9 @@ T phi = T z_bar - (V(T) - V(0)) for IF; a SignedIF -1 spike adds theta / alpha b
             |e| = n (1 - alpha) theta / T.)
   memory IF the IF rule: its -1 spikes (V < 0 while it has +1 spikes to take back; V += theta) keep V(T) in
             [0, theta) unless its count is 0 (then phi = 0 and e = 0) or one spike a step was not enough.
+  signed memory neuron (SignedIF with memory): with n = pos - neg, V(T) in [0, theta) for n > 0, in
+            (-theta / alpha, 0] for n < 0, in (-theta / alpha, theta) for n = 0: quantization. Its record gives
+            T z_bar = V(T) - V(0) + theta max(n, 0) - (theta / alpha) max(-n, 0): a take-back undoes a reset.
 
 Half-open bands: V(T) = theta exactly means one spike is owed (Spiking YOLOv3's example with inhibition first ends at
 V = theta with e = -theta / T), which only order effects produce.
@@ -122,7 +125,11 @@ def mean_outputs(state: Mapping[str, Mapping[str, Any]], T: int) -> dict[str, np
 def mean_inputs(d: Mapping[str, Any], T: int) -> np.ndarray:
     """z_bar (B, N) float64, each neuron's mean synaptic input over T, from its recorded state by eq. 8:
     T z_bar = V(T) - V(0) + pos theta - neg r (r = theta / alpha for SignedIF, theta for the memory IF).
-    Exact in fixed point too (integers in real units)."""
+    Exact in fixed point too (integers in real units). The signed memory neuron: see the module docstring."""
+    if d["theta_neg"] is not None and d.get("memory"):
+        n = d["pos"].astype(np.float64) - d["neg"]
+        z = d["v"].astype(np.float64) - d["v0"] + np.maximum(n, 0) * d["theta"] - np.maximum(-n, 0) * d["theta_neg"]
+        return z / T
     z = d["v"].astype(np.float64) - d["v0"] + d["pos"] * d["theta"]
     if d["neg"] is not None:  # a -1 spike adds theta / alpha (SignedIF) or theta (memory IF) back to V
         z -= d["neg"] * (d["theta_neg"] if d["theta_neg"] is not None else d["theta"])
@@ -146,6 +153,12 @@ def split_layer(d: Mapping[str, Any], T: int) -> tuple[np.ndarray, np.ndarray, n
     phi = count * d["theta"] / T
     e = phi - neuron_rate_limit(mean_inputs(d, T), d)
     signed = d["theta_neg"] is not None  # SignedIF; a memory IF is classified by the IF rule
+    if signed and d.get("memory"):  # the signed memory neuron: by the sign of its count (module docstring)
+        n = d["pos"].astype(np.int64) - d["neg"]
+        pos_side = quantization_mask(n, None, d["v"], d["theta"].astype(np.float32), None)
+        neg_side = quantization_mask(np.zeros_like(n), -n, d["v"], d["theta"].astype(np.float32),
+                                     d["theta_neg"].astype(np.float32))
+        return phi, e, np.where(n > 0, pos_side, np.where(n < 0, neg_side, pos_side | neg_side))
     mask = quantization_mask(d["pos"], d["neg"] if signed else None, d["v"], d["theta"].astype(np.float32),
                              d["theta_neg"].astype(np.float32) if signed else None)
     return phi, e, mask

@@ -355,6 +355,13 @@ def score(run: NetworkRun, evset: EvalSet, names: Sequence[str], cfg: EvalConfig
 
 # ---- the whole evaluation ----------------------------------------------------------------------------------------
 
+def _kind_name(n: Any) -> str:
+    """IF, memory IF, SignedIF (IBT) or signed memory (docs/neurons.md)."""
+    if getattr(n, "memory", False):
+        return "signed memory" if n.kind == "SignedIF" else "memory IF"
+    return n.kind
+
+
 def evaluate(lava: str | Path, cfg: EvalConfig) -> dict[str, Any]:
     """Run the evaluation of a .lava file; with cfg.report, write the report folder. Returns metrics.json's dict."""
     from snnc.evaluation.metrics import evaluate_detections, evaluator_name, reference_samples
@@ -407,8 +414,7 @@ def evaluate(lava: str | Path, cfg: EvalConfig) -> dict[str, Any]:
             "model": {"file": str(lava), "source": net.meta.get("source"), "options": net.meta.get("options"),
                       "passes": net.meta.get("passes"), "layers": len(net.layers),
                       "neuron_layers": len(net.neuron_layers), "neurons": activity["total_neurons"],
-                      "neuron_kinds": sorted({"memory IF" if getattr(l.neuron, "memory", False) else l.neuron.kind
-                                              for l in net.neuron_layers}),
+                      "neuron_kinds": sorted({_kind_name(l.neuron) for l in net.neuron_layers}),
                       "encoding": net.input_encoding.get("kind", "direct"), "input_shape": net.preprocess.get("shape"),
                       "v_init": sorted({float(l.neuron.v_init) for l in net.neuron_layers}),
                       "num_classes": num_classes, "compile_clipping_error": net.meta.get("stats", {}).get(

@@ -15,6 +15,10 @@ file by `snnc.ir.lavafile`. Semantics of one time step t (docs/neurons.md is the
                       memory IF: also s = -1 where V < 0 and the neuron's count n of emitted spikes is > 0,
                       then V += theta; n += s (it takes back earlier spikes, never more than it emitted)
       neuron SignedIF: as IF, and s = -1 where V <= -theta/alpha, then V += theta/alpha; out(t) = s*theta
+                      signed memory (SignedIF with memory): with n its count of +1 minus -1 spikes,
+                      s = +1 where V >= theta and n >= 0 (V -= theta), or V > 0 and n < 0 (V -= theta/alpha);
+                      s = -1 where V <= -theta/alpha and n <= 0 (V += theta/alpha), or V < 0 and n > 0
+                      (V += theta); n += s (a spike first takes back one of the other sign)
 
 An output (Network.outputs) is decoded as mean over t of out(t) (membrane decoding) by default.
 Shapes are per sample, channels first (C, H, W); a batch axis is added by the simulators.
@@ -42,7 +46,7 @@ class Neuron:
     alpha: float = 0.0  # SignedIF: negative threshold is -theta/alpha; unused for IF
     v_init: float = 0.0  # initial membrane potential as a fraction of theta (0.0 or 0.5 typically)
     reset: str = "subtract"  # the only reset snnc implements: keep the excess over threshold
-    memory: bool = False  # IF only: -1 spikes take back earlier +1 spikes when V < 0 (docs/neurons.md)
+    memory: bool = False  # spikes take back earlier spikes of the other sign (IF: -1 when V < 0; docs/neurons.md)
 
     def __post_init__(self) -> None:
         if self.kind not in NEURON_KINDS:
@@ -50,8 +54,6 @@ class Neuron:
         self.threshold = np.asarray(self.threshold, dtype=np.float32).reshape(-1)
         if self.kind == "SignedIF" and not self.alpha > 0:
             raise ValueError("SignedIF needs alpha > 0")
-        if self.memory and self.kind != "IF":
-            raise ValueError("only IF neurons have the memory variant")
         self.memory = bool(self.memory)
 
     @property

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from snnc.ir.errors import SnncError
 
 NORMS = ("channel", "layer", "auto")
-LEAKY = ("split", "ibt")
+LEAKY = ("split", "ibt", "signed")
 NEURONS = ("memory", "plain")
 MAXPOOLS = ("exact", "approximate")
 MODES = ("float", "fixed")
@@ -47,7 +47,8 @@ class CompileOptions:
 
     percentile  activation percentile mapped to the neuron threshold (100 = the maximum)
     norm        channel: one threshold per output channel; layer: one per layer; auto: chosen per layer
-    leaky       split: LeakyReLU as two IF neurons (exact in the rate limit); ibt: one signed IBT neuron
+    leaky       split: LeakyReLU as two IF neurons (exact in the rate limit); ibt: one signed IBT neuron;
+                signed: one signed memory neuron (SignedIF with memory: spikes take back the other sign's)
     neuron      memory: IF neurons take back excess spikes with -1 spikes; plain: classic IF
     maxpool     exact: max-pool as a tree of strided convolutions and ReLUs; approximate: average pooling
     v_init      initial membrane potential as a fraction of the threshold (0.5: theta/2)

@@ -115,7 +115,6 @@ def _neuron(where: str, n: Any) -> None:
         _need(0.0 < n["alpha"] <= 1.0, f"{where}.alpha", "a number in (0, 1] for SignedIF", n["alpha"])
     _need(n.get("reset", "subtract") == "subtract", f"{where}.reset", "'subtract'", n.get("reset"))
     _need(isinstance(n.get("memory", False), bool), f"{where}.memory", "true or false", n.get("memory"))
-    _need(not (n.get("memory") and n["kind"] != "IF"), f"{where}.memory", "false for SignedIF", n.get("memory"))
 
 
 def _layer(where: str, e: Any) -> None:

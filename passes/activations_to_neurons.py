@@ -2,6 +2,7 @@
 
     Relu               -> snnc.IF(threshold=1, calibrated=0)          rate limit clip(z, 0, theta)
     LeakyRelu(alpha)   -> snnc.SignedIF(threshold=1, alpha)           rate limit clip(leaky(z), -theta, theta)
+                          memory=1 with `--leaky signed` (the signed memory neuron), else 0 (IBT)
     Clip(0, lam)       -> snnc.IF(threshold=lam, calibrated=1)        exact in the rate limit
     QCFS(lam, L)       -> snnc.IF(threshold=lam, v_init=0.5, calibrated=1)   (Bu et al.: zero expected error at T=L)
 
@@ -11,7 +12,8 @@ a -1 spike, taking back an earlier +1, when V < 0 and they have emitted more +1 
 back to V (docs/neurons.md). Their count then follows floor((V(0) + sum z) / theta) clipped at 0 instead of the
 running maximum of that sum, which is what removes most of the unevenness error (docs/methods.md section 5).
 IF: V += z; spike when V >= theta; V -= theta (reset by subtraction). SignedIF also spikes -1 when
-V <= -theta/alpha and then adds theta/alpha back (docs/neurons.md). `threshold` is a per-channel list (or one
+V <= -theta/alpha and then adds theta/alpha back (docs/neurons.md); with memory=1 (`--leaky signed`) a spike of
+either sign first takes back one of the other sign, so its count follows leaky(V(0) + sum z) / theta. `threshold` is a per-channel list (or one
 value); `calibrated=0` marks thresholds that `channel_norm` must still set from data (1.0 until then, in the
 ANN's units). Neurons sit directly on a convolution's output: the head convolutions have no activation and stay
 linear, read out as membrane potential.
@@ -110,6 +112,7 @@ class ActivationsToNeurons(Pass):
         counts = {"IF": 0, "SignedIF": 0}
         v_init = float(ctx.options.v_init)  # QCFS neurons always start at theta/2
         memory = int(ctx.options.neuron == "memory")
+        signed_memory = int(ctx.options.leaky == "signed")
         for node in list(graph.nodes):
             if not node.outputs or node.domain == SNNC_DOMAIN:
                 continue
@@ -126,8 +129,9 @@ class ActivationsToNeurons(Pass):
                 if not 0 < alpha < 1:
                     raise UnsupportedOpError(f"{node_label(node)}: alpha={alpha}; the signed neuron needs 0 < alpha < 1")
                 _check_source(node, x)
+                extra = {"memory": 1} if signed_memory else {}  # IBT: no attribute (memory 0), as before
                 new = _neuron("SignedIF", node.name, x, node.outputs[0], threshold=[1.0], alpha=alpha, v_init=v_init,
-                              calibrated=0)
+                              calibrated=0, **extra)
             elif node.op == "Clip":
                 lo = _scalar(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1].name else None
                 hi = _scalar(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None

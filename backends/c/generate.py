@@ -15,6 +15,9 @@ convolution, not T. The neuron update then follows docs/neurons.md:
             SignedIF: s = +1 where V >= theta_int (V -= theta_int), else -1 where V <= -theta_neg_int
             (V += theta_neg_int); memory IF: as IF, and s = -1 where V < 0 and the neuron's count n of emitted
             spikes (+1s minus -1s, an int32 per neuron) is > 0 (V += theta_int), then n += s;
+            signed memory (SignedIF with memory): +1 where V >= theta_int and n >= 0 (V -= theta_int), -1 where
+            V < 0 and n > 0 (V += theta_int), -1 where V <= -theta_neg_int and n <= 0 (V += theta_neg_int), +1
+            where V > 0 and n < 0 (V -= theta_neg_int), tested in that order on the updated V; n += s;
             the next layer receives s in {-1, 0, 1}; linear layers output z_int + b_int.
     float:  the same in snn_real_t with out = s * theta.
 
@@ -459,8 +462,8 @@ static void snn_layer_{i}(snn_ctx *c)
         self.param(f"v0_{i}", self.mem, np.asarray(v0).reshape(c))
         if tn is not None:
             self.param(f"tn{i}", self.mem, np.asarray(tn).reshape(c))
-        memory = n.kind == "IF" and bool(n.memory)
-        if memory:  # the memory IF's emitted count per neuron (+1 spikes minus -1 spikes, 0 <= m <= steps)
+        memory = bool(n.memory)
+        if memory:  # the emitted count per neuron (+1 spikes minus -1 spikes, |m| <= steps)
             self.alloc(f"m{i}", "int32_t", c * h * w)
         self.reset_lines.append(f"""    for (int p = 0; p < {h * w}; ++p)
         for (int ch = 0; ch < {c}; ++ch)
@@ -468,7 +471,9 @@ static void snn_layer_{i}(snn_ctx *c)
     c->n{i} = 0;""" + (f"\n    memset(c->m{i}, 0, {c * h * w}u * sizeof *c->m{i});" if memory else ""))
         zval = "(int64_t)z[k]" if self.fixed else "z[k]"
         # branch-free so that the compiler vectorizes it; the same arithmetic as docs/neurons.md
-        if self.fixed:
+        if tn is not None and memory:  # signed memory neuron: the NumPy scan's order, see the module docstring
+            fire = self._signed_memory_fire()
+        elif self.fixed:
             fire = """            const int64_t ge = v >= th[ch];
             v -= th[ch] & -ge;"""
             if tn is not None:
@@ -527,6 +532,36 @@ static void snn_layer_{i}(snn_ctx *c)
         }}
         c->n{i} += cnt;
     }}"""
+
+    def _signed_memory_fire(self) -> str:
+        """The signed memory neuron's update of v (already integrated) and its count M[k]."""
+        if self.fixed:
+            return """            const int64_t m = M[k];
+            const int64_t up = (v >= th[ch]) & (m >= 0);
+            v -= th[ch] & -up;
+            const int64_t back_up = (v < 0) & (m > 0);
+            v += th[ch] & -back_up;
+            const int64_t dn = (v <= -tn[ch]) & (m <= 0);
+            v += tn[ch] & -dn;
+            const int64_t back_dn = (v > 0) & (m < 0);
+            v -= tn[ch] & -back_dn;
+            const int64_t s = up + back_dn - back_up - dn;
+            o[k] = (int8_t)s;
+            M[k] += (int32_t)s;
+            cnt += s != 0;"""
+        return """            const int32_t m = M[k];
+            const int up = (v >= th[ch]) & (m >= 0);
+            v = up ? v - th[ch] : v;
+            const int back_up = (v < 0) & (m > 0);
+            v = back_up ? v + th[ch] : v;
+            const int dn = (v <= -tn[ch]) & (m <= 0);
+            v = dn ? v + tn[ch] : v;
+            const int back_dn = (v > 0) & (m < 0);
+            v = back_dn ? v - tn[ch] : v;
+            const int s = up + back_dn - back_up - dn;
+            o[k] = (int8_t)s;
+            M[k] += s;
+            cnt += s != 0;"""
 
     def _emit_connection(self, lay: Layer, i: int, what: str, loops: str, acc: str, zdecl: str,
                          input_only: bool, n_z: int) -> None:

@@ -179,8 +179,9 @@ def build_plan(plan: Plan, *, steps: int = 0, rec_at: Sequence[int] = (), source
             cls = P.MemoryIF if p.kind == "MemoryIF" else P.IF
             proc = cls(bias=p.bias.astype(dtype), vth=p.vth.astype(dtype), v_init=p.v0.astype(dtype), **common)
         else:
-            proc, cls = P.SignedIF(bias=p.bias.astype(dtype), vth=p.vth.astype(dtype),
-                                   vth_neg=p.vth_neg.astype(dtype), v_init=p.v0.astype(dtype), **common), P.SignedIF
+            cls = P.SignedMemoryIF if p.kind == "SignedMemoryIF" else P.SignedIF
+            proc = cls(bias=p.bias.astype(dtype), vth=p.vth.astype(dtype), vth_neg=p.vth_neg.astype(dtype),
+                       v_init=p.v0.astype(dtype), **common)
         lnet.populations[p.name] = proc
         lnet.models[id(proc)] = P.MODELS[(cls, fixed)]
     sources = {p.name for p in plan.pops if p.kind == "source"}

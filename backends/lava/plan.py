@@ -27,7 +27,7 @@ from snnc.ir import fixedpoint
 from snnc.ir.errors import SnncError
 from snnc.ir.network import Layer, Network
 
-NEURON_KINDS = ("IF", "MemoryIF", "SignedIF")  # population kinds with spikes
+NEURON_KINDS = ("IF", "MemoryIF", "SignedIF", "SignedMemoryIF")  # population kinds with spikes
 ACC_BITS = 24  # lava's fixed-point Conv model wraps its output to 24 bits (Loihi's dendritic accumulator)
 EXACT_BITS = 53  # float64 (lava's float Dense / Sparse, snnc's float Conv model) sums integers exactly below 2**53
 MAX_SPARSE = 50_000_000  # synapses one Sparse process may hold (about 1 GB as csr) before we refuse
@@ -36,7 +36,7 @@ MAX_SPARSE = 50_000_000  # synapses one Sparse process may hold (about 1 GB as c
 @dataclass
 class PopSpec:
     name: str
-    kind: str  # "source", "IF", "MemoryIF", "SignedIF", "Linear"
+    kind: str  # "source", "IF", "MemoryIF", "SignedIF", "SignedMemoryIF", "Linear"
     shape: tuple[int, ...]  # Lava layout: (W, H, C) or (C,)
     depth: int
     bias: np.ndarray | None = None  # per neuron, Lava layout
@@ -198,7 +198,7 @@ def message_bits(pop: PopSpec) -> int:
     """Lava's num_message_bits for what the population sends: 0 binary spikes (IF), >0 graded (the sign of a
     SignedIF or MemoryIF spike, integers of the image or of a copy layer). With 0, lava's Conv/Dense/Sparse cast
     to bool, so a -1 spike would arrive as +1."""
-    return {"IF": 0, "SignedIF": 2, "MemoryIF": 2}.get(pop.kind, ACC_BITS)
+    return {"IF": 0, "SignedIF": 2, "MemoryIF": 2, "SignedMemoryIF": 2}.get(pop.kind, ACC_BITS)
 
 
 def _routes_for(layer: Layer, routes: dict, chw: dict, shapes: dict) -> list[Route]:
@@ -349,7 +349,7 @@ def make_plan(net: Network, mode: str = "fixed", weight_bits: int | None = None,
                 vth, unit = theta, theta.astype(np.float64)
                 vneg = n.neg_threshold * np.ones(c, np.float32) if n.kind == "SignedIF" else None
                 v0 = (float(n.v_init) * theta.astype(np.float64)).astype(np.float32)
-            kind = "MemoryIF" if n.kind == "IF" and n.memory else n.kind
+            kind = {"IF": "MemoryIF", "SignedIF": "SignedMemoryIF"}[n.kind] if n.memory else n.kind
             pops[name] = PopSpec(name, kind, lshape, depth, bias=per_neuron(bias, layer.shape),
                                  vth=per_neuron(vth, layer.shape),
                                  vth_neg=None if vneg is None else per_neuron(vneg, layer.shape),

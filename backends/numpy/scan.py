@@ -11,6 +11,13 @@ Memory IF (`count` given, theta_neg None): a -1 spike takes back an earlier +1 w
 count of emitted spikes (+1s minus -1s) is positive, then V += theta; count += s. After a +1 spike V >= 0, so the
 two never coincide.
 
+Signed memory neuron (`count` and theta_neg both given; SignedIF with memory, docs/neurons.md): spikes of either
+sign first take back what the count shows was emitted. With n = count, all four tests read the same integrated V
+and exclude each other:
+
+    up = V >= theta and n >= 0  (V -= theta)       back_up = V < 0 and n > 0  (V += theta, s = -1)
+    dn = V <= -theta_neg and n <= 0  (V += theta_neg)   back_dn = V > 0 and n < 0  (V -= theta_neg, s = +1)
+
 pos and neg are computed from the same integrated V (they exclude each other since theta > 0), so the order of
 the two resets does not matter. The neurons are processed in tiles of about 64k values (all steps of a tile
 before the next tile, so the tile's membrane stays in cache) and the tiles are shared out over threads: numpy
@@ -54,6 +61,9 @@ def scan(V: np.ndarray, z: np.ndarray, z_const: bool, spikes: np.ndarray, theta:
             np.add(v, z[:, a:b] if z_const else z[t, :, a:b], out=v)
             s = spikes[t, :, a:b]
             pos = s.view(np.bool_)
+            if theta_neg is not None and count is not None:
+                _signed_memory(v, th, tn, mtn, cnt, s, pos, neg, below, zero)
+                continue
             np.greater_equal(v, th, out=pos)
             np.subtract(v, th, out=v, where=pos)
             if theta_neg is not None:
@@ -75,3 +85,31 @@ def scan(V: np.ndarray, z: np.ndarray, z_const: bool, spikes: np.ndarray, theta:
     else:
         for fut in [pool.submit(run, a, b) for a, b in bounds]:
             fut.result()
+
+
+def _signed_memory(v: np.ndarray, th: np.ndarray, tn: np.ndarray, mtn: np.ndarray, cnt: np.ndarray, s: np.ndarray,
+                   pos: np.ndarray, neg: np.ndarray, below: np.ndarray, zero: np.ndarray) -> None:
+    """One step of the signed memory neuron on a tile (V already integrated); pos is s's bool view."""
+    # positive side (n >= 0): +1 at theta, take back a +1 below 0
+    np.greater_equal(cnt, 0, out=below)
+    np.greater_equal(v, th, out=pos)
+    np.logical_and(pos, below, out=pos)
+    np.subtract(v, th, out=v, where=pos)
+    np.greater(cnt, 0, out=below)
+    np.less(v, zero, out=neg)
+    np.logical_and(neg, below, out=neg)
+    np.add(v, th, out=v, where=neg)
+    np.subtract(s, neg, out=s, casting="unsafe")
+    # negative side (n <= 0): -1 at -theta_neg, take back a -1 above 0. V was not changed above where n <= 0
+    # (n = 0 and V >= theta gave a +1: V - theta >= 0 > -theta_neg, so no -1 follows in the same step)
+    np.less_equal(cnt, 0, out=below)
+    np.less_equal(v, mtn, out=neg)
+    np.logical_and(neg, below, out=neg)
+    np.add(v, tn, out=v, where=neg)
+    np.subtract(s, neg, out=s, casting="unsafe")
+    np.less(cnt, 0, out=below)
+    np.greater(v, zero, out=neg)
+    np.logical_and(neg, below, out=neg)
+    np.subtract(v, tn, out=v, where=neg)
+    np.add(s, neg, out=s, casting="unsafe")
+    np.add(cnt, s, out=cnt, casting="unsafe")

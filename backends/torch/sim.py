@@ -295,6 +295,19 @@ def _scan_tile(v: torch.Tensor, z: torch.Tensor, z_const: bool, spikes: torch.Te
     minus_neg = None if theta_neg is None else -theta_neg
     for t in range(spikes.shape[0]):
         v += z if z_const else z[t]
+        if theta_neg is not None and count is not None:  # signed memory neuron: the NumPy scan's order
+            pos = (v >= theta) & (count >= 0)
+            v -= theta * pos
+            back = (v < 0) & (count > 0)
+            v += theta * back
+            neg = (v <= minus_neg) & (count <= 0)
+            v += theta_neg * neg
+            back_dn = (v > 0) & (count < 0)
+            v -= theta_neg * back_dn
+            s = spikes[t]
+            torch.sub((pos | back_dn).view(torch.int8), (neg | back).view(torch.int8), out=s)
+            count += s
+            continue
         pos = v >= theta
         v -= theta * pos
         if theta_neg is not None:

@@ -5,6 +5,10 @@ Neurons (docs/neurons.md, one population per connection layer, shape (W, H, C) o
     IF         V += z; s = V >= vth; V -= s*vth; out = s                          reset by subtraction
     MemoryIF   as IF, then n = V < 0 and count > 0; V += n*vth; out = s - n; count += out     (memory IF)
     SignedIF   V += z; p = V >= vth; n = V <= -vth_neg; V -= p*vth; V += n*vth_neg; out = p - n    (IBT)
+    SignedMemoryIF  V += z; then, in this order on the updated V, with c = count:
+               up = V >= vth & c >= 0 (V -= vth); back_up = V < 0 & c > 0 (V += vth);
+               dn = V <= -vth_neg & c <= 0 (V += vth_neg); back_dn = V > 0 & c < 0 (V -= vth_neg);
+               out = up + back_dn - back_up - dn; count += out              (signed memory neuron)
     Linear     out = z (no spikes); a detection head or a copy layer such as nearest upsampling
 
 with z = a_in + bias (bias per neuron, every step) and V(0) = v_init per neuron. A population fed by the input
@@ -128,6 +132,17 @@ class MemoryIF(IF):
 
     def __init__(self, *, shape: tuple[int, ...], vth: np.ndarray | float, **kwargs) -> None:
         super().__init__(shape=shape, vth=vth, **kwargs)
+        self.count = Var(shape=self.a_in.shape, init=0)
+
+
+class SignedMemoryIF(IF):
+    """Signed memory neuron: the SignedIF's thresholds, and a spike of either sign first takes back one of the
+    other sign (docs/neurons.md, "Signed memory neuron"); `count` holds +1 minus -1 spikes per neuron."""
+
+    def __init__(self, *, shape: tuple[int, ...], vth: np.ndarray | float, vth_neg: np.ndarray | float,
+                 **kwargs) -> None:
+        super().__init__(shape=shape, vth=vth, **kwargs)
+        self.vth_neg = Var(shape=self.a_in.shape, init=np.broadcast_to(vth_neg, self.a_in.shape).copy())
         self.count = Var(shape=self.a_in.shape, init=0)
 
 
@@ -283,6 +298,24 @@ class _MemoryIFMixin(_IFMixin):
         return out
 
 
+class _SignedMemoryIFMixin(_MemoryIFMixin):
+    def fire(self, z: np.ndarray) -> np.ndarray:
+        self.v += z
+        c, dt = self.count, self.v.dtype
+        up = (self.v >= self.vth) & (c >= 0)
+        self.v -= np.where(up, self.vth, 0).astype(dt)
+        back_up = (self.v < 0) & (c > 0)
+        self.v += np.where(back_up, self.vth, 0).astype(dt)
+        dn = (self.v <= -self.vth_neg) & (c <= 0)
+        self.v += np.where(dn, self.vth_neg, 0).astype(dt)
+        back_dn = (self.v > 0) & (c < 0)
+        self.v -= np.where(back_dn, self.vth_neg, 0).astype(dt)
+        out = (up | back_dn).astype(np.int8) - (back_up | dn).astype(np.int8)
+        self.count += out
+        self.spike_count += out != 0
+        return out
+
+
 def _common(fixed: bool) -> dict:
     state = FIXED_STATE if fixed else np.float32
     return {
@@ -325,8 +358,10 @@ for _fixed in (False, True):
     _model(IF, _IFMixin, _fixed, _BASE + ("vth", "v", "v_init", "spike_count"))
     _model(MemoryIF, _MemoryIFMixin, _fixed, _BASE + ("vth", "v", "v_init", "spike_count", "count"))
     _model(SignedIF, _SignedIFMixin, _fixed, _BASE + ("vth", "vth_neg", "v", "v_init", "spike_count"))
+    _model(SignedMemoryIF, _SignedMemoryIFMixin, _fixed,
+           _BASE + ("vth", "vth_neg", "v", "v_init", "spike_count", "count"))
 
 MODELS = {(p, f): globals()[f"Py{p.__name__}{'Fixed' if f else 'Float'}"]
-          for p in (Linear, IF, MemoryIF, SignedIF) for f in (False, True)}
+          for p in (Linear, IF, MemoryIF, SignedIF, SignedMemoryIF) for f in (False, True)}
 MODELS.update({(ConstantSource, False): PyConstantSourceFloat, (ConstantSource, True): PyConstantSourceFixed,
                (Delay, False): PyDelayFloat, (Delay, True): PyDelayFixed})
