@@ -341,6 +341,8 @@ def _bytes_per_step(plan: _Plan, batch: int) -> int:
             t = 4 * n_in + 4 * lp.n + (24 * lp.n if fixed else 0) + (8 * lp.n if lp.theta is None else 0)
         elif lp.layer.op == "input":
             t = 8 * lp.n
+        elif lp.layer.op == "maxpool":  # int64 / float64 running sums, their window maxima and the diff
+            t = 8 * srcs[lp.layer.inputs[0]].n + 24 * lp.n
         else:
             t = 2 * lp.n * lp.out_dtype.itemsize
         transient = max(transient, t)

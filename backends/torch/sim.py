@@ -339,6 +339,8 @@ def _bytes_per_step(plans: list[_LayerPlan], batch: int, fixed: bool) -> int:
     live = sum(lp.n * (1 if lp.spikes else (8 if fixed else 4)) for lp in plans if not lp.const)
     transient = 0
     for lp in plans:
+        if lp.layer.op == "maxpool" and not lp.const:  # float64 running sums, their window maxima and the diff
+            transient = max(transient, 8 * by[lp.layer.inputs[0]].n + 24 * lp.n)
         if lp.const or lp.weight is None:
             continue
         size = lp.cdtype.itemsize
