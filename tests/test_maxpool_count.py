@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 import pytest
 from models import Builder, tiny_yolo
 
@@ -178,3 +179,23 @@ def test_cost_energy_and_loihi_count_the_pool(nets):
     sim = get_backend("numpy").simulate(net, _x(net, 1), 8)
     rep = energy_report(net, {k: v.mean() for k, v in sim.spike_counts.items()}, 8)
     assert rep["snn_sops"] > 0
+
+
+def test_calibrate_to_T_simulates_count_pools(tmp_path):
+    """calibrate_to_T's graph simulation (compiler/spikesim.py) runs the pools with the same recurrence."""
+    from snnc.compiler.spikesim import GraphSim
+
+    b = Builder(3)
+    x = b.node("Relu", [b.conv("images", 3, 4)])
+    m = b.model([1, 3, 8, 8], [b.node("MaxPool", [x], kernel_shape=[2, 2], strides=[2, 2])])
+    graph = gs.import_onnx(apply_pass(m, "maxpool_to_strided_conv", maxpool="count"))
+    pool = next(n for n in graph.nodes if n.op == "MaxPool")
+    sim = GraphSim(graph, np.zeros((1, 3, 8, 8), np.float32), 6)
+    spikes = np.random.default_rng(0).integers(0, 2, (6, 1, 4, 8, 8)).astype(np.float32)
+    sim.values[pool.inputs[0].name] = spikes
+    got = sim.step(pool)
+    assert np.array_equal(np.cumsum(got, axis=0), window_max(np.cumsum(spikes, axis=0), [2, 2], [2, 2]))
+    p = tmp_path / "m.onnx"
+    onnx.save(tiny_yolo(leaky=False, host=False), str(p))
+    net = compile_model(p, calib_random=2, maxpool="count", target_T=4, progress=False).network
+    assert [l.op for l in net.layers].count("maxpool") == 3
