@@ -14,6 +14,8 @@ Definitions (the same on both sides, so the ratios compare like with like):
 - dense MACs per step: what one clock-driven step (or one ANN forward pass) multiplies and adds when every input
   is processed, spikes or not: output elements x kernel size per conv, input elements x kernel size per deconv,
   weights per dense layer; copy layers (nearest upsampling) included, as a dense implementation runs them.
+- a spike-count max-pool layer (`--maxpool count`) has no neurons or parameters; its window taps count as
+  synapses and as MACs (one compare-accumulate each); the ANN's MaxPool is not counted on the ANN side.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ def layer_kind(layer: Layer, net: Network) -> str:
     """A short structural name for grouping: what the layer is, not what it is called."""
     if layer.op in ("input", "concat", "pad"):
         return layer.op
+    if layer.op == "maxpool":
+        return "maxpool count (routing)"
     srcs = net.layer(layer.inputs[0])
     c_in = srcs.shape[0]
     if layer.op in ("conv", "deconv") and is_copy_layer(layer, c_in):
@@ -55,6 +59,10 @@ def network_rows(net: Network) -> list[dict[str, Any]]:
     shapes = {l.name: l.shape for l in net.layers}
     rows = []
     for layer in net.layers:
+        if layer.op == "maxpool":  # no neurons or weights; each output reads its window (one synapse per tap)
+            taps = int(np.prod(layer.shape)) * int(np.prod(layer.attrs["kernel_shape"]))
+            rows.append({"layer": layer.name, "kind": layer_kind(layer, net), "parameters": 0, "neurons": 0,
+                         "synapses": taps, "macs": layer_macs(layer, net)})
         if layer.op not in ("conv", "deconv", "dense"):
             continue
         synapses, _ = _explicit_synapses(layer, shapes[layer.inputs[0]])

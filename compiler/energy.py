@@ -17,7 +17,10 @@ of synapses n drives in all the layers that consume it:
   - routing layers pass spikes on and add no SOPs of their own: concat (the consumers of n's channel slice), pad
     (zero pad: the same position; edge pad: the border neuron also drives the consumers of every padded copy of
     it) and copy layers (a depthwise, bias-free conv/deconv without neurons whose weights are 0/1, such as
-    nearest upsampling: n drives the consumers of every position it is copied to).
+    nearest upsampling: n drives the consumers of every position it is copied to);
+  - count max-pool consumer (`--maxpool count`): per window holding n, one count update plus the window's own
+    fan-out, as if every input spike passed through: an upper bound, since the pool sends only the increments of
+    its window's largest count.
   Spike counts per layer may be totals (per image; then fanout is the mean over the layer's neurons, which is exact
   when the spikes are spread evenly) or arrays of the layer's shape (per neuron; exact). Both signs of a SignedIF
   count (|s|). `SimResult.spike_counts` holds (batch,) totals over max(T) steps: pass their mean per layer.
@@ -49,7 +52,7 @@ from snnc.compiler.inspect import layer_macs
 from snnc.ir.network import Layer, Network
 
 ENERGY_PJ = {"float": {"mac": 4.6, "ac": 0.9}, "int": {"mac": 3.2, "ac": 0.1}}  # 32-bit, Horowitz ISSCC 2014
-ROUTING_OPS = ("concat", "pad")
+ROUTING_OPS = ("concat", "pad", "maxpool")
 
 
 def _consumers(net: Network) -> dict[str, list[Layer]]:
@@ -144,6 +147,15 @@ def fanout_maps(net: Network) -> dict[str, np.ndarray]:
                         np.add.at(total[k], np.ix_(ys, xs), f[k])
                 else:
                     total += f[:, pt:pt + shape[1], pl:pl + shape[2]]
+            elif c.op == "maxpool":
+                # Upper bound: each input spike costs one count update per window holding it and is passed on to
+                # that window's consumers (the pool sends max-count increments: at most the inputs' spikes).
+                (kh, kw), (sh, sw) = c.attrs["kernel_shape"], c.attrs["strides"]
+                f = maps[c.name] + 1.0
+                ho, wo = f.shape[1:]
+                for i in range(kh):
+                    for j in range(kw):
+                        total[:, i:i + sh * (ho - 1) + 1:sh, j:j + sw * (wo - 1) + 1:sw] += f
             elif _is_copy(net, c):
                 total += _copy_back(net, c, maps[c.name])
             elif c.op in ("conv", "deconv"):
@@ -169,7 +181,7 @@ def _analog_channels(net: Network, encoding: str) -> dict[str, np.ndarray]:
             out[layer.name] = np.full(c, encoding != "rate")
         elif layer.op == "concat":
             out[layer.name] = np.concatenate([out[s] for s in layer.inputs])
-        elif layer.op == "pad" or _is_copy(net, layer):
+        elif layer.op in ("pad", "maxpool") or _is_copy(net, layer):
             out[layer.name] = out[layer.inputs[0]].copy()
         else:
             out[layer.name] = np.full(c, layer.neuron is None)
@@ -186,7 +198,7 @@ def constant_channels(net: Network, encoding: str = "direct") -> dict[str, np.nd
             out[layer.name] = np.full(c, encoding == "direct")
         elif layer.op == "concat":
             out[layer.name] = np.concatenate([out[s] for s in layer.inputs])
-        elif layer.op == "pad" or _is_copy(net, layer):
+        elif layer.op in ("pad", "maxpool") or _is_copy(net, layer):
             out[layer.name] = out[layer.inputs[0]].copy()
         else:
             out[layer.name] = np.full(c, layer.neuron is None and bool(np.all(out[layer.inputs[0]])))

@@ -12,7 +12,9 @@ def layer_params(layer: Layer) -> int:
 
 
 def layer_macs(layer: Layer, net: Network) -> int:
-    """Multiply-accumulates of one ANN forward pass of this layer, per sample."""
+    """Multiply-accumulates of one ANN forward pass of this layer, per sample (a count max-pool: one per tap)."""
+    if layer.op == "maxpool":
+        return int(np.prod(layer.shape)) * int(np.prod(layer.attrs["kernel_shape"]))
     if layer.weight is None:
         return 0
     if layer.op == "conv":
@@ -40,6 +42,8 @@ def layer_rows(net: Network) -> list[dict]:
             detail = f"k{k} s{attrs['strides'][0]}" + (f" g{attrs['group']}" if attrs.get("group", 1) > 1 else "")
         elif layer.op == "pad":
             detail = f"{attrs['mode']} {attrs['pads']}"
+        elif layer.op == "maxpool":
+            detail = f"count k{'x'.join(map(str, attrs['kernel_shape']))} s{attrs['strides'][0]}"
         rows.append({"layer": layer.name, "op": layer.op, "detail": detail,
                      "shape": "x".join(str(d) for d in layer.shape),
                      "neuron": ((n.kind + ("+mem" if n.memory else "")) if n

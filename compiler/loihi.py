@@ -14,7 +14,10 @@ The estimate, per connection layer with C output channels of P positions each, f
   p <= 8192 / c, and the layer needs ceil(C / c) * ceil(P / p) cores.
 - dense: no sharing; a core holding n neurons stores n * F * b / 8 bytes: n <= min(8192, 128 KB / (F b / 8)).
 Explicit synapses (each nonzero connection, counted for the 120 M chip limit) are reported as well: they are
-what a mapping without weight sharing would need. pad / concat layers need no cores (they are routing).
+what a mapping without weight sharing would need. pad / concat layers need no cores (they are routing). A
+count max-pool layer (`--maxpool count`) is counted as one programmable (microcode) neuron per output that
+keeps its window's K running counts and their maximum (K + 1 state variables, fan-in K, 1-bit weights), 8,192
+per core: Loihi 2's standard neuron models cannot take a maximum, so it needs a custom neuron program.
 
 Memory IF neurons (docs/neurons.md, the default for IF) keep one more state variable per neuron than an IF
 neuron: the count n of +1 minus -1 spikes, 0 <= n <= T, i.e. log2(T) + 1 bits (9 at T = 256), next to the
@@ -132,8 +135,15 @@ def fit(net: Network, weight_bits: int = MAX_WEIGHT_BITS) -> Fit:
                                "(compile or quantize with weight_bits=8)")
     spikes_in = {l.name: l.op != "input" and l.neuron is not None for l in net.layers}
     for layer in net.layers:
-        if layer.op in ("concat", "pad"):
+        if layer.op in ("concat", "pad", "maxpool"):
             spikes_in[layer.name] = all(spikes_in[s] for s in layer.inputs)
+        if layer.op == "maxpool":  # a programmable (microcode) neuron per output: window counts and their max
+            neurons = int(np.prod(layer.shape))
+            fan = int(np.prod(layer.attrs["kernel_shape"]))
+            rows.append(LayerFit(layer.name, layer.op, neurons, neurons * fan, fan, 1, 0,
+                                 math.ceil(neurons / NEURONS_PER_CORE),
+                                 f"count max-pool: programmable neuron, {fan + 1} state variables each"))
+            continue
         if layer.op not in ("conv", "deconv", "dense"):
             continue
         neurons = int(np.prod(layer.shape))

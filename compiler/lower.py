@@ -1,7 +1,8 @@
 """Lower the spiking ONNX graph to a Network (the layer list backends consume and `.lava` stores).
 
 Conv / ConvTranspose followed by its neuron op become one layer with a population; a convolution without a
-neuron is linear (a head). Concat on channels and Pad (constant 0 or edge, spatial only) are routing layers.
+neuron is linear (a head). Concat on channels and Pad (constant 0 or edge, spatial only) are routing layers; a
+pad-free 2-D MaxPool (left by `--maxpool count`) is a `maxpool` routing layer over running spike counts.
 """
 
 from __future__ import annotations
@@ -81,9 +82,23 @@ def lower_to_network(model: onnx.ModelProto) -> Network:
             layer = Layer(node.name, "pad", [layer_of[node.inputs[0].name]], tuple(tensor_shape(node.outputs[0])[1:]),
                           attrs={"pads": [int(pads[2]), int(pads[3]), int(pads[6]), int(pads[7])], "mode": mode})
             y = node.outputs[0]
+        elif node.op == "MaxPool":
+            a = node.attrs
+            auto = a.get("auto_pad", "NOTSET")
+            auto = auto.decode() if isinstance(auto, bytes) else auto
+            if (len(tensor_shape(node.inputs[0])) != 4 or any(a.get("pads", [0, 0, 0, 0]))
+                    or auto not in ("NOTSET", "VALID") or int(a.get("ceil_mode", 0))
+                    or any(d != 1 for d in a.get("dilations", [1, 1])) or (len(node.outputs) > 1 and node.outputs[1].outputs)):
+                raise UnsupportedOpError(f"{node_label(node)}: only a pad-free 2-D MaxPool lowers (run the "
+                                         "maxpool_to_strided_conv pass with --maxpool count first)")
+            layer = Layer(node.name, "maxpool", [layer_of[node.inputs[0].name]],
+                          tuple(tensor_shape(node.outputs[0])[1:]),
+                          attrs={"kernel_shape": [int(k) for k in a["kernel_shape"]],
+                                 "strides": [int(s) for s in a.get("strides", [1, 1])]})
+            y = node.outputs[0]
         else:
             raise UnsupportedOpError(f"{node_label(node)} has no spiking lowering; supported: Conv, ConvTranspose, "
-                                     "Concat, Pad and the snnc neurons (run the default passes first)")
+                                     "Concat, Pad, MaxPool and the snnc neurons (run the default passes first)")
         layers.append(layer)
         layer_of[y.name] = layer.name
     outputs = [layer_of[t.name] for t in graph.outputs]

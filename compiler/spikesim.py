@@ -18,6 +18,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from snnc.compiler.graph import const_value, is_neuron, node_label, ort_session
+from snnc.ir.countpool import count_maxpool, window_max
 from snnc.ir.errors import UnsupportedOpError
 
 
@@ -133,6 +134,10 @@ class GraphSim:
                 r = len(pads) // 2
                 width = [(0, 0)] + [(int(pads[i]), int(pads[i + r])) for i in range(r)]
                 value = np.pad(ins[0], width, mode="edge" if mode == "edge" else "constant")
+            elif node.op == "MaxPool":  # left by --maxpool count: the spike-count max-pool (snnc.ir.countpool)
+                k, st = node.attrs["kernel_shape"], node.attrs.get("strides", [1, 1])
+                x = ins[0]
+                value = window_max(x, k, st) if x.shape[0] == 1 else count_maxpool(x, k, st)[0]
             else:
                 raise UnsupportedOpError(f"{node_label(node)} cannot be simulated; run the default passes first")
         self.values[node.outputs[0].name] = value

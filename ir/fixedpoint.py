@@ -140,7 +140,7 @@ def quantize(net: Network, weight_bits: int = DEFAULT_WEIGHT_BITS) -> dict[str, 
                     f"layer {layer.name}: its input {src} is a linear layer without neurons; fixed-point mode "
                     "only allows those as network outputs (the fold_linear pass removes such layers where it can: "
                     "do not skip it; or use float mode)")
-        if layer.op in ("concat", "pad"):
+        if layer.op in ("concat", "pad", "maxpool"):  # routing: integers and units pass through
             unit = np.concatenate([units[s] for s in layer.inputs])
             units[layer.name] = unit
             from_input[layer.name] = any(from_input[s] for s in layer.inputs)

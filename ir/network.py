@@ -9,6 +9,8 @@ file by `snnc.ir.lavafile`. Semantics of one time step t (docs/neurons.md is the
     dense   z(t) = W @ flatten(out_src(t)) + b
     concat  out(t) = concatenate(out_src(t) ..., channel axis)
     pad     out(t) = pad(out_src(t)) (mode "constant" with value 0, or "edge")
+    maxpool out(t) = M(t) - M(t-1), M(t) = maxpool(S(t)), S(t) = sum of out_src(1..t), M(0) = 0: the running
+            maximum of each window's spike counts (no padding; a stateful routing layer without neurons)
     then, for conv / deconv / dense:
       neuron is None: out(t) = z(t)                   (linear, e.g. a detection head read as membrane potential)
       neuron IF:      V += z; s = V >= theta; V -= s*theta; out(t) = s*theta
@@ -34,7 +36,7 @@ from typing import Any
 import numpy as np
 
 NEURON_KINDS = ("IF", "SignedIF")
-LAYER_OPS = ("input", "conv", "deconv", "dense", "concat", "pad")
+LAYER_OPS = ("input", "conv", "deconv", "dense", "concat", "pad", "maxpool")
 
 
 @dataclass
@@ -69,7 +71,8 @@ class Layer:
     Weights use the ONNX layouts: conv (C_out, C_in/group, kh, kw); deconv (C_in, C_out/group, kh, kw);
     dense (C_out, C_in). attrs holds: conv/deconv `strides` [sh, sw], `pads` [top, left, bottom, right],
     `dilations` [dh, dw], `group`; deconv also `output_padding` [oh, ow]; concat `axis` (always 0 here, the
-    channel axis of a sample); pad `pads` [top, left, bottom, right], `mode` ("constant" or "edge").
+    channel axis of a sample); pad `pads` [top, left, bottom, right], `mode` ("constant" or "edge"); maxpool
+    `kernel_shape` [kh, kw], `strides` [sh, sw].
     """
 
     name: str

@@ -17,7 +17,7 @@ from snnc.ir.errors import SnncError
 NORMS = ("channel", "layer", "auto")
 LEAKY = ("split", "ibt", "signed")
 NEURONS = ("memory", "plain")
-MAXPOOLS = ("exact", "approximate")
+MAXPOOLS = ("exact", "approximate", "count")
 MODES = ("float", "fixed")
 ENCODINGS = ("direct", "rate", "explicit")
 DECODES = ("membrane", "spikes")
@@ -50,7 +50,8 @@ class CompileOptions:
     leaky       split: LeakyReLU as two IF neurons (exact in the rate limit); ibt: one signed IBT neuron;
                 signed: one signed memory neuron (SignedIF with memory: spikes take back the other sign's)
     neuron      memory: IF neurons take back excess spikes with -1 spikes; plain: classic IF
-    maxpool     exact: max-pool as a tree of strided convolutions and ReLUs; approximate: average pooling
+    maxpool     exact: max-pool as a tree of strided convolutions and ReLUs; approximate: average pooling;
+                count: a routing layer passing the running maximum of spike counts (no neurons, docs/passes.md)
     v_init      initial membrane potential as a fraction of the threshold (0.5: theta/2)
     passes      the passes to run (None: the default pipeline); skip: passes left out
     calib_samples / calib_batch  activations kept per layer for the percentile, images per calibration batch

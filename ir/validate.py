@@ -100,6 +100,10 @@ def _attrs(where: str, op: str, a: Any) -> None:
         _need("pads" in a and "mode" in a, where, "pads and mode", a)
         _ints(f"{where}.pads", a["pads"], 4, 0)
         _need(a["mode"] in PAD_MODES, f"{where}.mode", " or ".join(PAD_MODES), a["mode"])
+    elif op == "maxpool":
+        _need("kernel_shape" in a and "strides" in a, where, "kernel_shape and strides", a)
+        _ints(f"{where}.kernel_shape", a["kernel_shape"], 2, 1)
+        _ints(f"{where}.strides", a["strides"], 2, 1)
     elif op == "concat":
         _need(a.get("axis", 0) == 0, f"{where}.axis", "0 (the channel axis)", a.get("axis"))
 
@@ -206,7 +210,7 @@ def _check_layer(layer: Layer, shapes: dict[str, tuple[int, ...]]) -> None:
     where = f"layer '{layer.name}'"
     ins = [shapes[s] for s in layer.inputs]
     want_inputs = {"input": (0, 0), "conv": (1, 1), "deconv": (1, 1), "dense": (1, 1), "pad": (1, 1),
-                   "concat": (1, 1 << 30)}[layer.op]
+                   "maxpool": (1, 1), "concat": (1, 1 << 30)}[layer.op]
     if not want_inputs[0] <= len(ins) <= want_inputs[1]:
         raise SnncError(f"{where}: a {layer.op} layer with {len(ins)} input(s)")
     shape = layer.shape
@@ -215,7 +219,7 @@ def _check_layer(layer: Layer, shapes: dict[str, tuple[int, ...]]) -> None:
             raise SnncError(f"{where}: input shape {list(shape)}; expected [C, H, W]")
         check_input_size(shape, where)
         return
-    if layer.op in ("conv", "deconv", "pad", "concat") and (len(shape) != 3 or any(len(s) != 3 for s in ins)):
+    if layer.op in ("conv", "deconv", "pad", "concat", "maxpool") and (len(shape) != 3 or any(len(s) != 3 for s in ins)):
         raise SnncError(f"{where}: {layer.op} needs [C, H, W] shapes, got {list(shape)} from {[list(s) for s in ins]}")
     expected: tuple[int, ...]
     if layer.op == "concat":
@@ -226,6 +230,12 @@ def _check_layer(layer: Layer, shapes: dict[str, tuple[int, ...]]) -> None:
         t, l, b, r = layer.attrs["pads"]
         c, h, w = ins[0]
         expected = (c, h + t + b, w + l + r)
+    elif layer.op == "maxpool":
+        (kh, kw), (sh, sw) = layer.attrs["kernel_shape"], layer.attrs["strides"]
+        c, h, w = ins[0]
+        if kh > h or kw > w:
+            raise SnncError(f"{where}: a {kh}x{kw} window does not fit its {h}x{w} input")
+        expected = (c, (h - kh) // sh + 1, (w - kw) // sw + 1)
     else:
         w = layer.weight
         assert w is not None  # the manifest check requires it
@@ -295,6 +305,8 @@ def network_macs(net: Network) -> int:
     shapes = {layer.name: layer.shape for layer in net.layers}
     for layer in net.layers:
         total += int(np.prod(layer.shape))
+        if layer.op == "maxpool":  # one comparison per window tap
+            total += int(np.prod(layer.shape)) * int(np.prod(layer.attrs["kernel_shape"]))
         if layer.weight is not None:
             if layer.op == "deconv":
                 total += int(np.prod(shapes[layer.inputs[0]])) * int(np.prod(layer.weight.shape[1:]))

@@ -10,7 +10,7 @@ convolution with input channels i and output channels j (Spiking YOLOv3 eq. 15, 
     W~[j, i] = W[j, i] * lambda_in[i] / lambda_out[j]        b~[j] = b[j] / lambda_out[j]      theta_j = 1
 
 lambda_in comes from whatever produced the input: a neuron's lambdas, Concat's inputs' lambdas in channel order,
-Pad and copy convolutions (nearest upsampling as a deconvolution: depthwise, 0/1 weights, no bias, no neuron)
+Pad, MaxPool (left by `--maxpool count`) and copy convolutions (nearest upsampling as a deconvolution: depthwise, 0/1 weights, no bias, no neuron)
 pass them through untouched, the image has 1. A convolution with no neuron after it (a detection head, or a linear
 1x1 left by maxpool_to_strided_conv) has lambda_out = 1: its output stays in the ANN's units, so the host graph
 reads the same values. ConvTranspose weights (C_in, C_out/group, ...) get the same bookkeeping on their axes.
@@ -181,7 +181,7 @@ def _lambda_in(t: gs.Tensor, lambdas: dict[str, np.ndarray], graph: gs.Graph) ->
         if int(p.attrs.get("axis", 1)) not in (1, -3):
             raise UnsupportedOpError(f"{node_label(p)}: only channel concatenation is supported")
         return np.concatenate([_lambda_in(s, lambdas, graph) for s in p.inputs])
-    if p.op == "Pad" or is_copy_conv(graph, p):
+    if p.op in ("Pad", "MaxPool") or is_copy_conv(graph, p):  # MaxPool (--maxpool count): per channel, max(l x) = l max(x)
         return _lambda_in(p.inputs[0], lambdas, graph)
     if p.op in ("Conv", "ConvTranspose"):
         return np.ones(t.shape[1])  # a linear conv: its output is in ANN units

@@ -20,6 +20,15 @@ An explicit zero Pad before a MaxPool (PyTorch's ZeroPad2d) is a separate node a
 Mode `approximate` (`--maxpool approximate`): one depthwise strided conv with weights 1/K (the mean of the
 window) for networks retrained with strided convolutions; |mean - max| <= max - min of the window.
 
+Mode `count` (`--maxpool count`): the MaxPool stays, pad-free after the edge Pad above, and is lowered to a
+`maxpool` routing layer that passes the increments of the running maximum of its window's spike counts:
+out(t) = M(t) - M(t-1), M(t) = max over the window of the inputs' summed outputs up to t. No neurons; the
+decoded output (M(T) / T) is exactly the max-pool of the decoded inputs at every T, since all taps of a
+window are one channel and share one threshold. With inputs of at most one spike per step, M changes by at
+most one per step, so the output is itself a spike train. In the spirit of Rueckauer et al. (2017)'s
+spike-count gated max-pool, which forwards the spikes of the input with the largest count so far (whose
+output can lag the maximum count); passing the count maximum itself removes that error.
+
 Preconditions: 2-D pooling, dilations 1, the Indices output unused, a static input shape.
 """
 
@@ -122,20 +131,21 @@ def _conv(graph: gs.Graph, base: str, x: gs.Tensor, w: np.ndarray, attrs: dict, 
 @register_pass
 class MaxPoolToStridedConv(Pass):
     name = "maxpool_to_strided_conv"
-    summary = "MaxPool -> strided convs + ReLUs computing the exact max (option maxpool=approximate: mean conv)"
+    summary = ("MaxPool -> strided convs + ReLUs computing the exact max (option maxpool=approximate: mean conv; "
+               "count: a spike-count max-pool routing layer)")
     exact = True
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> gs.Graph:
         mode = ctx.options.maxpool
         count = 0
         for node in [n for n in graph.nodes if n.op == "MaxPool"]:
-            self._convert(graph, node, mode)
-            count += 1
+            count += self._convert(graph, node, mode)
         ctx.stats.setdefault(self.name, {}).update(converted=count, mode=mode)
         self.rewrites = count
         return graph
 
-    def _convert(self, graph: gs.Graph, node: gs.Node, mode: str) -> None:
+    def _convert(self, graph: gs.Graph, node: gs.Node, mode: str) -> bool:
+        """Rewrite one MaxPool; False when it is already in its final form (a pad-free pool under `count`)."""
         x, y = node.inputs[0], node.outputs[0]
         x_shape, y_shape = tensor_shape(x), tensor_shape(y)
         if len(x_shape) != 4:
@@ -148,6 +158,9 @@ class MaxPoolToStridedConv(Pass):
         strides = list(node.attrs.get("strides", [1, 1]))
         c = x_shape[1]
         pads = _explicit_pads(node, x_shape, y_shape)
+        plain = {k: v for k, v in node.attrs.items() if k not in ("kernel_shape", "strides")}
+        if mode == "count" and not any(pads) and not plain and len(node.outputs) == 1:
+            return False
         if any(pads):
             padded = make_var(graph, node.name + "_edgepad",
                               shape=[x_shape[0], c, x_shape[2] + pads[0] + pads[2], x_shape[3] + pads[1] + pads[3]])
@@ -158,6 +171,14 @@ class MaxPoolToStridedConv(Pass):
             src = padded
         else:
             src = x
+        if mode == "count":
+            # Kept as a pad-free MaxPool: ONNX tools (calibration, the rate-limit ANN) read it as the rate limit.
+            graph.nodes.append(gs.Node("MaxPool", unique_name(graph, node.name + "_count"),
+                                       attrs={"kernel_shape": [kh, kw], "strides": strides},
+                                       inputs=[src], outputs=[y]))
+            node.inputs.clear()
+            node.outputs.clear()
+            return True
         out_hw = y_shape[2:]
         first = {"group": c, "kernel_shape": [kh, kw], "strides": strides}
         taps = kh * kw
@@ -188,3 +209,4 @@ class MaxPoolToStridedConv(Pass):
         node.outputs.clear()
         if mode == "exact" and taps > 1:
             fuse_pointwise_into_consumer(graph, last)
+        return True

@@ -370,6 +370,46 @@ static void snn_layer_{i}(snn_ctx *c)
 """)
         self.step_calls.append(f"snn_layer_{i}(c);")
 
+    def _layer_maxpool(self, lay: Layer, i: int) -> None:
+        """The spike-count max-pool (snnc.ir.countpool): S += in; M = window max of S; out = M - M_prev."""
+        self._routing_common(lay, i)
+        self.input_only[lay.name] = False  # it keeps state (the running sums), so it runs every step
+        (kh, kw), (sh, sw) = lay.attrs["kernel_shape"], lay.attrs["strides"]
+        c, h, w = self.shapes[lay.name]
+        src = lay.inputs[0]
+        cs, hs, ws = self.shapes[src]
+        if (cs, (hs - kh) // sh + 1, (ws - kw) // sw + 1) != (c, h, w) or kh > hs or kw > ws:
+            raise SnncError(f"C backend: maxpool {lay.name}: shape {(c, h, w)} does not match input {(cs, hs, ws)}")
+        acc = "int64_t" if self.fixed else "double"
+        self.alloc(f"ps{i}", acc, cs * hs * ws)
+        self.alloc(f"pm{i}", acc, c * h * w)
+        self.reset_lines.append(f"    memset(c->ps{i}, 0, {cs * hs * ws}u * sizeof *c->ps{i});\n"
+                                f"    memset(c->pm{i}, 0, {c * h * w}u * sizeof *c->pm{i});")
+        self.funcs.append(f"""/* {_comment(lay.name)}: count max-pool {kh}x{kw} stride {sh}x{sw} of {_comment(src)} */
+static void snn_layer_{i}(snn_ctx *c)
+{{
+    {self.otype[lay.name]} *o = c->o{i};
+    const {self.otype[src]} *in = c->o{self.index[src]};
+    {acc} *s = c->ps{i}, *m = c->pm{i};
+    for (int k = 0; k < {cs * hs * ws}; ++k)
+        s[k] += ({acc})in[k];
+    for (int oy = 0; oy < {h}; ++oy)
+        for (int ox = 0; ox < {w}; ++ox)
+            for (int ch = 0; ch < {c}; ++ch) {{
+                {acc} best = s[((oy * {sh}) * {ws} + ox * {sw}) * {c} + ch];
+                for (int ky = 0; ky < {kh}; ++ky)
+                    for (int kx = 0; kx < {kw}; ++kx) {{
+                        const {acc} v = s[((oy * {sh} + ky) * {ws} + ox * {sw} + kx) * {c} + ch];
+                        best = v > best ? v : best;
+                    }}
+                const int q = (oy * {w} + ox) * {c} + ch;
+                o[q] = ({self.otype[lay.name]})(best - m[q]);
+                m[q] = best;
+            }}
+}}
+""")
+        self.step_calls.append(f"snn_layer_{i}(c);")
+
     def _connection_common(self, lay: Layer, i: int) -> tuple[str, str, bool, str]:
         """Parameters, buffers and the update statement shared by conv / deconv / dense."""
         if lay.weight is None:

@@ -272,6 +272,10 @@ def make_plan(net: Network, mode: str = "fixed", weight_bits: int | None = None,
     enc = net.input_encoding or {}
     if enc.get("kind", "direct") != "direct":
         raise SnncError(f"the Lava backend supports direct input encoding only, the network uses {enc.get('kind')!r}")
+    pool = next((l for l in net.layers if l.op == "maxpool"), None)
+    if pool is not None:  # a stateful max over spike counts: no lava-nc process implements it
+        raise SnncError(f"the Lava backend cannot run layer {pool.name} (a count max-pool, --maxpool count); "
+                        "compile with --maxpool exact for Lava")
     fixed = mode == "fixed"
     weight_bits = fixedpoint.DEFAULT_WEIGHT_BITS if weight_bits is None else int(weight_bits)
     q = fixedpoint.quantize(net, weight_bits) if fixed else None

@@ -73,6 +73,9 @@ def _why_not(layer: Layer, net: Network) -> str | None:
     if n is not None and n.kind == "SignedIF":
         return "SignedIF neuron (signed spikes, two thresholds; NIR has none): compile with --leaky split"
     before = "write a .lava and export the outputs before it (snnc export net.lava --to nir --outputs LAYER)"
+    if layer.op == "maxpool":
+        return ("count max-pool (a running maximum of spike counts; NIR has no such primitive): compile with "
+                "--maxpool exact")
     if layer.op == "deconv":
         return ("transposed convolution (snnc's nearest upsampling): NIR has no transposed convolution or "
                 f"upsampling primitive; {before}")

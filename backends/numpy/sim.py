@@ -25,6 +25,7 @@ Fixed-point mode (`mode="fixed"`, integers from `snnc.ir.fixedpoint.quantize`), 
                          one draw of the whole (B, *shape) batch per step, steps in order
                explicit: in = round(x[t] / scale)
         pad:     zero or edge padding of the source's integers
+        maxpool: out = M(t) - M(t-1), M(t) = window max of the source's summed integers (snnc.ir.countpool)
         concat:  channel concatenation of the sources' integers
         conv / deconv / dense:
                  z = conv(in_int, w_int) + b_int      (exact integer arithmetic, int64)
@@ -71,6 +72,7 @@ import numpy as np
 
 from snnc.backends import SimResult, checkpoints, lru_cached
 from snnc.ir import fixedpoint
+from snnc.ir.countpool import count_maxpool, window_max
 from snnc.ir.errors import SnncError
 from snnc.ir.network import Layer, Network
 
@@ -167,6 +169,9 @@ def _build_plan(net: Network, mode: str, encoding: str, input_max: int, weight_b
                 lp = _LayerPlan(layer, n, encoding == "direct", np.dtype(np.float32),
                                 q[layer.name].out_unit.astype(np.float64) if fixed else np.ones(c),
                                 out_max=int(input_max))
+        elif layer.op == "maxpool":  # routing: the source's units and bound (|M(t) - M(t-1)| <= max |in(t)|)
+            src = srcs[0]
+            lp = _LayerPlan(layer, n, src.const, src.out_dtype, src.unit, out_max=src.out_max)
         elif layer.op in ("pad", "concat"):
             if layer.op == "pad" and len(shape) != 3:
                 raise SnncError(f"layer {layer.name}: pad needs (C, H, W) values, got shape {shape}")
@@ -215,7 +220,7 @@ def _build_plan(net: Network, mode: str, encoding: str, input_max: int, weight_b
         plans[layer.name] = lp
         order.append(lp)
     for lp in order:
-        if lp.last_use >= 0 and lp.out_dtype == np.int64 and lp.layer.op in ("pad", "concat"):
+        if lp.last_use >= 0 and lp.out_dtype == np.int64 and lp.layer.op in ("pad", "concat", "maxpool"):
             raise SnncError(f"layer {lp.layer.name}: routes integers beyond 2**24; use float mode")
     return _Plan(mode, encoding, order, v_dtype, input_units)
 
@@ -336,6 +341,8 @@ def _bytes_per_step(plan: _Plan, batch: int) -> int:
             t = 4 * n_in + 4 * lp.n + (24 * lp.n if fixed else 0) + (8 * lp.n if lp.theta is None else 0)
         elif lp.layer.op == "input":
             t = 8 * lp.n
+        elif lp.layer.op == "maxpool":  # int64 / float64 running sums, their window maxima and the diff
+            t = 8 * srcs[lp.layer.inputs[0]].n + 24 * lp.n
         else:
             t = 2 * lp.n * lp.out_dtype.itemsize
         transient = max(transient, t)
@@ -417,6 +424,7 @@ def simulate(net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float
         integer = lp.theta is not None or np.issubdtype(lp.out_dtype, np.integer) or fixed
         sums[name] = np.zeros((batch, lp.n), np.int64 if integer else np.float64)
     const_cache: dict[str, np.ndarray] = {}
+    pool_state: dict[str, dict] = {}  # maxpool layers: running sums and maxima carried between chunks
     z_cache: dict[str, np.ndarray] = {}
     rng = np.random.default_rng(seed) if encoding == "rate" else None
     result_out: dict[int, dict[str, np.ndarray]] = {}
@@ -448,6 +456,15 @@ def simulate(net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float
                         recorder.add_input(name, data, tc)
                 elif layer.op == "pad":
                     data = _pad(vals[layer.inputs[0]], layer)
+                elif layer.op == "maxpool":
+                    k, st = layer.attrs["kernel_shape"], layer.attrs["strides"]
+                    src = vals[layer.inputs[0]]
+                    if lp.const:  # a constant input: M(t) = t * max, so out(t) = max every step
+                        data = window_max(src, k, st)
+                    else:
+                        out, pool_state[name] = count_maxpool(src.reshape((tc, batch) + src.shape[1:]), k, st,
+                                                              pool_state.get(name))
+                        data = out.reshape((tc * batch,) + layer.shape)
                 elif layer.op == "concat":
                     parts = []
                     for s in layer.inputs:
@@ -675,6 +692,8 @@ def _rate_limit_walk(net: Network, x: Any, threads: int | None, encoding: str | 
             out = np.clip(a, 0, 1) if encoding == "rate" else a
         elif layer.op == "pad":
             out = _pad(vals[layer.inputs[0]], layer)
+        elif layer.op == "maxpool":  # the count max-pool's limit: the max of the mean inputs
+            out = window_max(vals[layer.inputs[0]], layer.attrs["kernel_shape"], layer.attrs["strides"])
         elif layer.op == "concat":
             out = np.concatenate([vals[s] for s in layer.inputs], axis=1)
         else:

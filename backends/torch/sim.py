@@ -128,6 +128,9 @@ def _build_plan(net: Network, fixed: bool, encoding: str, input_max: int, weight
             else:
                 unit = q[layer.name].out_unit.astype(np.float64) if fixed else np.ones(c)
                 lp = _LayerPlan(layer, n, encoding == "direct", False, unit, out_max=int(input_max))
+        elif layer.op == "maxpool":  # routing, as in the NumPy simulator
+            src = srcs[0]
+            lp = _LayerPlan(layer, n, src.const, src.spikes, src.unit, out_max=src.out_max)
         elif layer.op in ("pad", "concat"):
             if layer.op == "pad":
                 if len(shape) != 3:
@@ -271,6 +274,23 @@ def _pad(x: torch.Tensor, layer: Layer) -> torch.Tensor:
     return out
 
 
+def _count_maxpool(x: torch.Tensor, layer: Layer, const: bool, tc: int, batch: int,
+                   state: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """The spike-count max-pool (snnc.ir.countpool): out(t) = M(t) - M(t-1), M = window max of running sums.
+    Sums in float64: exact for the integers of spikes and fixed point (below 2**53)."""
+    k, st = layer.attrs["kernel_shape"], layer.attrs["strides"]
+    if const:  # a constant input: out(t) = max every step
+        return F.max_pool2d(x.to(torch.float64), k, st).to(x.dtype)
+    s = torch.cumsum(x.reshape((tc, batch) + tuple(x.shape[1:])).to(torch.float64), dim=0)
+    prev = state.get(layer.name)
+    if prev is not None:
+        s += prev[0]
+    m = F.max_pool2d(s.reshape((tc * batch,) + tuple(x.shape[1:])), k, st).reshape((tc, batch) + layer.shape)
+    m_prev = prev[1] if prev is not None else torch.zeros_like(m[0])
+    state[layer.name] = (s[-1].clone(), m[-1].clone())
+    return torch.diff(m, dim=0, prepend=m_prev.unsqueeze(0)).reshape((tc * batch,) + layer.shape).to(x.dtype)
+
+
 def _scan(lp: _LayerPlan, V: torch.Tensor, z: torch.Tensor, z_const: bool, steps: int,
           count: torch.Tensor | None) -> torch.Tensor:
     """The neuron update of `snnc.backends.numpy.scan`, step after step on all (B, N) neurons: spikes (steps, B, N).
@@ -332,6 +352,8 @@ def _bytes_per_step(plans: list[_LayerPlan], batch: int, fixed: bool) -> int:
     live = sum(lp.n * (1 if lp.spikes else (8 if fixed else 4)) for lp in plans if not lp.const)
     transient = 0
     for lp in plans:
+        if lp.layer.op == "maxpool" and not lp.const:  # float64 running sums, their window maxima and the diff
+            transient = max(transient, 8 * by[lp.layer.inputs[0]].n + 24 * lp.n)
         if lp.const or lp.weight is None:
             continue
         size = lp.cdtype.itemsize
@@ -403,6 +425,7 @@ def _run(net: Network, plans: list[_LayerPlan], values: dict[str, Any], ts: list
     rng = np.random.default_rng(o.seed) if encoding == "rate" else None
     const_cache: dict[str, torch.Tensor] = {}
     z_cache: dict[str, torch.Tensor] = {}
+    pool_state: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # maxpool layers: (running sums, maxima)
     result_out: dict[int, dict[str, np.ndarray]] = {}
     raw_sums: dict[int, dict[str, np.ndarray]] = {}
     counts_at: dict[int, dict[str, np.ndarray]] = {}
@@ -422,6 +445,8 @@ def _run(net: Network, plans: list[_LayerPlan], values: dict[str, Any], ts: list
                     data = _input_chunk(lp, values[name], encoding, rng, t0, t1, batch, device)
                 elif layer.op == "pad":
                     data = _pad(vals[layer.inputs[0]], layer)
+                elif layer.op == "maxpool":
+                    data = _count_maxpool(vals[layer.inputs[0]], layer, lp.const, tc, batch, pool_state)
                 elif layer.op == "concat":
                     parts = []
                     for s in layer.inputs:
