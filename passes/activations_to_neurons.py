@@ -2,7 +2,8 @@
 
     Relu               -> snnc.IF(threshold=1, calibrated=0)          rate limit clip(z, 0, theta)
     LeakyRelu(alpha)   -> snnc.SignedIF(threshold=1, alpha)           rate limit clip(leaky(z), -theta, theta)
-                          memory=1 with `--leaky signed` (the signed memory neuron), else 0 (IBT)
+                          memory=1 with `--leaky signed` (the signed memory neuron) and for the
+                          leaky layers `--leaky split` leaves unsplit; 0 (IBT) with `--leaky ibt`
     Clip(0, lam)       -> snnc.IF(threshold=lam, calibrated=1)        exact in the rate limit
     QCFS(lam, L)       -> snnc.IF(threshold=lam, v_init=0.5, calibrated=1)   (Bu et al.: zero expected error at T=L)
 
@@ -112,7 +113,9 @@ class ActivationsToNeurons(Pass):
         counts = {"IF": 0, "SignedIF": 0}
         v_init = float(ctx.options.v_init)  # QCFS neurons always start at theta/2
         memory = int(ctx.options.neuron == "memory")
-        signed_memory = int(ctx.options.leaky == "signed")
+        # under `split`, the only LeakyReLUs left here are those split_leaky_relu cannot split (one feeding a
+        # spike-count max-pool): they get the signed memory neuron too, which is more accurate than IBT
+        signed_memory = int(ctx.options.leaky in ("signed", "split"))
         for node in list(graph.nodes):
             if not node.outputs or node.domain == SNNC_DOMAIN:
                 continue

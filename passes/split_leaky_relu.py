@@ -20,7 +20,7 @@ spikes are binary and unsigned.
 
 Preconditions: the LeakyRelu reads a Conv/ConvTranspose output that nothing else reads, and everything its output
 reaches through Concat / Pad / copy deconvolutions is a Conv or ConvTranspose with constant weights. A LeakyRelu
-that does not qualify is left alone (it becomes an IBT neuron), and the pass's statistics say so.
+that does not qualify is left alone (it becomes a signed memory neuron), and the pass's statistics say so.
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ class SplitLeakyRelu(Pass):
                     or len(node.inputs[0].outputs) != 1 or is_graph_output(graph, node.inputs[0])
                     or not _splittable(graph, node.outputs[0])):
                 kept.append(node.name)
-                log.info("%s stays a signed (IBT) neuron: its input or consumers do not allow the split",
+                log.info("%s stays one signed (memory) neuron: its input or consumers do not allow the split",
                          node_label(node))
                 continue
             alpha = float(node.attrs.get("alpha", 0.01))
@@ -143,7 +143,7 @@ class SplitLeakyRelu(Pass):
             split += 1
         while pending:
             self._sink(graph, pending.pop(), pending)
-        ctx.stats.setdefault(self.name, {}).update(split=split, kept_as_ibt=kept)
+        ctx.stats.setdefault(self.name, {}).update(split=split, kept_signed=kept)
         self.rewrites = split
         return graph
 

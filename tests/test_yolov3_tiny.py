@@ -104,7 +104,7 @@ def test_default_pipeline_compiles(ours, calib_dir, workdir):
     assert [net.output_names[o] for o in net.outputs] == ["head_0", "head_1"]
     kinds = {layer.neuron.kind for layer in net.neuron_layers}
     assert kinds == {"IF"}  # leaky layers split into two IF neurons (the default), max-pool trees -> IF
-    assert result.stats["split_leaky_relu"] == {"split": 11, "kept_as_ibt": []}  # all 11 leaky layers
+    assert result.stats["split_leaky_relu"] == {"split": 11, "kept_signed": []}  # all 11 leaky layers
     assert len(net.meta["class_names"]) == 80 and net.host_onnx is not None
     clip = result.stats["clipping_error"]
     assert set(clip) == {"head_0", "head_1"} and all(0 < v < 10 for v in clip.values())
