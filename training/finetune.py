@@ -32,6 +32,7 @@ from snnc.compiler.images import letterbox, read_image
 from snnc.compiler.split import split_model
 from snnc.ir.errors import SnncError
 from snnc.ir.files import atomic_path
+from snnc.training.detloss import load_labels, probe_heads, yolo_loss
 from snnc.training.importer import OnnxModule, import_onnx
 from snnc.training.qcfs import QCFS, SignedQCFS
 
@@ -55,6 +56,7 @@ class FinetuneOptions:
     percentile: float = 99.9
     augment: bool = True
     seed: int = 0
+    label_weight: float = 0.05
 
     def validate(self) -> "FinetuneOptions":
         if not isinstance(self.T, int) or self.T < 1:
@@ -69,6 +71,8 @@ class FinetuneOptions:
             raise SnncError(f"--size {self.size!r}: expected an integer >= 8 (pixels)")
         if not 0 <= self.unevenness <= 1:
             raise SnncError(f"--unevenness {self.unevenness!r}: expected a fraction of one spike in [0, 1]")
+        if not (self.label_weight >= 0 and np.isfinite(self.label_weight)):
+            raise SnncError(f"--label-weight {self.label_weight!r}: expected a number >= 0")
         if not 0 < self.percentile <= 100:
             raise SnncError(f"percentile {self.percentile!r}: expected (0, 100]")
         return self
@@ -93,19 +97,40 @@ def load_photos(folder: str | Path, hw: tuple[int, int]) -> np.ndarray:
 
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random horizontal flips, scale jitter (zoom in up to 1.3x, random crop), brightness and contrast."""
+    return augment_boxes(x, gen)[0]
+
+
+def augment_boxes(x: torch.Tensor, gen: torch.Generator, targets: list | None = None) -> tuple[torch.Tensor, list]:
+    """`augment`, and the labels (boxes xyxy px, classes) per image moved with the flips and the zoom; boxes
+    cut to under a quarter of their area by the crop are dropped."""
     n, _, h, w = x.shape
     flip = torch.rand(n, generator=gen) < 0.5
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    s = float(1 + 0.3 * torch.rand(1, generator=gen))
+    s, top, left = float(1 + 0.3 * torch.rand(1, generator=gen)), 0, 0
     if s > 1.02:
         big = torch.nn.functional.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
         top = int(torch.randint(0, big.shape[2] - h + 1, (1,), generator=gen))
         left = int(torch.randint(0, big.shape[3] - w + 1, (1,), generator=gen))
         x = big[:, :, top:top + h, left:left + w]
+    else:
+        s = 1.0
     gain = 0.8 + 0.4 * torch.rand(n, 1, 1, 1, generator=gen)
     shift = 0.1 * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return ((x - mean) * gain + mean + shift).clamp(0, 1)
+    x = ((x - mean) * gain + mean + shift).clamp(0, 1)
+    moved = []
+    for i, (boxes, classes) in enumerate(targets or []):
+        b = np.asarray(boxes, np.float64).reshape(-1, 4).copy()
+        if flip[i]:
+            b[:, [0, 2]] = w - b[:, [2, 0]]
+        b = b * s - np.array([left, top, left, top])
+        cut = b.copy()
+        cut[:, [0, 2]] = cut[:, [0, 2]].clip(0, w)
+        cut[:, [1, 3]] = cut[:, [1, 3]].clip(0, h)
+        area = lambda v: (v[:, 2] - v[:, 0]).clip(0) * (v[:, 3] - v[:, 1]).clip(0)  # noqa: E731
+        keep = area(cut) >= 0.25 * area(b)
+        moved.append((cut[keep].astype(np.float32), np.asarray(classes)[keep]))
+    return x, moved
 
 
 def _init_lambdas(teacher: OnnxModule, x: torch.Tensor, percentile: float, batch: int) -> dict[str, tuple]:
@@ -190,16 +215,27 @@ def _head_loss(got: tuple[torch.Tensor, ...], ref: tuple[torch.Tensor, ...]) -> 
     return sum(torch.mean((g - r) ** 2) / (torch.mean(r ** 2) + 1e-8) for g, r in zip(got, ref)) / len(ref)
 
 
-def finetune(model_path: str | Path, images: str | Path, options: FinetuneOptions | None = None, *,
-             progress: bool = True) -> FinetuneResult:
-    """Fine-tune `model_path` for T steps by distillation from itself on the photos in `images`."""
+def finetune(model_path: str | Path, images: str | Path | None, options: FinetuneOptions | None = None, *,
+             data: str | Path | None = None, progress: bool = True) -> FinetuneResult:
+    """Fine-tune `model_path` for T steps by distillation from itself on the photos in `images` and, with `data`
+    (a COCO json, images beside it), on those images too with the YOLO loss on their labels added."""
     opts = (options or FinetuneOptions()).validate()
+    if images is None and data is None:
+        raise SnncError("snnc finetune needs photos: --images DIR, --data annotations.json, or both")
     torch.manual_seed(opts.seed)
     prepared = prepare(model_path)
     parts = split_model(prepared, source=str(model_path))
     c, h, w = [d.dim_value for d in parts.spiking.graph.input[0].type.tensor_type.shape.dim][1:]
     hw = (opts.size, opts.size) if opts.size else (h, w)
-    x = torch.from_numpy(load_photos(images, hw))
+    geoms, targets, sets = None, [], []
+    if data is not None:
+        geoms = probe_heads(parts.host, [o.name for o in parts.spiking.graph.output], Path(model_path).name)
+        labelled, targets = load_labels(data, hw)
+        sets.append(labelled)
+    if images is not None:
+        sets.append(load_photos(images, hw))
+    x = torch.from_numpy(np.concatenate(sets))
+    n_lab = len(targets)
     teacher = import_onnx(parts.spiking).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
@@ -213,14 +249,22 @@ def finetune(model_path: str | Path, images: str | Path, options: FinetuneOption
     for epoch in range(opts.epochs):
         perm = torch.randperm(len(x), generator=gen)
         student.train()
-        total, count = 0.0, 0
+        total, det_total, count, det_count = 0.0, 0.0, 0, 0
         for i in range(0, len(x), opts.batch):
-            xb = x[perm[i:i + opts.batch]]
+            idx = perm[i:i + opts.batch]
+            xb, lab = x[idx], [int(k) for k in idx if k < n_lab]
+            tb = [targets[k] for k in lab]
             if opts.augment:
-                xb = augment(xb, gen)
+                xb, tb = augment_boxes(xb, gen, tb)
             with torch.no_grad():
                 ref = teacher(xb)
-            loss = _head_loss(student(xb), ref)
+            out = student(xb)
+            loss = _head_loss(out, ref)
+            if tb and opts.label_weight > 0:  # labelled images come first in x: their rows in the batch
+                rows = (idx < n_lab).nonzero().flatten()
+                det = yolo_loss(tuple(o[rows] for o in out), geoms, tb, hw)
+                loss = loss + opts.label_weight * det
+                det_total, det_count = det_total + float(det.detach()) * len(tb), det_count + len(tb)
             optim.zero_grad()
             loss.backward()
             optim.step()
@@ -231,14 +275,17 @@ def finetune(model_path: str | Path, images: str | Path, options: FinetuneOption
         student.eval()
         with torch.no_grad():
             ev = float(_head_loss(student(x), teacher(x)))
-        history.append({"epoch": epoch + 1, "train_loss": total / count, "eval_loss_qcfs": ev,
-                        "seconds": round(time.time() - start, 1)})
+        entry = {"epoch": epoch + 1, "train_loss": total / count, "eval_loss_qcfs": ev,
+                 "seconds": round(time.time() - start, 1)}
+        if det_count:
+            entry["train_label_loss"] = det_total / det_count
+        history.append(entry)
         log.info("epoch %d: train %.5f, QCFS (no noise) on the photos %.5f", epoch + 1, total / count, ev)
     bar.close()
     model = export_qcfs(prepared, student)
     final = {n: float(a.lam_value().detach()) if isinstance(a, QCFS) else [float(a.pos.lam_value().detach()), float(a.neg.lam_value().detach())]
              for n, a in ((k, student.activations[student._act_keys[k]]) for k in student._act_keys)}
-    record = {"source": Path(model_path).name, "photos": int(len(x)), "input_size": list(hw),
+    record = {"source": Path(model_path).name, "photos": int(len(x)), "labelled": n_lab, "input_size": list(hw),
               "options": asdict(opts), "history": history, "lambda_init": lams, "lambda_final": final,
               "seconds": round(time.time() - start, 1)}
     return FinetuneResult(model, record)
