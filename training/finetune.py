@@ -8,8 +8,9 @@ dual error model the activations also see the SNN's error at T during training (
 
 The result is the prepared ONNX (the whole detector, host part included) with the trained weights written back
 and each ReLU replaced by the QCFS chain Mul(L/lam) -> Add(0.5) -> Floor -> Div(L) -> Clip(0, 1) -> Mul(lam)
-that `activations_to_neurons` turns into an IF neuron with theta = lambda. A LeakyReLU stays a LeakyReLU in the
-file (snnc has no signed QCFS pattern): its trained weights are kept, its lambdas are not (channel_norm sets them).
+that `activations_to_neurons` turns into an IF neuron with theta = lambda; each LeakyReLU by the signed QCFS
+QCFS_lam+(z) - alpha QCFS_lam-(-z) (compiler/qcfs.py), which `split_leaky_relu` makes two IF neurons with
+theta = lam+ and lam-.
 """
 
 from __future__ import annotations
@@ -168,10 +169,12 @@ def qcfs_student(spiking: onnx.ModelProto, x: torch.Tensor, opts: FinetuneOption
     return student, lams
 
 
-def qcfs_nodes(name: str, x: str, y: str, lam: float, levels: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """The ONNX chain activations_to_neurons recognises: Mul(L/lam), Add(0.5), Floor, Div(L), Clip(0, 1), Mul(lam)."""
+def qcfs_nodes(name: str, x: str, y: str, lam: float, levels: int,
+               sign: float = 1.0) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """The ONNX chain activations_to_neurons recognises: Mul(L/lam), Add(0.5), Floor, Div(L), Clip(0, 1), Mul(lam)
+    (sign -1: the chain of -x, Mul(-L/lam) first)."""
     c = {k: numpy_helper.from_array(np.array(v, np.float32), f"{name}_qcfs_{k}")
-         for k, v in (("scale", levels / lam), ("half", 0.5), ("levels", float(levels)), ("zero", 0.0),
+         for k, v in (("scale", sign * levels / lam), ("half", 0.5), ("levels", float(levels)), ("zero", 0.0),
                       ("one", 1.0), ("lam", lam))}
     t = [f"{name}_qcfs_t{i}" for i in range(5)]
     nodes = [helper.make_node("Mul", [x, c["scale"].name], [t[0]], name=f"{name}_qcfs_mul"),
@@ -183,8 +186,21 @@ def qcfs_nodes(name: str, x: str, y: str, lam: float, levels: int) -> tuple[list
     return nodes, list(c.values())
 
 
+def signed_qcfs_nodes(name: str, x: str, y: str, lam_pos: float, lam_neg: float, alpha: float,
+                      levels: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """A signed QCFS as ONNX (compiler/qcfs.py): QCFS_lam+(x) - alpha QCFS_lam-(-x), which split_leaky_relu turns
+    into two IF neurons per channel with theta = lam+ and lam-."""
+    pos, c_pos = qcfs_nodes(f"{name}_pos", x, f"{name}_pos_y", lam_pos, levels)
+    neg, c_neg = qcfs_nodes(f"{name}_neg", x, f"{name}_neg_y", lam_neg, levels, sign=-1.0)
+    a = numpy_helper.from_array(np.array(alpha, np.float32), f"{name}_alpha")
+    tail = [helper.make_node("Mul", [f"{name}_neg_y", a.name], [f"{name}_neg_scaled"], name=f"{name}_alpha_mul"),
+            helper.make_node("Sub", [f"{name}_pos_y", f"{name}_neg_scaled"], [y], name=f"{name}_signed_sub")]
+    return pos + neg + tail, c_pos + c_neg + [a]
+
+
 def export_qcfs(prepared: onnx.ModelProto, student: OnnxModule) -> onnx.ModelProto:
-    """`prepared` with the student's trained initializers and each ReLU replaced by its QCFS chain."""
+    """`prepared` with the student's trained initializers, each ReLU replaced by its QCFS chain and each LeakyReLU
+    by its signed QCFS (both lambdas kept)."""
     out = onnx.ModelProto()
     out.CopyFrom(prepared)
     trained = student.trained_initializers()
@@ -200,12 +216,18 @@ def export_qcfs(prepared: onnx.ModelProto, student: OnnxModule) -> onnx.ModelPro
             chain, consts = qcfs_nodes(node.name, node.input[0], node.output[0], float(act.lam_value().detach()), act.levels)
             nodes += chain
             out.graph.initializer.extend(consts)
+        elif isinstance(act, SignedQCFS):
+            chain, consts = signed_qcfs_nodes(node.name, node.input[0], node.output[0],
+                                              float(act.pos.lam_value().detach()), float(act.neg.lam_value().detach()),
+                                              act.alpha, act.pos.levels)
+            nodes += chain
+            out.graph.initializer.extend(consts)
         else:
             nodes.append(node)
     del out.graph.node[:]
     out.graph.node.extend(nodes)
     out.metadata_props.add(key="snnc.qcfs_levels", value=str(next(
-        (a.levels for a in acts.values() if isinstance(a, QCFS)), 0)))
+        (a.levels if isinstance(a, QCFS) else a.pos.levels for a in acts.values()), 0)))
     onnx.checker.check_model(out)
     return out
 
