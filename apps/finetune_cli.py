@@ -30,7 +30,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = ft.finetune(args.model, args.images, opts, data=args.data, progress=not args.quiet)
+    result = ft.finetune(args.model, args.images, opts, data=args.data, noise_from=args.noise_from, progress=not args.quiet)
     out = ft.write_result(result, args.output, args.log)
     h = result.log["history"][-1]
     print(f"wrote {out} (QCFS, L = T = {args.T}) and its training log {args.log or out.with_suffix('.json')}: "
@@ -57,6 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--no-dual-error", action="store_true", help="plain QCFS, without the dual error model")
     f.add_argument("--unevenness", type=float, default=0.5,
                    help="dual error model: order-dependent error as a fraction of one spike (default %(default)s)")
+    f.add_argument("--noise-from", metavar="METRICS", help="dual error model: the unevenness per layer from an snnc "
+                   "eval metrics.json of the converted model (default: --unevenness everywhere)")
     f.add_argument("--no-augment", action="store_true", help="no flips, scale or colour jitter")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")

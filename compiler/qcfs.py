@@ -100,7 +100,8 @@ def insert_qcfs_chain(graph: gs.Graph, base: str, x: gs.Tensor, y: gs.Tensor, la
     steps = [("Mul", make_const(graph, base + "_scale", (levels / lam).astype(np.float32))),
              ("Add", make_const(graph, base + "_half", np.float32(0.5))), ("Floor", None),
              ("Div", make_const(graph, base + "_levels", np.float32(levels))),
-             ("Clip", (make_const(graph, base + "_zero", np.float32(0)), make_const(graph, base + "_one", np.float32(1)))),
+             ("Clip", (make_const(graph, base + "_zero", np.float32(0)),
+                      make_const(graph, base + "_one", np.float32(1)))),
              ("Mul", make_const(graph, base + "_lam", lam))]
     t = x
     for i, (op, c) in enumerate(steps):

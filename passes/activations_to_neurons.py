@@ -159,8 +159,8 @@ class ActivationsToNeurons(Pass):
                 if match is None:
                     continue
                 chain, lam, levels = match
-                new = _neuron("IF", node.name + "_qcfs", x, chain[-1].outputs[0], threshold=[float(v) for v in lam],
-                              v_init=0.5,
+                new = _neuron("IF", node.name + "_qcfs", x, chain[-1].outputs[0],
+                              threshold=[float(v) for v in lam], v_init=0.5,
                               calibrated=1, qcfs_levels=levels, memory=memory)
                 for n in chain:
                     n.inputs.clear()

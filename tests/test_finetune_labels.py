@@ -87,7 +87,8 @@ def test_finetune_data_loss_falls_and_output_compiles(tmp_path):
     assert log["labelled"] == 6 and len(hist) == 6
     assert hist[-1] < 0.8 * hist[0], hist
     res = compile_model(out, calib_random=2, progress=False)
-    qcfs = [n for n in res.spiking.graph.node if n.domain == "snnc" and any(a.name == "qcfs_levels" for a in n.attribute)]
+    qcfs = [n for n in res.spiking.graph.node
+            if n.domain == "snnc" and any(a.name == "qcfs_levels" for a in n.attribute)]
     assert len(qcfs) == 6  # the six ReLUs, now QCFS IF neurons
 
 

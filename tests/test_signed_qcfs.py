@@ -85,6 +85,7 @@ def test_finetune_leaky_model_keeps_every_lambda(tmp_path):
     trained = json.loads(out.with_suffix(".json").read_text())["lambda_final"]
     res = compile_model(out, calib_random=2, progress=False)
     got = sorted(tuple(np.round(onnx.helper.get_attribute_value(a)[:2], 4))
-                 for n in res.spiking.graph.node if n.domain == "snnc" and any(a.name == "qcfs_levels" for a in n.attribute)
+                 for n in res.spiking.graph.node
+                 if n.domain == "snnc" and any(a.name == "qcfs_levels" for a in n.attribute)
                  for a in n.attribute if a.name == "lambda")
     assert got == sorted(tuple(np.round(v, 4)) for v in trained.values())  # all six, both signs

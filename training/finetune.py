@@ -35,6 +35,7 @@ from snnc.ir.errors import SnncError
 from snnc.ir.files import atomic_path
 from snnc.training.detloss import load_labels, probe_heads, yolo_loss
 from snnc.training.importer import OnnxModule, import_onnx
+from snnc.training.noise import layer_of, unevenness_from_metrics
 from snnc.training.qcfs import QCFS, SignedQCFS
 
 log = logging.getLogger(__name__)
@@ -154,18 +155,22 @@ def _init_lambdas(teacher: OnnxModule, x: torch.Tensor, percentile: float, batch
     return out
 
 
-def qcfs_student(spiking: onnx.ModelProto, x: torch.Tensor, opts: FinetuneOptions) -> tuple[OnnxModule, dict]:
-    """The spiking part as a torch module with every activation a (signed) QCFS; and the lambdas it started from."""
+def qcfs_student(spiking: onnx.ModelProto, x: torch.Tensor, opts: FinetuneOptions,
+                 noise: dict[str, float] | None = None) -> tuple[OnnxModule, dict]:
+    """The spiking part as a torch module with every activation a (signed) QCFS; and the lambdas it started from.
+    `noise`: the dual error model's measured mean order error per neuron (spikes) per layer (convolution name);
+    layers it does not name use opts.unevenness."""
     student = import_onnx(spiking)
     lams = _init_lambdas(student, x, opts.percentile, opts.batch)
     dual = opts.T if opts.dual_error else None
     for node in student.activation_nodes():
         pos, neg = lams[node.name]
+        e = (noise or {}).get(layer_of(spiking, node))
         if node.op_type == "Relu":
-            student.replace_activation(node.name, QCFS(opts.T, pos, dual, opts.unevenness))
+            student.replace_activation(node.name, QCFS(opts.T, pos, dual, opts.unevenness, e))
         else:
             alpha = next((a.f for a in node.attribute if a.name == "alpha"), 0.01)
-            student.replace_activation(node.name, SignedQCFS(opts.T, pos, neg, alpha, dual, opts.unevenness))
+            student.replace_activation(node.name, SignedQCFS(opts.T, pos, neg, alpha, dual, opts.unevenness, e))
     return student, lams
 
 
@@ -238,12 +243,17 @@ def _head_loss(got: tuple[torch.Tensor, ...], ref: tuple[torch.Tensor, ...]) -> 
 
 
 def finetune(model_path: str | Path, images: str | Path | None, options: FinetuneOptions | None = None, *,
-             data: str | Path | None = None, progress: bool = True) -> FinetuneResult:
+             data: str | Path | None = None, noise_from: str | Path | None = None,
+             progress: bool = True) -> FinetuneResult:
     """Fine-tune `model_path` for T steps by distillation from itself on the photos in `images` and, with `data`
-    (a COCO json, images beside it), on those images too with the YOLO loss on their labels added."""
+    (a COCO json, images beside it), on those images too with the YOLO loss on their labels added. `noise_from`:
+    an snnc eval metrics.json whose per-layer unevenness sets the dual error model's noise per layer."""
     opts = (options or FinetuneOptions()).validate()
     if images is None and data is None:
         raise SnncError("snnc finetune needs photos: --images DIR, --data annotations.json, or both")
+    if noise_from is not None and not opts.dual_error:
+        raise SnncError("--noise-from sets the dual error model's noise; it cannot go with --no-dual-error")
+    noise = unevenness_from_metrics(noise_from, opts.T) if noise_from is not None else None
     torch.manual_seed(opts.seed)
     prepared = prepare(model_path)
     parts = split_model(prepared, source=str(model_path))
@@ -261,7 +271,7 @@ def finetune(model_path: str | Path, images: str | Path | None, options: Finetun
     teacher = import_onnx(parts.spiking).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    student, lams = qcfs_student(parts.spiking, x, opts)
+    student, lams = qcfs_student(parts.spiking, x, opts, noise)
     optim = torch.optim.Adam(student.parameters(), lr=opts.lr)
     gen = torch.Generator().manual_seed(opts.seed)
     steps = opts.epochs * ((len(x) + opts.batch - 1) // opts.batch)
@@ -308,7 +318,8 @@ def finetune(model_path: str | Path, images: str | Path | None, options: Finetun
     final = {n: float(a.lam_value().detach()) if isinstance(a, QCFS) else [float(a.pos.lam_value().detach()), float(a.neg.lam_value().detach())]
              for n, a in ((k, student.activations[student._act_keys[k]]) for k in student._act_keys)}
     record = {"source": Path(model_path).name, "photos": int(len(x)), "labelled": n_lab, "input_size": list(hw),
-              "options": asdict(opts), "history": history, "lambda_init": lams, "lambda_final": final,
+              "options": asdict(opts), "order_error_per_layer": noise,
+              "history": history, "lambda_init": lams, "lambda_final": final,
               "seconds": round(time.time() - start, 1)}
     return FinetuneResult(model, record)
 
