@@ -30,12 +30,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = ft.finetune(args.model, args.images, opts, data=args.data, noise_from=args.noise_from, progress=not args.quiet)
+    result = ft.finetune(args.model, args.images, opts, data=args.data, noise_from=args.noise_from,
+                         progress=not args.quiet)
     out = ft.write_result(result, args.output, args.log)
     h = result.log["history"][-1]
     print(f"wrote {out} (QCFS, L = T = {args.T}) and its training log {args.log or out.with_suffix('.json')}: "
           f"{len(result.log['history'])} epochs on {result.log['photos']} photos, distillation loss "
-          f"{h['eval_loss_qcfs']:.4f}" + (f", label loss {h['train_label_loss']:.3f}" if "train_label_loss" in h else "")
+          f"{h['eval_loss_qcfs']:.4f}"
+          + (f", label loss {h['train_label_loss']:.3f}" if "train_label_loss" in h else "")
           + f", {result.log['seconds']:.0f} s")
     return 0
 

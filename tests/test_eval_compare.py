@@ -49,7 +49,8 @@ def test_eval_several_networks_one_comparison(tmp_path, two_networks, monkeypatc
     out = capsys.readouterr().out
     assert "half" in out and "zero" in out
     data = json.loads((rep / "compare.json").read_text())
-    assert sorted({(r["model"], r["T"]) for r in data["rows"]}) == [(m, t) for m in ("half", "zero") for t in (2, 4)]
+    pairs = sorted({(r["model"], r["T"]) for r in data["rows"]})
+    assert pairs == [(m, t) for m in ("half", "zero") for t in (2, 4)]
     for name in ("accuracy_vs_T.png", "accuracy_vs_energy.png"):
         assert (rep / name).stat().st_size > 1000
         lines = [ln for ln in figures[name].axes[0].lines if not ln.get_label().startswith("_")]

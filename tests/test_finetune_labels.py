@@ -64,7 +64,8 @@ def test_yolo_loss_is_small_for_the_perfect_head(tmp_path):
     box = np.array([[8.0, 8.0, 15.0, 14.0]], np.float32)  # 7 x 6: anchor 1 of the stride-2 head, cell (5, 5)
     heads = [torch.full((1, 12, 32 // int(g.stride), 32 // int(g.stride)), -10.0) for g in geoms]
     good = [h.clone() for h in heads]
-    good[small][0, 6:12, 5, 5] = torch.tensor([np.log(3.0), 0.0, 0.0, 0.0, 10.0, 10.0])  # offsets 0.75, 0.5; wh = anchor
+    # offsets 0.75, 0.5 (t_x = logit 0.75), wh = the anchor, objectness and class sure
+    good[small][0, 6:12, 5, 5] = torch.tensor([np.log(3.0), 0.0, 0.0, 0.0, 10.0, 10.0])
     bad = [h.clone() for h in good]
     bad[small][0, 8:10, 5, 5] = 2.0  # wrong size
     bad[small][0, 11, 5, 5] = -10.0  # wrong class score
