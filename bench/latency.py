@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--train-labelled", type=int, default=256, help="labelled train canvases for the _lab variants")
     ap.add_argument("--label-weight", type=float, default=0.05)
+    ap.add_argument("--no-augment", action="store_true", help="fine-tune without flips, zoom and colour jitter")
     ap.add_argument("--build", type=Path, default=Path("build/latency"))
     args = ap.parse_args(argv)
     import torch
@@ -100,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     flags = set(variant.split("_"))
                     ft = finetune(model, train, FinetuneOptions(T=T, epochs=args.epochs, dual_error="de" in flags,
-                                                                label_weight=args.label_weight),
+                                                                label_weight=args.label_weight,
+                                                                augment=not args.no_augment),
                                   data=labelled if "lab" in flags else None, progress=False)
                     onnx_path = write_result(ft, b / f"{name}_{variant}_T{T}.onnx")
                     extra = {"target_T": T} if "tT" in flags else {}
