@@ -48,7 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--images", metavar="DIR", help="folder of unlabelled jpg/png photos (distillation only)")
     f.add_argument("--data", metavar="JSON", help="labelled images: a COCO json, images beside it; adds the YOLO "
                    "loss on their labels (anchor-based heads)")
-    f.add_argument("--label-weight", type=float, default=0.05,
+    f.add_argument("--label-weight", type=float, default=0.01,
                    help="weight of the label loss (per image) against the distillation loss (default %(default)s)")
     f.add_argument("-T", type=int, required=True, help="target time steps (QCFS levels L = T)")
     f.add_argument("-o", "--output", required=True, help="output ONNX file")

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-images", type=int, default=256, help="unlabelled train canvases to fine-tune on")
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--train-labelled", type=int, default=256, help="labelled train canvases for the _lab variants")
-    ap.add_argument("--label-weight", type=float, default=0.05)
+    ap.add_argument("--label-weight", type=float, default=0.01)
     ap.add_argument("--no-augment", action="store_true", help="fine-tune without flips, zoom and colour jitter")
     ap.add_argument("--build", type=Path, default=Path("build/latency"))
     args = ap.parse_args(argv)

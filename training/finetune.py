@@ -58,7 +58,7 @@ class FinetuneOptions:
     percentile: float = 99.9
     augment: bool = True
     seed: int = 0
-    label_weight: float = 0.05
+    label_weight: float = 0.01
 
     def validate(self) -> "FinetuneOptions":
         if not isinstance(self.T, int) or self.T < 1:
