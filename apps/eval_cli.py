@@ -61,7 +61,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
                      errors=not args.no_errors, examples=args.examples, ablation=args.ablation, calib=args.calib,
                      fidelity_thr=args.fidelity_thr, progress=False if args.quiet else None,
                      command="snnc " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None)
-    metrics = evaluate(args.file, cfg)
+    if len(args.file) > 1:
+        from snnc.evaluation.compare import compare, print_table
+
+        print(print_table(compare(args.file, cfg)))
+        if args.report:
+            print(f"wrote {args.report}/compare.html, accuracy_vs_T.png, accuracy_vs_energy.png, compare.json and "
+                  "one report per network")
+        return 0
+    metrics = evaluate(args.file[0], cfg)
     print(_summary(metrics))
     if args.report:
         print(f"wrote {args.report}/report.html and metrics.json ({len(metrics.get('files', []))} files)")
@@ -73,7 +81,8 @@ def register(sub) -> None:
     e = sub.add_parser("eval", help="evaluate a .lava network: mAP over T, firing rates, SOPs, energy, errors",
                        description="Simulate the network on a labelled set (--data: mAP) or on photos (--images: "
                                    "fidelity to the embedded ANN) at every T from one run, and write a report.")
-    e.add_argument("file", help="the .lava network (with its embedded ANN)")
+    e.add_argument("file", nargs="+", help="the .lava network (with its embedded ANN); several: a comparison "
+                   "(one line per network in the accuracy vs T and accuracy vs energy plots)")
     src = e.add_mutually_exclusive_group()
     src.add_argument("--data", metavar="PATH", help="labelled set: COCO json (or its folder), VOC or YOLO folder")
     src.add_argument("--images", metavar="DIR", help="folder of photos without labels: fidelity mAP vs the ANN")

@@ -22,26 +22,34 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     ft = _import_training()
     opts = ft.FinetuneOptions(T=args.T, epochs=args.epochs, lr=args.lr, batch=args.batch, size=args.size,
                               dual_error=not args.no_dual_error, unevenness=args.unevenness,
-                              augment=not args.no_augment, seed=args.seed).validate()
+                              augment=not args.no_augment, seed=args.seed,
+                              label_weight=args.label_weight).validate()
     if not Path(args.model).is_file():
         raise SnncError(f"{args.model}: no such file")
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    result = ft.finetune(args.model, args.images, opts, progress=not args.quiet)
+    result = ft.finetune(args.model, args.images, opts, data=args.data, noise_from=args.noise_from,
+                         progress=not args.quiet)
     out = ft.write_result(result, args.output, args.log)
     h = result.log["history"][-1]
     print(f"wrote {out} (QCFS, L = T = {args.T}) and its training log {args.log or out.with_suffix('.json')}: "
           f"{len(result.log['history'])} epochs on {result.log['photos']} photos, distillation loss "
-          f"{h['eval_loss_qcfs']:.4f}, {result.log['seconds']:.0f} s")
+          f"{h['eval_loss_qcfs']:.4f}"
+          + (f", label loss {h['train_label_loss']:.3f}" if "train_label_loss" in h else "")
+          + f", {result.log['seconds']:.0f} s")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     f = sub.add_parser("finetune", help="fine-tune a detector for T time steps (QCFS + dual error, needs torch)")
     f.add_argument("model", help="ONNX file of the trained detector")
-    f.add_argument("--images", required=True, metavar="DIR", help="folder of unlabelled jpg/png photos")
+    f.add_argument("--images", metavar="DIR", help="folder of unlabelled jpg/png photos (distillation only)")
+    f.add_argument("--data", metavar="JSON", help="labelled images: a COCO json, images beside it; adds the YOLO "
+                   "loss on their labels (anchor-based heads)")
+    f.add_argument("--label-weight", type=float, default=0.01,
+                   help="weight of the label loss (per image) against the distillation loss (default %(default)s)")
     f.add_argument("-T", type=int, required=True, help="target time steps (QCFS levels L = T)")
     f.add_argument("-o", "--output", required=True, help="output ONNX file")
     f.add_argument("--epochs", type=int, default=10, help="passes over the photos (default %(default)s)")
@@ -51,6 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--no-dual-error", action="store_true", help="plain QCFS, without the dual error model")
     f.add_argument("--unevenness", type=float, default=0.5,
                    help="dual error model: order-dependent error as a fraction of one spike (default %(default)s)")
+    f.add_argument("--noise-from", metavar="METRICS", help="dual error model: the unevenness per layer from an snnc "
+                   "eval metrics.json of the converted model (default: --unevenness everywhere)")
     f.add_argument("--no-augment", action="store_true", help="no flips, scale or colour jitter")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")

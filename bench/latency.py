@@ -5,6 +5,8 @@
 
 Per model and T: `orig` (the default conversion, one simulation for all T), `target` (`--target-T T`),
 `qcfs` (`snnc finetune -T T --no-dual-error`, L = T) and `qcfs_de` (`snnc finetune -T T`, dual error model).
+More variants by name (not in the default list): `_lab` adds the label loss (`--data`, labelled train canvases,
+`--train-labelled`), `_tT` compiles the fine-tuned model with `--target-T T`, e.g. `qcfs_lab`, `qcfs_de_lab_tT`.
 Printed per row: the SNN's mAP@0.5 and mAP@0.5:0.95 on the labelled test split, its difference to the original
 ANN's, the fine-tuned ANN's own mAP@0.5 (what fine-tuning cost the ANN), the firing rate and the energy estimate
 as a ratio to the ANN's (int and float operation costs). Calibration and fine-tuning use train-split canvases,
@@ -62,6 +64,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--calib-images", type=int, default=32)
     ap.add_argument("--train-images", type=int, default=256, help="unlabelled train canvases to fine-tune on")
     ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--train-labelled", type=int, default=256, help="labelled train canvases for the _lab variants")
+    ap.add_argument("--label-weight", type=float, default=0.01)
+    ap.add_argument("--no-augment", action="store_true", help="fine-tune without flips, zoom and colour jitter")
     ap.add_argument("--build", type=Path, default=Path("build/latency"))
     args = ap.parse_args(argv)
     import torch
@@ -75,6 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     test = write_digits(b / "test", "test", args.n, layout="coco")
     calib = _photos(b / "calib", args.calib_images)
     train = _photos(b / "train", args.train_images)
+    labelled = None
+    if any("lab" in v.split("_") for v in variants):  # seed 1: other canvases than the unlabelled ones
+        labelled = write_digits(b / "train_lab", "train", args.train_labelled, layout="coco", seed=1)
     results = []
     print(f"{'model':6} {'variant':8} {'T':>3} {'mAP50':>6} {'d50':>7} {'mAP50-95':>8} {'d50-95':>7} "
           f"{'annFT50':>7} {'rate':>6} {'E int':>6} {'E flt':>6} {'s':>5}")
@@ -91,10 +99,14 @@ def main(argv: list[str] | None = None) -> int:
                 elif variant == "target":
                     ev = _eval(_compile(model, calib, b / f"{name}_T{T}.lava", target_T=T), test, [T])
                 else:
-                    ft = finetune(model, train, FinetuneOptions(T=T, epochs=args.epochs,
-                                                                dual_error=variant == "qcfs_de"), progress=False)
+                    flags = set(variant.split("_"))
+                    ft = finetune(model, train, FinetuneOptions(T=T, epochs=args.epochs, dual_error="de" in flags,
+                                                                label_weight=args.label_weight,
+                                                                augment=not args.no_augment),
+                                  data=labelled if "lab" in flags else None, progress=False)
                     onnx_path = write_result(ft, b / f"{name}_{variant}_T{T}.onnx")
-                    ev = _eval(_compile(onnx_path, calib, b / f"{name}_{variant}_T{T}.lava"), test, [T])
+                    extra = {"target_T": T} if "tT" in flags else {}
+                    ev = _eval(_compile(onnx_path, calib, b / f"{name}_{variant}_T{T}.lava", **extra), test, [T])
                 ann0 = base["ann"] if base else None
                 r = ev["rows"][T]
                 row = {"model": name, "variant": variant, "T": T, **r, "ann_mAP50": ev["ann"]["mAP50"],

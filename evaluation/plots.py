@@ -279,3 +279,68 @@ def detection_examples(examples: Sequence[Any], folder: Path, min_side: int = 25
         out.save(p, format="PNG")
         paths.append(p)
     return paths
+
+
+# ---- several models (snnc eval a.lava b.lava ...) -----------------------------------------------------------------
+
+def compare_accuracy_vs_T(runs: dict[str, dict[str, Any]], path: Path) -> Path | None:
+    """One line per model: its SNN accuracy (mAP@0.5 with labels, else fidelity mAP@0.5) against T; each model's
+    ANN as a dotted line of the same colour."""
+    key = "mAP50" if next(iter(runs.values()))["data"]["kind"] == "labelled" else "fidelity_mAP50"
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    ts, values = set(), []
+    for i, (label, m) in enumerate(runs.items()):
+        rows = [r for r in m["accuracy"]["snn"] if r.get(key) is not None]
+        if not rows:
+            continue
+        color = f"C{i % 10}"
+        ax.plot([r["T"] for r in rows], [r[key] for r in rows], "o-", color=color, label=_short(label, 30))
+        ann = m["accuracy"]["ann"].get(key) if key == "mAP50" else None
+        if ann is not None:
+            ax.axhline(ann, color=color, ls=":", lw=1, alpha=0.7)
+            values.append(ann)
+        ts.update(r["T"] for r in rows)
+        values += [r[key] for r in rows]
+    if not ts:
+        return None
+    _log2_axis(ax, sorted(ts))
+    ax.set_xlabel("time steps T")
+    ax.set_ylabel("mAP@0.5" if key == "mAP50" else "fidelity mAP@0.5")
+    _ylim(ax, values)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("accuracy against T (dotted: each model's ANN)")
+    return _save(fig, path)
+
+
+def compare_accuracy_vs_energy(runs: dict[str, dict[str, Any]], path: Path, kind: str = "int") -> Path | None:
+    """One line per model through its points (T annotated): accuracy against the SNN / ANN energy estimate."""
+    fig = _figure(6.4, 4.2)
+    ax = fig.add_subplot(1, 1, 1)
+    values, key = [], None
+    for i, (label, m) in enumerate(runs.items()):
+        pts = sorted(pareto_points(m), key=lambda p: p["T"])
+        if not pts:
+            continue
+        key = pts[0]["key"]
+        xs, ys = [p[f"energy_{kind}"] for p in pts], [p["accuracy"] for p in pts]
+        ax.plot(xs, ys, "o-", color=f"C{i % 10}", label=_short(label, 30))
+        for p, x, y in zip(pts, xs, ys):
+            ax.annotate(f"T={p['T']}", (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        values += ys
+    if key is None:
+        return None
+    from matplotlib.ticker import FormatStrFormatter
+
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.xaxis.set_minor_formatter(FormatStrFormatter("%g"))
+    ax.axvline(1.0, color="k", lw=1, alpha=0.5)
+    ax.set_xlabel(f"energy per image, SNN / ANN (estimate, 32-bit {kind})")
+    ax.set_ylabel("mAP@0.5" if key == "mAP50" else "fidelity mAP@0.5")
+    _ylim(ax, values)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.set_title("accuracy against energy, one line per model")
+    return _save(fig, path)

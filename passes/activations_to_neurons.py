@@ -28,10 +28,12 @@ retrain with ReLU / LeakyReLU / Clip / QCFS, or cut the graph before it.
 
 from __future__ import annotations
 
+import numpy as np
 import onnx_graphsurgeon as gs
 
 from snnc.ir.errors import UnsupportedOpError
 from snnc.compiler.graph import SNNC_DOMAIN, const_value, node_label, producer, sole_consumer
+from snnc.compiler.qcfs import match_signed_qcfs
 from snnc.compiler.registry import Pass, PassContext, register_pass
 
 REFUSED = ("Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Mish", "Softplus", "Softsign", "Elu", "Selu",
@@ -62,10 +64,10 @@ def _other_input(node: gs.Node, x: gs.Tensor) -> gs.Tensor | None:
     return others[0] if len(others) == 1 else None
 
 
-def _match_qcfs(graph: gs.Graph, mul_in: gs.Node) -> tuple[list[gs.Node], float, int] | None:
-    """The QCFS chain starting at Mul(L/lam); returns (nodes, lam, L) or None."""
+def _match_qcfs(graph: gs.Graph, mul_in: gs.Node) -> tuple[list[gs.Node], np.ndarray, int] | None:
+    """The QCFS chain starting at Mul(L/lam); returns (nodes, lam (one value or one per channel), L) or None."""
     chain = [mul_in]
-    a = _scalar(_other_input(mul_in, mul_in.inputs[0]) or mul_in.inputs[1])
+    a = _values(_other_input(mul_in, mul_in.inputs[0]) or mul_in.inputs[1])
     add = sole_consumer(graph, mul_in.outputs[0])
     if a is None or add is None or add.op != "Add" or _scalar(_other_input(add, mul_in.outputs[0])) != 0.5:
         return None
@@ -83,11 +85,20 @@ def _match_qcfs(graph: gs.Graph, mul_in: gs.Node) -> tuple[list[gs.Node], float,
     if clip is None or clip.op != "Clip" or _scalar(clip.inputs[1]) != 0.0 or _scalar(clip.inputs[2]) != 1.0:
         return None
     mul_out = sole_consumer(graph, clip.outputs[0])
-    lam = _scalar(_other_input(mul_out, clip.outputs[0])) if mul_out is not None and mul_out.op == "Mul" else None
-    if lam is None or lam <= 0 or abs(a - levels / lam) > 1e-6 * max(1.0, abs(a)):
+    lam = _values(_other_input(mul_out, clip.outputs[0])) if mul_out is not None and mul_out.op == "Mul" else None
+    if lam is None or lam.shape != a.shape or np.any(lam <= 0) or \
+            np.any(np.abs(a - levels / lam) > 1e-5 * np.maximum(1.0, np.abs(a))):
         return None
     chain += [add, floor, div, clip, mul_out]
     return chain, lam, int(round(levels))
+
+
+def _values(t: gs.Tensor) -> np.ndarray | None:
+    """A scalar or per-channel (1, C, 1, 1) constant as a flat array (per-channel QCFS lambdas), else None."""
+    v = const_value(t)
+    if v is None or not (v.size == 1 or (v.ndim == 4 and v.size == v.shape[1])):
+        return None
+    return v.astype(np.float64).reshape(-1)
 
 
 def _neuron(op: str, name: str, x: gs.Tensor, y: gs.Tensor, **attrs) -> gs.Node:
@@ -148,11 +159,15 @@ class ActivationsToNeurons(Pass):
                               memory=memory)
             elif node.op == "Mul" and producer(node.inputs[0]) is not None \
                     and producer(node.inputs[0]).op in NEURON_SOURCES:
+                if match_signed_qcfs(x) is not None:
+                    raise UnsupportedOpError(f"{node_label(node)}: a signed QCFS (a fine-tuned LeakyReLU) becomes two "
+                                             "IF neurons in split_leaky_relu; drop --leaky ibt / --skip split_leaky_relu")
                 match = _match_qcfs(graph, node)
                 if match is None:
                     continue
                 chain, lam, levels = match
-                new = _neuron("IF", node.name + "_qcfs", x, chain[-1].outputs[0], threshold=[lam], v_init=0.5,
+                new = _neuron("IF", node.name + "_qcfs", x, chain[-1].outputs[0],
+                              threshold=[float(v) for v in lam], v_init=0.5,
                               calibrated=1, qcfs_levels=levels, memory=memory)
                 for n in chain:
                     n.inputs.clear()

@@ -33,6 +33,8 @@ import onnx_graphsurgeon as gs
 from snnc.compiler.graph import (CONV_OPS, const_value, is_graph_output, make_const, make_var, node_label, producer,
                                  unique_name)
 from snnc.compiler.linear import compose_pointwise, is_copy_node, pointwise_matrix
+from snnc.compiler.qcfs import insert_qcfs_chain, match_signed_qcfs
+from snnc.ir.errors import UnsupportedOpError
 from snnc.compiler.registry import Pass, PassContext, register_pass
 
 log = logging.getLogger(__name__)
@@ -141,11 +143,35 @@ class SplitLeakyRelu(Pass):
             _detach(node)
             pending.append(_pointwise(graph, node.name + "_pm_combine", r, p, out))
             split += 1
+        split += self._split_signed_qcfs(graph, pending)
         while pending:
             self._sink(graph, pending.pop(), pending)
         ctx.stats.setdefault(self.name, {}).update(split=split, kept_signed=kept)
         self.rewrites = split
         return graph
+
+    def _split_signed_qcfs(self, graph: gs.Graph, pending: list[gs.Node]) -> int:
+        """A fine-tuned LeakyReLU (signed QCFS, compiler/qcfs.py): the same split, with the trained lambdas kept as
+        a per-channel QCFS chain on the [z; -z] pairs instead of a ReLU."""
+        found = [m for m in map(match_signed_qcfs, list(graph.tensors().values())) if m is not None]
+        for m in found:
+            conv = producer(m.z)
+            if (conv is None or conv.op not in CONV_OPS or const_value(conv.inputs[1]) is None
+                    or is_graph_output(graph, m.z) or not _splittable(graph, m.out)):
+                raise UnsupportedOpError(f"the signed QCFS activation on '{m.z.name}' (a fine-tuned LeakyReLU) needs "
+                                         "a convolution before it and convolutions after it to split into two IF "
+                                         "neurons")
+            y2 = _double_producer(graph, conv)
+            for n in m.nodes:
+                _detach(n)
+            c = y2.shape[1] // 2
+            r = make_var(graph, y2.name + "_qcfs", shape=y2.shape)
+            insert_qcfs_chain(graph, conv.name + "_pm_qcfs", y2, r, np.tile([m.lam_pos, m.lam_neg], c), m.levels)
+            p = np.zeros((c, 2 * c))
+            p[np.arange(c), 2 * np.arange(c)] = 1.0
+            p[np.arange(c), 2 * np.arange(c) + 1] = -m.alpha
+            pending.append(_pointwise(graph, conv.name + "_pm_combine", r, p, m.out))
+        return len(found)
 
     def _sink(self, graph: gs.Graph, k: gs.Node, pending: list[gs.Node]) -> None:
         """Move the pointwise map `k` past routing ops and fold it into the convolutions it reaches."""

@@ -8,8 +8,9 @@ dual error model the activations also see the SNN's error at T during training (
 
 The result is the prepared ONNX (the whole detector, host part included) with the trained weights written back
 and each ReLU replaced by the QCFS chain Mul(L/lam) -> Add(0.5) -> Floor -> Div(L) -> Clip(0, 1) -> Mul(lam)
-that `activations_to_neurons` turns into an IF neuron with theta = lambda. A LeakyReLU stays a LeakyReLU in the
-file (snnc has no signed QCFS pattern): its trained weights are kept, its lambdas are not (channel_norm sets them).
+that `activations_to_neurons` turns into an IF neuron with theta = lambda; each LeakyReLU by the signed QCFS
+QCFS_lam+(z) - alpha QCFS_lam-(-z) (compiler/qcfs.py), which `split_leaky_relu` makes two IF neurons with
+theta = lam+ and lam-.
 """
 
 from __future__ import annotations
@@ -32,7 +33,9 @@ from snnc.compiler.images import letterbox, read_image
 from snnc.compiler.split import split_model
 from snnc.ir.errors import SnncError
 from snnc.ir.files import atomic_path
+from snnc.training.detloss import load_labels, probe_heads, yolo_loss
 from snnc.training.importer import OnnxModule, import_onnx
+from snnc.training.noise import layer_of, unevenness_from_metrics
 from snnc.training.qcfs import QCFS, SignedQCFS
 
 log = logging.getLogger(__name__)
@@ -55,6 +58,7 @@ class FinetuneOptions:
     percentile: float = 99.9
     augment: bool = True
     seed: int = 0
+    label_weight: float = 0.01
 
     def validate(self) -> "FinetuneOptions":
         if not isinstance(self.T, int) or self.T < 1:
@@ -69,6 +73,8 @@ class FinetuneOptions:
             raise SnncError(f"--size {self.size!r}: expected an integer >= 8 (pixels)")
         if not 0 <= self.unevenness <= 1:
             raise SnncError(f"--unevenness {self.unevenness!r}: expected a fraction of one spike in [0, 1]")
+        if not (self.label_weight >= 0 and np.isfinite(self.label_weight)):
+            raise SnncError(f"--label-weight {self.label_weight!r}: expected a number >= 0")
         if not 0 < self.percentile <= 100:
             raise SnncError(f"percentile {self.percentile!r}: expected (0, 100]")
         return self
@@ -93,19 +99,40 @@ def load_photos(folder: str | Path, hw: tuple[int, int]) -> np.ndarray:
 
 def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random horizontal flips, scale jitter (zoom in up to 1.3x, random crop), brightness and contrast."""
+    return augment_boxes(x, gen)[0]
+
+
+def augment_boxes(x: torch.Tensor, gen: torch.Generator, targets: list | None = None) -> tuple[torch.Tensor, list]:
+    """`augment`, and the labels (boxes xyxy px, classes) per image moved with the flips and the zoom; boxes
+    cut to under a quarter of their area by the crop are dropped."""
     n, _, h, w = x.shape
     flip = torch.rand(n, generator=gen) < 0.5
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
-    s = float(1 + 0.3 * torch.rand(1, generator=gen))
+    s, top, left = float(1 + 0.3 * torch.rand(1, generator=gen)), 0, 0
     if s > 1.02:
         big = torch.nn.functional.interpolate(x, scale_factor=s, mode="bilinear", align_corners=False)
         top = int(torch.randint(0, big.shape[2] - h + 1, (1,), generator=gen))
         left = int(torch.randint(0, big.shape[3] - w + 1, (1,), generator=gen))
         x = big[:, :, top:top + h, left:left + w]
+    else:
+        s = 1.0
     gain = 0.8 + 0.4 * torch.rand(n, 1, 1, 1, generator=gen)
     shift = 0.1 * (torch.rand(n, 1, 1, 1, generator=gen) - 0.5)
     mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return ((x - mean) * gain + mean + shift).clamp(0, 1)
+    x = ((x - mean) * gain + mean + shift).clamp(0, 1)
+    moved = []
+    for i, (boxes, classes) in enumerate(targets or []):
+        b = np.asarray(boxes, np.float64).reshape(-1, 4).copy()
+        if flip[i]:
+            b[:, [0, 2]] = w - b[:, [2, 0]]
+        b = b * s - np.array([left, top, left, top])
+        cut = b.copy()
+        cut[:, [0, 2]] = cut[:, [0, 2]].clip(0, w)
+        cut[:, [1, 3]] = cut[:, [1, 3]].clip(0, h)
+        area = lambda v: (v[:, 2] - v[:, 0]).clip(0) * (v[:, 3] - v[:, 1]).clip(0)  # noqa: E731
+        keep = area(cut) >= 0.25 * area(b)
+        moved.append((cut[keep].astype(np.float32), np.asarray(classes)[keep]))
+    return x, moved
 
 
 def _init_lambdas(teacher: OnnxModule, x: torch.Tensor, percentile: float, batch: int) -> dict[str, tuple]:
@@ -128,25 +155,31 @@ def _init_lambdas(teacher: OnnxModule, x: torch.Tensor, percentile: float, batch
     return out
 
 
-def qcfs_student(spiking: onnx.ModelProto, x: torch.Tensor, opts: FinetuneOptions) -> tuple[OnnxModule, dict]:
-    """The spiking part as a torch module with every activation a (signed) QCFS; and the lambdas it started from."""
+def qcfs_student(spiking: onnx.ModelProto, x: torch.Tensor, opts: FinetuneOptions,
+                 noise: dict[str, float] | None = None) -> tuple[OnnxModule, dict]:
+    """The spiking part as a torch module with every activation a (signed) QCFS; and the lambdas it started from.
+    `noise`: the dual error model's measured mean order error per neuron (spikes) per layer (convolution name);
+    layers it does not name use opts.unevenness."""
     student = import_onnx(spiking)
     lams = _init_lambdas(student, x, opts.percentile, opts.batch)
     dual = opts.T if opts.dual_error else None
     for node in student.activation_nodes():
         pos, neg = lams[node.name]
+        e = (noise or {}).get(layer_of(spiking, node))
         if node.op_type == "Relu":
-            student.replace_activation(node.name, QCFS(opts.T, pos, dual, opts.unevenness))
+            student.replace_activation(node.name, QCFS(opts.T, pos, dual, opts.unevenness, e))
         else:
             alpha = next((a.f for a in node.attribute if a.name == "alpha"), 0.01)
-            student.replace_activation(node.name, SignedQCFS(opts.T, pos, neg, alpha, dual, opts.unevenness))
+            student.replace_activation(node.name, SignedQCFS(opts.T, pos, neg, alpha, dual, opts.unevenness, e))
     return student, lams
 
 
-def qcfs_nodes(name: str, x: str, y: str, lam: float, levels: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """The ONNX chain activations_to_neurons recognises: Mul(L/lam), Add(0.5), Floor, Div(L), Clip(0, 1), Mul(lam)."""
+def qcfs_nodes(name: str, x: str, y: str, lam: float, levels: int,
+               sign: float = 1.0) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """The ONNX chain activations_to_neurons recognises: Mul(L/lam), Add(0.5), Floor, Div(L), Clip(0, 1), Mul(lam)
+    (sign -1: the chain of -x, Mul(-L/lam) first)."""
     c = {k: numpy_helper.from_array(np.array(v, np.float32), f"{name}_qcfs_{k}")
-         for k, v in (("scale", levels / lam), ("half", 0.5), ("levels", float(levels)), ("zero", 0.0),
+         for k, v in (("scale", sign * levels / lam), ("half", 0.5), ("levels", float(levels)), ("zero", 0.0),
                       ("one", 1.0), ("lam", lam))}
     t = [f"{name}_qcfs_t{i}" for i in range(5)]
     nodes = [helper.make_node("Mul", [x, c["scale"].name], [t[0]], name=f"{name}_qcfs_mul"),
@@ -158,8 +191,21 @@ def qcfs_nodes(name: str, x: str, y: str, lam: float, levels: int) -> tuple[list
     return nodes, list(c.values())
 
 
+def signed_qcfs_nodes(name: str, x: str, y: str, lam_pos: float, lam_neg: float, alpha: float,
+                      levels: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """A signed QCFS as ONNX (compiler/qcfs.py): QCFS_lam+(x) - alpha QCFS_lam-(-x), which split_leaky_relu turns
+    into two IF neurons per channel with theta = lam+ and lam-."""
+    pos, c_pos = qcfs_nodes(f"{name}_pos", x, f"{name}_pos_y", lam_pos, levels)
+    neg, c_neg = qcfs_nodes(f"{name}_neg", x, f"{name}_neg_y", lam_neg, levels, sign=-1.0)
+    a = numpy_helper.from_array(np.array(alpha, np.float32), f"{name}_alpha")
+    tail = [helper.make_node("Mul", [f"{name}_neg_y", a.name], [f"{name}_neg_scaled"], name=f"{name}_alpha_mul"),
+            helper.make_node("Sub", [f"{name}_pos_y", f"{name}_neg_scaled"], [y], name=f"{name}_signed_sub")]
+    return pos + neg + tail, c_pos + c_neg + [a]
+
+
 def export_qcfs(prepared: onnx.ModelProto, student: OnnxModule) -> onnx.ModelProto:
-    """`prepared` with the student's trained initializers and each ReLU replaced by its QCFS chain."""
+    """`prepared` with the student's trained initializers, each ReLU replaced by its QCFS chain and each LeakyReLU
+    by its signed QCFS (both lambdas kept)."""
     out = onnx.ModelProto()
     out.CopyFrom(prepared)
     trained = student.trained_initializers()
@@ -175,12 +221,18 @@ def export_qcfs(prepared: onnx.ModelProto, student: OnnxModule) -> onnx.ModelPro
             chain, consts = qcfs_nodes(node.name, node.input[0], node.output[0], float(act.lam_value().detach()), act.levels)
             nodes += chain
             out.graph.initializer.extend(consts)
+        elif isinstance(act, SignedQCFS):
+            chain, consts = signed_qcfs_nodes(node.name, node.input[0], node.output[0],
+                                              float(act.pos.lam_value().detach()), float(act.neg.lam_value().detach()),
+                                              act.alpha, act.pos.levels)
+            nodes += chain
+            out.graph.initializer.extend(consts)
         else:
             nodes.append(node)
     del out.graph.node[:]
     out.graph.node.extend(nodes)
     out.metadata_props.add(key="snnc.qcfs_levels", value=str(next(
-        (a.levels for a in acts.values() if isinstance(a, QCFS)), 0)))
+        (a.levels if isinstance(a, QCFS) else a.pos.levels for a in acts.values()), 0)))
     onnx.checker.check_model(out)
     return out
 
@@ -190,20 +242,36 @@ def _head_loss(got: tuple[torch.Tensor, ...], ref: tuple[torch.Tensor, ...]) -> 
     return sum(torch.mean((g - r) ** 2) / (torch.mean(r ** 2) + 1e-8) for g, r in zip(got, ref)) / len(ref)
 
 
-def finetune(model_path: str | Path, images: str | Path, options: FinetuneOptions | None = None, *,
+def finetune(model_path: str | Path, images: str | Path | None, options: FinetuneOptions | None = None, *,
+             data: str | Path | None = None, noise_from: str | Path | None = None,
              progress: bool = True) -> FinetuneResult:
-    """Fine-tune `model_path` for T steps by distillation from itself on the photos in `images`."""
+    """Fine-tune `model_path` for T steps by distillation from itself on the photos in `images` and, with `data`
+    (a COCO json, images beside it), on those images too with the YOLO loss on their labels added. `noise_from`:
+    an snnc eval metrics.json whose per-layer unevenness sets the dual error model's noise per layer."""
     opts = (options or FinetuneOptions()).validate()
+    if images is None and data is None:
+        raise SnncError("snnc finetune needs photos: --images DIR, --data annotations.json, or both")
+    if noise_from is not None and not opts.dual_error:
+        raise SnncError("--noise-from sets the dual error model's noise; it cannot go with --no-dual-error")
+    noise = unevenness_from_metrics(noise_from, opts.T) if noise_from is not None else None
     torch.manual_seed(opts.seed)
     prepared = prepare(model_path)
     parts = split_model(prepared, source=str(model_path))
     c, h, w = [d.dim_value for d in parts.spiking.graph.input[0].type.tensor_type.shape.dim][1:]
     hw = (opts.size, opts.size) if opts.size else (h, w)
-    x = torch.from_numpy(load_photos(images, hw))
+    geoms, targets, sets = None, [], []
+    if data is not None:
+        geoms = probe_heads(parts.host, [o.name for o in parts.spiking.graph.output], Path(model_path).name)
+        labelled, targets = load_labels(data, hw)
+        sets.append(labelled)
+    if images is not None:
+        sets.append(load_photos(images, hw))
+    x = torch.from_numpy(np.concatenate(sets))
+    n_lab = len(targets)
     teacher = import_onnx(parts.spiking).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    student, lams = qcfs_student(parts.spiking, x, opts)
+    student, lams = qcfs_student(parts.spiking, x, opts, noise)
     optim = torch.optim.Adam(student.parameters(), lr=opts.lr)
     gen = torch.Generator().manual_seed(opts.seed)
     steps = opts.epochs * ((len(x) + opts.batch - 1) // opts.batch)
@@ -213,14 +281,22 @@ def finetune(model_path: str | Path, images: str | Path, options: FinetuneOption
     for epoch in range(opts.epochs):
         perm = torch.randperm(len(x), generator=gen)
         student.train()
-        total, count = 0.0, 0
+        total, det_total, count, det_count = 0.0, 0.0, 0, 0
         for i in range(0, len(x), opts.batch):
-            xb = x[perm[i:i + opts.batch]]
+            idx = perm[i:i + opts.batch]
+            xb, lab = x[idx], [int(k) for k in idx if k < n_lab]
+            tb = [targets[k] for k in lab]
             if opts.augment:
-                xb = augment(xb, gen)
+                xb, tb = augment_boxes(xb, gen, tb)
             with torch.no_grad():
                 ref = teacher(xb)
-            loss = _head_loss(student(xb), ref)
+            out = student(xb)
+            loss = _head_loss(out, ref)
+            if tb and opts.label_weight > 0:  # labelled images come first in x: their rows in the batch
+                rows = (idx < n_lab).nonzero().flatten()
+                det = yolo_loss(tuple(o[rows] for o in out), geoms, tb, hw)
+                loss = loss + opts.label_weight * det
+                det_total, det_count = det_total + float(det.detach()) * len(tb), det_count + len(tb)
             optim.zero_grad()
             loss.backward()
             optim.step()
@@ -231,15 +307,19 @@ def finetune(model_path: str | Path, images: str | Path, options: FinetuneOption
         student.eval()
         with torch.no_grad():
             ev = float(_head_loss(student(x), teacher(x)))
-        history.append({"epoch": epoch + 1, "train_loss": total / count, "eval_loss_qcfs": ev,
-                        "seconds": round(time.time() - start, 1)})
+        entry = {"epoch": epoch + 1, "train_loss": total / count, "eval_loss_qcfs": ev,
+                 "seconds": round(time.time() - start, 1)}
+        if det_count:
+            entry["train_label_loss"] = det_total / det_count
+        history.append(entry)
         log.info("epoch %d: train %.5f, QCFS (no noise) on the photos %.5f", epoch + 1, total / count, ev)
     bar.close()
     model = export_qcfs(prepared, student)
     final = {n: float(a.lam_value().detach()) if isinstance(a, QCFS) else [float(a.pos.lam_value().detach()), float(a.neg.lam_value().detach())]
              for n, a in ((k, student.activations[student._act_keys[k]]) for k in student._act_keys)}
-    record = {"source": Path(model_path).name, "photos": int(len(x)), "input_size": list(hw),
-              "options": asdict(opts), "history": history, "lambda_init": lams, "lambda_final": final,
+    record = {"source": Path(model_path).name, "photos": int(len(x)), "labelled": n_lab, "input_size": list(hw),
+              "options": asdict(opts), "order_error_per_layer": noise,
+              "history": history, "lambda_init": lams, "lambda_final": final,
               "seconds": round(time.time() - start, 1)}
     return FinetuneResult(model, record)
 

@@ -17,7 +17,9 @@ Dual error model (DE-SNN): during training the activation also sees the SNN's er
         + u * lambda / T                                           the order-dependent part (unevenness)
 with u uniform in [-s, s] where the neuron is active (0 < y < lambda): the spike order can move a neuron's
 count by at most one spike, and `s` (<= 1, the `unevenness` option) is the fraction of that bound one expects.
-In evaluation mode the noise is off.
+In evaluation mode the noise is off. Per layer the level can instead be a measured mean order error per neuron,
+`mean_error` spikes (from snnc eval, training/noise.py): then s = 2 mean_error / (fraction of active neurons) in
+each batch, at most 1, so the noise's mean |u| over the whole layer is the measured one.
 """
 
 from __future__ import annotations
@@ -45,12 +47,14 @@ def quantize(z: torch.Tensor, lam: torch.Tensor, levels: int) -> torch.Tensor:
 class QCFS(torch.nn.Module):
     """QCFS with `levels` steps and one trainable lambda per layer; optional dual error model at T steps."""
 
-    def __init__(self, levels: int, lam: float, dual_T: int | None = None, unevenness: float = 0.0) -> None:
+    def __init__(self, levels: int, lam: float, dual_T: int | None = None, unevenness: float = 0.0,
+                 mean_error: float | None = None) -> None:
         super().__init__()
         self.levels = int(levels)
         self.lam = torch.nn.Parameter(torch.tensor(float(max(lam, EPS))))
         self.dual_T = dual_T
         self.unevenness = float(unevenness)
+        self.mean_error = mean_error
 
     def lam_value(self) -> torch.Tensor:
         return self.lam.clamp_min(EPS)
@@ -59,9 +63,12 @@ class QCFS(torch.nn.Module):
         lam = self.lam_value()
         if self.training and self.dual_T:
             y = quantize(z, lam, self.dual_T)
-            if self.unevenness > 0:
+            s = self.unevenness
+            if self.mean_error is not None or s > 0:
                 active = ((y > 0) & (y < lam)).to(z.dtype)
-                u = (torch.rand_like(z) * 2 - 1) * self.unevenness
+                if self.mean_error is not None:
+                    s = min(1.0, 2.0 * self.mean_error / max(float(active.mean()), 1e-6))
+                u = (torch.rand_like(z) * 2 - 1) * s
                 y = y + active * u * lam.detach() / self.dual_T
             return y
         return quantize(z, lam, self.levels)
@@ -71,11 +78,11 @@ class SignedQCFS(torch.nn.Module):
     """QCFS_lam_pos(z) - alpha * QCFS_lam_neg(-z): a LeakyReLU(alpha) as snnc's two split IF neurons."""
 
     def __init__(self, levels: int, lam_pos: float, lam_neg: float, alpha: float, dual_T: int | None = None,
-                 unevenness: float = 0.0) -> None:
+                 unevenness: float = 0.0, mean_error: float | None = None) -> None:
         super().__init__()
         self.alpha = float(alpha)
-        self.pos = QCFS(levels, lam_pos, dual_T, unevenness)
-        self.neg = QCFS(levels, lam_neg, dual_T, unevenness)
+        self.pos = QCFS(levels, lam_pos, dual_T, unevenness, mean_error)
+        self.neg = QCFS(levels, lam_neg, dual_T, unevenness, mean_error)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.pos(z) - self.alpha * self.neg(-z)

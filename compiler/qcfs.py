@@ -1,0 +1,111 @@
+"""The signed QCFS pattern (a fine-tuned LeakyReLU, `snnc finetune`) and the per-channel QCFS chain that replaces it.
+
+A LeakyReLU(alpha) trained as two QCFS activations, leaky(z) ~ QCFS_lam+(z) - alpha QCFS_lam-(-z), is written to
+ONNX as two QCFS chains on the same convolution output z and their difference:
+
+    a = Mul(L/lam+) -> Add(0.5) -> Floor -> Div(L) -> Clip(0, 1) -> Mul(lam+)        on z
+    b = Mul(-L/lam-) -> Add(0.5) -> Floor -> Div(L) -> Clip(0, 1) -> Mul(lam-)       on z (the scale's sign: -z)
+    y = Sub(a, Mul(b, alpha))
+
+`split_leaky_relu` turns it into exactly what it makes of a LeakyReLU: the convolution doubled into [z; -z]
+channel pairs, one QCFS chain with per-channel lambdas (lam+, lam-) on them, and the pointwise recombination
+folded into the consumers; `activations_to_neurons` then makes the chain IF neurons with theta = lambda and
+V(0) = theta/2, so the trained lambdas of both signs survive the conversion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from snnc.compiler.graph import const_value, make_const, make_var, unique_name
+
+
+@dataclass
+class SignedQcfs:
+    """A matched signed QCFS: z (the convolution output), the nodes to remove, its lambdas, alpha, L, the output."""
+
+    z: gs.Tensor
+    nodes: list[gs.Node]
+    lam_pos: float
+    lam_neg: float
+    alpha: float
+    levels: int
+    out: gs.Tensor
+
+
+def _scalar(t: gs.Tensor | None) -> float | None:
+    v = const_value(t) if t is not None else None
+    return None if v is None or v.size != 1 else float(v.reshape(-1)[0])
+
+
+def _other(node: gs.Node, x: gs.Tensor) -> gs.Tensor | None:
+    others = [t for t in node.inputs if t is not x]
+    return others[0] if len(others) == 1 else None
+
+
+def _only(t: gs.Tensor, op: str) -> gs.Node | None:
+    return t.outputs[0] if len(t.outputs) == 1 and t.outputs[0].op == op else None
+
+
+def _chain(mul: gs.Node) -> tuple[list[gs.Node], float, float, int] | None:
+    """(nodes, scale, lam, L) of the QCFS chain that starts at `mul` (any sign of scale), or None."""
+    x = mul.inputs[0]
+    scale = _scalar(_other(mul, x))
+    add = _only(mul.outputs[0], "Add")
+    if scale is None or add is None or _scalar(_other(add, mul.outputs[0])) != 0.5:
+        return None
+    floor = _only(add.outputs[0], "Floor")
+    if floor is None:
+        return None
+    div = _only(floor.outputs[0], "Div") or _only(floor.outputs[0], "Mul")
+    d = _scalar(div.inputs[1]) if div is not None else None
+    if not d:
+        return None
+    levels = d if div.op == "Div" else 1.0 / d
+    clip = _only(div.outputs[0], "Clip")
+    if clip is None or len(clip.inputs) < 3 or _scalar(clip.inputs[1]) != 0.0 or _scalar(clip.inputs[2]) != 1.0:
+        return None
+    last = _only(clip.outputs[0], "Mul")
+    lam = _scalar(_other(last, clip.outputs[0])) if last is not None else None
+    if lam is None or lam <= 0 or abs(abs(scale) - levels / lam) > 1e-5 * max(1.0, abs(scale)):
+        return None
+    return [mul, add, floor, div, clip, last], scale, lam, int(round(levels))
+
+
+def match_signed_qcfs(z: gs.Tensor) -> SignedQcfs | None:
+    """The signed QCFS reading `z` (two chains of opposite scale, then Sub(a, Mul(b, alpha))), or None."""
+    if len(z.outputs) != 2 or any(n.op != "Mul" or n.inputs[0] is not z for n in z.outputs):
+        return None
+    chains = [_chain(n) for n in z.outputs]
+    if any(c is None for c in chains):
+        return None
+    chains.sort(key=lambda c: -c[1])
+    (pos, s_pos, lam_pos, l_pos), (neg, s_neg, lam_neg, l_neg) = chains
+    if not (s_pos > 0 > s_neg) or l_pos != l_neg:
+        return None
+    scale = _only(neg[-1].outputs[0], "Mul")
+    alpha = _scalar(_other(scale, neg[-1].outputs[0])) if scale is not None else None
+    sub = _only(scale.outputs[0], "Sub") if scale is not None else None
+    if alpha is None or sub is None or sub.inputs[0] is not pos[-1].outputs[0] or len(pos[-1].outputs[0].outputs) != 1:
+        return None
+    return SignedQcfs(z, pos + neg + [scale, sub], lam_pos, lam_neg, alpha, l_pos, sub.outputs[0])
+
+
+def insert_qcfs_chain(graph: gs.Graph, base: str, x: gs.Tensor, y: gs.Tensor, lam: np.ndarray, levels: int) -> None:
+    """Append the QCFS chain y = lam clip(floor(x L / lam + 1/2) / L, 0, 1) with per-channel lam (C,) on NCHW x."""
+    lam = np.asarray(lam, np.float32).reshape(1, -1, 1, 1)
+    steps = [("Mul", make_const(graph, base + "_scale", (levels / lam).astype(np.float32))),
+             ("Add", make_const(graph, base + "_half", np.float32(0.5))), ("Floor", None),
+             ("Div", make_const(graph, base + "_levels", np.float32(levels))),
+             ("Clip", (make_const(graph, base + "_zero", np.float32(0)),
+                      make_const(graph, base + "_one", np.float32(1)))),
+             ("Mul", make_const(graph, base + "_lam", lam))]
+    t = x
+    for i, (op, c) in enumerate(steps):
+        out = y if i == len(steps) - 1 else make_var(graph, f"{base}_t{i}", shape=x.shape)
+        ins = [t] + ([] if c is None else list(c) if isinstance(c, tuple) else [c])
+        graph.nodes.append(gs.Node(op, unique_name(graph, f"{base}_{op.lower()}{i}"), inputs=ins, outputs=[out]))
+        t = out

@@ -1,0 +1,91 @@
+"""A fine-tuned LeakyReLU keeps its trained lambdas: the signed QCFS export, split into two IF neurons per channel
+with theta = lam+ and lam- by snnc compile, equal to the QCFS ANN at T = L; refused with one line under --leaky ibt."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+from models import Builder, tiny_yolo
+
+torch = pytest.importorskip("torch")  # the `train` extra; CI installs it with `test`
+
+from snnc.apps.cli import main  # noqa: E402
+from snnc.backends import get_backend  # noqa: E402
+from snnc.compiler.api import compile_model  # noqa: E402
+from snnc.compiler.frontend import prepare  # noqa: E402
+from snnc.compiler.graph import run_model  # noqa: E402
+from snnc.compiler.split import split_model  # noqa: E402
+from snnc.training.finetune import export_qcfs  # noqa: E402
+from snnc.training.importer import import_onnx  # noqa: E402
+from snnc.training.qcfs import SignedQCFS  # noqa: E402
+
+LAM_POS, LAM_NEG, ALPHA, L = 0.9, 0.4, 0.1, 4
+
+
+def _leaky_qcfs(tmp_path):
+    """conv -> LeakyReLU(0.1) -> conv head, the LeakyReLU a signed QCFS(L = 4) with lam+ = 0.9, lam- = 0.4."""
+    b = Builder(3)
+    h = b.node("LeakyRelu", [b.conv("images", 3, 5)], alpha=ALPHA)
+    head = b.conv(h, 5, 4, k=1)
+    path = tmp_path / "leaky.onnx"
+    onnx.save(b.model([1, 3, 8, 8], [head]), path)
+    prepared = prepare(path)
+    student = import_onnx(split_model(prepared).spiking)
+    for node in student.activation_nodes():
+        student.replace_activation(node.name, SignedQCFS(L, LAM_POS, LAM_NEG, ALPHA))
+    qmodel = export_qcfs(prepared, student)
+    out = tmp_path / "leaky_qcfs.onnx"
+    onnx.save(qmodel, out)
+    return out, qmodel, student.eval(), head
+
+
+def test_signed_qcfs_export_round_trip_through_compile(tmp_path):
+    path, qmodel, student, head = _leaky_qcfs(tmp_path)
+    assert "LeakyRelu" not in {n.op_type for n in qmodel.graph.node}
+    x = np.random.default_rng(5).uniform(-1, 1, (3, 3, 8, 8)).astype(np.float32)
+    ref = run_model(qmodel, {"images": x})[head]
+    with torch.no_grad():  # the ONNX chain computes the trained module
+        assert np.abs(student(torch.from_numpy(x))[0].numpy() - ref).max() < 1e-5
+    res = compile_model(path, calib_random=2, progress=False)
+    ifs = [n for n in res.spiking.graph.node if n.domain == "snnc"]
+    assert [n.op_type for n in ifs] == ["IF"]  # one layer of IF neurons: the split, no signed IBT neuron
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in ifs[0].attribute}
+    assert attrs["qcfs_levels"] == L and attrs["v_init"] == 0.5
+    assert np.allclose(attrs["lambda"], [LAM_POS, LAM_NEG] * 5, rtol=1e-6)  # z, -z pairs, both trained lambdas
+    got = get_backend("numpy").simulate(res.network, x, [L], progress=False).outputs[L][res.network.outputs[0]]
+    assert np.abs(got - ref).max() < 1e-4 * max(1.0, np.abs(ref).max())
+
+
+def test_signed_qcfs_refused_under_leaky_ibt(tmp_path, capsys):
+    path = _leaky_qcfs(tmp_path)[0]
+    out = tmp_path / "m.lava"
+    rc = main(["compile", str(path), "--calib-random", "2", "--leaky", "ibt", "-o", str(out)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("snnc: error: ") and "signed QCFS" in err[0], err
+    assert not out.exists()
+
+
+def test_finetune_leaky_model_keeps_every_lambda(tmp_path):
+    """snnc finetune on a LeakyReLU detector: every LeakyReLU comes back from snnc compile as IF neurons whose
+    lambdas are the trained ones in the training log."""
+    model = tmp_path / "tiny.onnx"
+    onnx.save(tiny_yolo(leaky=True), model)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(photos / f"p{i}.png")
+    out = tmp_path / "tiny_T4.onnx"
+    assert main(["finetune", str(model), "--images", str(photos), "-T", "4", "--epochs", "1", "--batch", "2",
+                 "-o", str(out), "-q", "--threads", "1"]) == 0
+    trained = json.loads(out.with_suffix(".json").read_text())["lambda_final"]
+    res = compile_model(out, calib_random=2, progress=False)
+    got = sorted(tuple(np.round(onnx.helper.get_attribute_value(a)[:2], 4))
+                 for n in res.spiking.graph.node
+                 if n.domain == "snnc" and any(a.name == "qcfs_levels" for a in n.attribute)
+                 for a in n.attribute if a.name == "lambda")
+    assert got == sorted(tuple(np.round(v, 4)) for v in trained.values())  # all six, both signs
