@@ -147,11 +147,17 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, Path, np.ndarra
     from snnc.compiler.darknet import darknet_to_onnx
     from snnc.compiler.zoo import fetch_yolov3_tiny
 
+    tag = f"size{args.size}-images{args.images}"
+    if (work / "net.lava").exists() and (work / "ann.onnx").exists() and (work / "what.txt").exists():
+        what, kept = (work / "what.txt").read_text().split("\n", 1)
+        if kept == tag:
+            x = np.stack([letterbox(photo(n), (args.size, args.size))[0] for n in _names(args.images)])
+            return work / "net.lava", work / "ann.onnx", x, what + " (kept from an earlier run)"
     cfg, weights = fetch_yolov3_tiny()
     model = work / "yolov3-tiny.onnx"
     onnx.save(darknet_to_onnx(cfg, weights, input_size=args.size, decode=True), model)
     calib = work / "calib"
-    calib.mkdir()
+    calib.mkdir(exist_ok=True)
     for n in CALIB:
         Image.fromarray(photo(n)).save(calib / f"{n}.png")
     tic = time.perf_counter()
@@ -160,8 +166,9 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, Path, np.ndarra
     onnx.save(result.ann, work / "ann.onnx")
     x = np.stack([letterbox(photo(n), (args.size, args.size))[0] for n in _names(args.images)])
     passes = ", ".join(result.network.meta["passes"])
-    return (work / "net.lava", work / "ann.onnx", x,
-            f"yolov3-tiny (COCO) {args.size}x{args.size}, compiled in {time.perf_counter() - tic:.0f} s ({passes})")
+    what = f"yolov3-tiny (COCO) {args.size}x{args.size}, compiled in {time.perf_counter() - tic:.0f} s ({passes})"
+    (work / "what.txt").write_text(what + "\n" + tag)
+    return work / "net.lava", work / "ann.onnx", x, what
 
 
 def _names(n: int) -> list[str]:
@@ -335,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synthetic", action="store_true", help="the random-weight yolov3-tiny-shaped network")
     ap.add_argument("--neuron", choices=("IF", "SignedIF"), default=None, help="synthetic network's neurons")
     ap.add_argument("--conv", action="store_true", help="only compare onnxruntime and numpy im2col convolutions")
+    ap.add_argument("--keep", help="compile into this folder and keep it; a later run with the same --keep, "
+                    "--size and --images reuses its network (yolov3-tiny at 416 px compiles in minutes)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--ann", help=argparse.SUPPRESS)
     ap.add_argument("--inputs", help=argparse.SUPPRESS)
@@ -353,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     with tempfile.TemporaryDirectory(prefix="snnc-speed-") as tmp:
         work = Path(tmp)
+        if args.keep and not (args.synthetic or args.lava):
+            work = Path(args.keep)
+            work.mkdir(parents=True, exist_ok=True)
         lava, ann, x, what = prepare(args, work)
         np.save(work / "x.npy", x)
         print(f"network: {what}; input {tuple(x.shape)}")

@@ -17,7 +17,7 @@ path (tested at 1e-5 relative). Per-sample results do not depend on the batch, a
 paths is made per sample (one step of one image) from that sample's spike fraction, so chunked runs still equal
 unchunked ones.
 
-When it pays: `EVENT_RATE_PER_FAN_IN`, measured with `bench/event_driven.py` on the 2-core development machine (see
+When it pays ("auto"): `EVENT_RATE_PER_FAN_IN`, measured with `bench/event_driven.py` on the 2-core development machine (see
 docs/backends.md, "Event-driven synapses").
 """
 
@@ -29,13 +29,14 @@ import numpy as np
 
 from snnc.ir.network import Layer
 
-# "auto" takes the event path for a sample whose input spike fraction is at most fan-in x EVENT_RATE_PER_FAN_IN
-# (capped at EVENT_MAX_RATE). The event path's cost per active input pixel (the transposes, the per-tap scatter) is
-# amortized over the pixel's C_in channels and taps, so its crossover rises with the fan-in: bench/event_driven.py
-# (one thread, float) measured 0.14-0.22 % at fan-in 144-288 (yolov3-tiny's 208 and 104 px layers), 0.6-0.85 % at
-# 576-1152, 2-5 % at 1024-2304. The rule stays at or below about half of each measured crossover, so that "auto"
-# is not slower than the dense path where the measurement was noisy.
-EVENT_RATE_PER_FAN_IN = 4e-6
+# "auto" takes the event path for a sample whose input spike fraction is at most EVENT_RATE_PER_FAN_IN x the
+# layer's fan-in per input (C_in x taps / strides: the multiply-adds one input spike does that land on an output),
+# capped at EVENT_MAX_RATE. The event path's cost per active input pixel (the transposes, the per-tap scatter) is
+# amortized over that fan-in, so its crossover rises with it. bench/event_driven.py (one thread) measured
+# crossovers of 0.14-0.22 % at fan-in 144-288 (yolov3-tiny's 208 and 104 px layers), 0.6-0.85 % at 576-1152,
+# 2-5 % at 1024-2304 in float; about half of that in fixed point (int64 products against exact float32 pieces).
+# The constants stay at or below the measured crossovers, so "auto" is not slower than the dense path.
+EVENT_RATE_PER_FAN_IN = {"float": 4e-6, "fixed": 2.5e-6}
 EVENT_MAX_RATE = 0.02
 # Cap on the float32/int64 bytes of one sparse product (active pixels x taps x C_out); larger batches run in pieces.
 EVENT_BYTES = 32 * 1024**2
@@ -47,11 +48,17 @@ def supports(layer: Layer) -> bool:
     return layer.op in ("conv", "deconv", "dense") and int(layer.attrs.get("group", 1)) == 1
 
 
-def auto_rate(layer: Layer) -> float:
+def auto_rate(layer: Layer, mode: str = "float") -> float:
     """The largest input spike fraction at which "auto" takes the event path for this layer."""
     w = layer.weight
-    fan_in = int(np.prod(w.shape[1:])) if layer.op != "deconv" else int(w.shape[0] * np.prod(w.shape[2:]))
-    return min(EVENT_MAX_RATE, fan_in * EVENT_RATE_PER_FAN_IN)
+    if layer.op == "dense":
+        fan_in = int(w.shape[1])
+    else:
+        strides = np.prod([int(v) for v in layer.attrs.get("strides", [1, 1])])
+        c_in = w.shape[1] if layer.op == "conv" else w.shape[0]
+        # conv: a spike's taps that fall between strided outputs are computed and dropped
+        fan_in = int(c_in * np.prod(w.shape[2:])) // (int(strides) if layer.op == "conv" else 1)
+    return min(EVENT_MAX_RATE, fan_in * EVENT_RATE_PER_FAN_IN[mode])
 
 
 class EventSynapses:
@@ -185,5 +192,6 @@ def wrap(op: Callable, layer: Layer, weight: np.ndarray, bias: np.ndarray | None
     """The simulator's operator for a layer: `op` itself, or op with an event path (`event`: auto, on, off)."""
     if event == "off" or not spikes_in or not supports(layer):
         return op
-    rate = 1.0 if event == "on" else auto_rate(layer)
+    mode = "fixed" if np.issubdtype(np.asarray(weight).dtype, np.integer) else "float"
+    rate = 1.0 if event == "on" else auto_rate(layer, mode)
     return AutoSynapses(op, EventSynapses(layer, weight, bias, in_shape), rate)
