@@ -287,8 +287,11 @@ def report(rows: list[dict], mode: str, macs: tuple[int, int] | None = None) -> 
             rss += f" (GPU {r['gpu_peak_mib']:.0f})"
         print(f"{r['backend']:<7} {per_image:9.2f} {per_image / T * 1e3:9.2f} {r['ann_wall'] * 1e3:8.2f} "
               f"{per_image / (T * r['ann_wall']):16.2f} {r['cpu'] / r['images'] / (T * r['ann_cpu']):7.2f} {rss:>20}")
-    print("per image-step from the difference of two runs, (time(T) - time(t0)) / (T - t0), start-up cancelled:")
-    print(f"{'backend':<7} {'t0':>5} {'ms/step wall':>13} {'/ ANN wall':>11} {'ms/step CPU':>12} {'/ ANN CPU':>10}")
+    print("per image-step from the difference of two runs, (time(T) - time(t0)) / (T - t0), start-up cancelled; "
+          "/ MACs: the ratio to the ANN over the graph's MAC ratio (1: as fast per MAC as the ANN)")
+    k = macs[0] / macs[1] if macs else float("nan")
+    print(f"{'backend':<7} {'t0':>5} {'ms/step wall':>13} {'/ ANN wall':>11} {'ms/step CPU':>12} {'/ ANN CPU':>10} "
+          f"{'/ MACs wall':>12} {'/ MACs CPU':>11}")
     for r in rows:
         n, dt = r["images"], T - r["t0"]
         if dt <= 0:
@@ -297,7 +300,8 @@ def report(rows: list[dict], mode: str, macs: tuple[int, int] | None = None) -> 
         step_cpu = (r["cpu"] - r["cpu_t0"]) / (n * dt)
         name = r["backend"] + (f" ({r['gpu']})" if r.get("gpu") else "")
         print(f"{name:<7} {r['t0']:5d} {step_wall * 1e3:13.2f} {step_wall / r['ann_wall']:11.2f} "
-              f"{step_cpu * 1e3:12.2f} {step_cpu / r['ann_cpu']:10.2f}")
+              f"{step_cpu * 1e3:12.2f} {step_cpu / r['ann_cpu']:10.2f} {step_wall / r['ann_wall'] / k:12.2f} "
+              f"{step_cpu / r['ann_cpu'] / k:11.2f}")
     ref = next((r for r in rows if r["backend"] == "numpy"), None)
     lava = next((r for r in rows if r["backend"] == "lava"), None)
     c = next((r for r in rows if r["backend"] == "c"), None)
@@ -324,6 +328,10 @@ def report(rows: list[dict], mode: str, macs: tuple[int, int] | None = None) -> 
                                                                                     + 1e-30))
                           for k in ref["arrays"] if k.startswith("out:"))
                 print(f"{r['backend']} vs numpy: max |diff| / max |numpy| at the heads {rel:.2e}")
+    import os
+
+    print(f"load average (1, 5, 15 min) at the end: {' '.join(f'{v:.1f}' for v in os.getloadavg())} on "
+          f"{os.cpu_count()} CPUs")
     print("firing rates (numpy or first backend): " + ", ".join(
         f"{k} {100 * v:.1f}%" for k, v in (ref or rows[0])["rates"].items()))
 

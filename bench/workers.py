@@ -12,14 +12,19 @@ order swapped from round to round), so a change of load hits both. Printed per r
 the machine's idle CPU share and steal time during the run (/proc/stat), and the CPU seconds the tasks used (the
 report's timing["cpu"]: each task's process CPU time, all its threads): CPU seconds per image is the work, which
 the number of workers should not change (no per-task overhead), and CPU seconds over wall time is how many cores
-the workers got, and the driver's own CPU seconds (this process: loading, merging, scoring). Then the ratio of
+the workers got; the worker processes' whole CPU time (the tasks plus unpacking the network, building the ANN
+session, returning the results), Ray's own processes' (GCS, raylet: local instance only) and the driver's
+(this process: loading, merging, scoring). Then the ratio of
 throughputs (the best and the median over rounds) with the load averages, and the ratio a quiet machine would
 give from the CPU figures: (driver + tasks with 1 worker) / (driver + tasks with N / min(N, cores)), the tasks'
 CPU time split over the workers and the driver's counted as if it never overlapped them (a lower bound).
 
-On a shared machine the ratio is bounded by the cores the other jobs leave: with their load L on C cores, each
-runnable thread gets about C / (L + N) of a core, so N workers get N / (L + N) x C cores against 1 / (L + 1) x C
-for one (at L = 10 on 2 cores: 1.8x), as long as the scheduler shares fairly per thread.
+On a shared machine the ratio is bounded by the cores the other jobs leave. Where Linux schedules by session
+(sched_autogroup, on by default on desktop kernels and on the development machine), the CPU is first shared
+between sessions and only then between a session's threads: the Ray workers, started from this session, share
+one session's slice, so under load two workers get the same CPU time as one and the ratio stays near 1 (printed:
+the "cores" the tasks got). Without autogroup, each runnable thread gets about C / (L + N) of a core under a load
+L on C cores, so N workers would get N / (L + N) x C cores against 1 / (L + 1) x C for one.
 The metrics of every run are checked to be identical to the first run's (the workers do not change the numbers).
 """
 
@@ -43,6 +48,55 @@ def cpu_times() -> tuple[float, float, float]:
     except OSError:
         return 0.0, 0.0, 0.0
     return sum(f[:8]), f[3] + f[4], f[7]
+
+
+def ray_cpu() -> tuple[float, float]:
+    """CPU seconds (user + system, from /proc) so far of this process's descendants: Ray's worker processes
+    (command line "ray::...") and Ray's own processes (GCS, raylet, agents) of the private instance."""
+    procs: dict[int, tuple[int, float, str]] = {}  # pid -> (parent, cpu seconds, command line)
+    tick = os.sysconf("SC_CLK_TCK")
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        f = stat[stat.rindex(")") + 2:].split()  # fields from the state on (the name may hold spaces)
+        procs[int(d.name)] = (int(f[1]), (int(f[11]) + int(f[12])) / tick, cmd)
+    mine, workers, system = {os.getpid()}, 0.0, 0.0
+    changed = True
+    while changed:  # descendants of this process
+        changed = False
+        for pid, (parent, _, _) in procs.items():
+            if parent in mine and pid not in mine:
+                mine.add(pid)
+                changed = True
+    for pid in mine - {os.getpid()}:
+        _, cpu, cmd = procs[pid]
+        if cmd.startswith("ray::"):
+            workers += cpu
+        else:
+            system += cpu
+    return workers, system
+
+
+def autogroups() -> str:
+    """Linux's session scheduling (sched_autogroup): whether it is on, and how many sessions have processes."""
+    try:
+        on = Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "1"
+    except OSError:
+        return "sched_autogroup: unknown"
+    groups = set()
+    for d in Path("/proc").iterdir():
+        try:
+            text = (d / "autogroup").read_text().split() if d.name.isdigit() else []
+        except OSError:
+            continue
+        if text:
+            groups.add(text[0])
+    return f"sched_autogroup {'on' if on else 'off'}, {len(groups)} session groups with processes"
 
 
 def prepare(root: Path, images: int, seed: int) -> tuple[Path, Path]:
@@ -106,9 +160,12 @@ def main(argv: list[str] | None = None) -> int:
                                  mode=args.mode, workers=w)
                 load0 = os.getloadavg()[0]
                 c0 = cpu_times()
+                r0 = ray_cpu()
                 tic, dtic = time.perf_counter(), time.process_time()
                 metrics = evaluate(lava, cfg)
                 wall, driver = time.perf_counter() - tic, time.process_time() - dtic
+                r1 = ray_cpu()
+                in_workers, in_ray = r1[0] - r0[0], r1[1] - r0[1]
                 c1 = cpu_times()
                 total = max(1.0, c1[0] - c0[0])
                 idle, steal = (c1[1] - c0[1]) / total, (c1[2] - c0[2]) / total
@@ -123,8 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                 cpus[w].append(cpu / args.images)
                 drivers[w].append(driver / args.images)
                 print(f"round {r + 1}, --workers {w}: {wall:6.1f} s wall, {args.images / wall:5.2f} img/s; tasks' CPU "
-                      f"{cpu:6.1f} s ({cpu / args.images:.2f} s per image, {cpu / wall:.2f} cores), driver's CPU "
-                      f"{driver:.1f} s; idle {idle:.0%}, "
+                      f"{cpu:6.1f} s ({cpu / args.images:.2f} s per image, {cpu / wall:.2f} cores), worker processes "
+                      f"{in_workers:.1f} s, Ray's own {in_ray:.1f} s, driver {driver:.1f} s; idle {idle:.0%}, "
                       f"steal {steal:.0%}, load {load0:.1f} -> {os.getloadavg()[0]:.1f}", flush=True)
         ray.shutdown()
     ref = counts[0]
@@ -138,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         d1, dn = statistics.median(drivers[ref]), statistics.median(drivers[w])
         cores = os.cpu_count() or 1
         quiet = (d1 + c1 / min(ref, cores)) / (dn + cn / min(w, cores))
+        print(f"  {autogroups()} (on: the kernel shares the cores between sessions first, and the Ray workers "
+              "are all in this one's)")
         print(f"  CPU per image: tasks {c1:.3f} s, driver {d1:.3f} s (--workers {ref}); tasks {cn:.3f} s, driver "
               f"{dn:.3f} s (--workers {w}); on a quiet machine: about {quiet:.2f}x")
     return 0
