@@ -7,8 +7,9 @@
 For each layer shape (yolov3-tiny's convolutions at 416 x 416 input, one step of one image per sample) and each
 input firing rate, random signed spikes at that rate go through the dense operator (`ops.make_op`: onnxruntime,
 one thread; fixed: `ops.ExactIntOp`) and through `event.EventSynapses`; printed: the ratio dense time / event time
-(> 1: the event path is faster), best of --repeats, both measured in this run right after each other, and the
-crossover rate per shape (interpolated in log rate where the ratio crosses 1). The last line is the machine's
+(> 1: the event path is faster), best of --repeats, both measured in this run right after each other, the
+crossover rate per shape (interpolated in log rate where the ratio crosses 1), and the rate up to which the
+simulator's "auto" mode takes the event path for that shape (`event.auto_rate`), to be at or below the crossover. The last line is the machine's
 load average: the ratio is steadier than either time under load, since both paths run under the same load.
 """
 
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"mode {args.mode}, {args.samples} samples per call, best of {args.repeats}, one thread "
           f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')})")
     print("ratio dense time / event time (> 1: event faster)")
-    print(f"{'layer shape':28s} {'dense ms':>9s} " + " ".join(f"{r:>7.1%}" for r in rates) + "  crossover")
+    print(f"{'layer shape':28s} {'dense ms':>9s} " + " ".join(f"{r:>7.1%}" for r in rates) + "  crossover  auto up to")
     for name, cin, cout, hw, k, s in shapes:
         w = (rng.standard_normal((cout, cin, k, k)) / np.sqrt(cin * k * k)).astype(np.float32)
         oh = (hw + 2 * (k // 2) - k) // s + 1
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             t_dense.append(td)
             ratios.append(td / te)
         print(f"{name:28s} {1e3 * np.median(t_dense):9.1f} " + " ".join(f"{q:7.2f}" for q in ratios)
-              + f"  {crossover(rates, ratios)}", flush=True)
+              + f"  {crossover(rates, ratios):9s}  {event.auto_rate(layer, args.mode):.2%}", flush=True)
     print(f"load average (1, 5, 15 min): {' '.join(f'{v:.1f}' for v in os.getloadavg())} on {os.cpu_count()} CPUs")
     return 0
 
