@@ -135,3 +135,17 @@ def test_bad_event_value():
     net = net_for("conv", memory=False)
     with pytest.raises(SnncError, match="event must be one of"):
         simulate(net, images(net.input_layers[0].shape), 4, event="sometimes", progress=False)
+
+
+def test_without_scipy(monkeypatch):
+    """scipy is optional: "auto" then keeps the dense operator, "on" is one clear error."""
+    import sys
+
+    rng = np.random.default_rng(6)
+    layer = make_layer(rng, *LAYERS[0])
+    dense = ops.make_op(layer, layer.weight, layer.bias, 1)
+    monkeypatch.setitem(sys.modules, "scipy", None)
+    monkeypatch.setitem(sys.modules, "scipy.sparse", None)
+    assert event.wrap(dense, layer, layer.weight, layer.bias, (5, 9, 9), "auto", True) is dense
+    with pytest.raises(SnncError, match="needs scipy"):
+        event.wrap(dense, layer, layer.weight, layer.bias, (5, 9, 9), "on", True)

@@ -27,6 +27,7 @@ from typing import Callable
 
 import numpy as np
 
+from snnc.ir.errors import SnncError
 from snnc.ir.network import Layer
 
 # "auto" takes the event path for a sample whose input spike fraction is at most EVENT_RATE_PER_FAN_IN x the
@@ -191,6 +192,12 @@ def wrap(op: Callable, layer: Layer, weight: np.ndarray, bias: np.ndarray | None
          event: str, spikes_in: bool) -> Callable:
     """The simulator's operator for a layer: `op` itself, or op with an event path (`event`: auto, on, off)."""
     if event == "off" or not spikes_in or not supports(layer):
+        return op
+    try:  # scipy is not one of snnc's own dependencies: without it "auto" stays dense
+        import scipy.sparse  # noqa: F401
+    except ImportError:
+        if event == "on":
+            raise SnncError("event='on' (event-driven synapses) needs scipy: pip install scipy") from None
         return op
     mode = "fixed" if np.issubdtype(np.asarray(weight).dtype, np.integer) else "float"
     rate = 1.0 if event == "on" else auto_rate(layer, mode)
