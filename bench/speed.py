@@ -147,11 +147,17 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, Path, np.ndarra
     from snnc.compiler.darknet import darknet_to_onnx
     from snnc.compiler.zoo import fetch_yolov3_tiny
 
+    tag = f"size{args.size}-images{args.images}"
+    if (work / "net.lava").exists() and (work / "ann.onnx").exists() and (work / "what.txt").exists():
+        what, kept = (work / "what.txt").read_text().split("\n", 1)
+        if kept == tag:
+            x = np.stack([letterbox(photo(n), (args.size, args.size))[0] for n in _names(args.images)])
+            return work / "net.lava", work / "ann.onnx", x, what + " (kept from an earlier run)"
     cfg, weights = fetch_yolov3_tiny()
     model = work / "yolov3-tiny.onnx"
     onnx.save(darknet_to_onnx(cfg, weights, input_size=args.size, decode=True), model)
     calib = work / "calib"
-    calib.mkdir()
+    calib.mkdir(exist_ok=True)
     for n in CALIB:
         Image.fromarray(photo(n)).save(calib / f"{n}.png")
     tic = time.perf_counter()
@@ -160,8 +166,9 @@ def prepare(args: argparse.Namespace, work: Path) -> tuple[Path, Path, np.ndarra
     onnx.save(result.ann, work / "ann.onnx")
     x = np.stack([letterbox(photo(n), (args.size, args.size))[0] for n in _names(args.images)])
     passes = ", ".join(result.network.meta["passes"])
-    return (work / "net.lava", work / "ann.onnx", x,
-            f"yolov3-tiny (COCO) {args.size}x{args.size}, compiled in {time.perf_counter() - tic:.0f} s ({passes})")
+    what = f"yolov3-tiny (COCO) {args.size}x{args.size}, compiled in {time.perf_counter() - tic:.0f} s ({passes})"
+    (work / "what.txt").write_text(what + "\n" + tag)
+    return work / "net.lava", work / "ann.onnx", x, what
 
 
 def _names(n: int) -> list[str]:
@@ -280,8 +287,11 @@ def report(rows: list[dict], mode: str, macs: tuple[int, int] | None = None) -> 
             rss += f" (GPU {r['gpu_peak_mib']:.0f})"
         print(f"{r['backend']:<7} {per_image:9.2f} {per_image / T * 1e3:9.2f} {r['ann_wall'] * 1e3:8.2f} "
               f"{per_image / (T * r['ann_wall']):16.2f} {r['cpu'] / r['images'] / (T * r['ann_cpu']):7.2f} {rss:>20}")
-    print("per image-step from the difference of two runs, (time(T) - time(t0)) / (T - t0), start-up cancelled:")
-    print(f"{'backend':<7} {'t0':>5} {'ms/step wall':>13} {'/ ANN wall':>11} {'ms/step CPU':>12} {'/ ANN CPU':>10}")
+    print("per image-step from the difference of two runs, (time(T) - time(t0)) / (T - t0), start-up cancelled; "
+          "/ MACs: the ratio to the ANN over the graph's MAC ratio (1: as fast per MAC as the ANN)")
+    k = macs[0] / macs[1] if macs else float("nan")
+    print(f"{'backend':<7} {'t0':>5} {'ms/step wall':>13} {'/ ANN wall':>11} {'ms/step CPU':>12} {'/ ANN CPU':>10} "
+          f"{'/ MACs wall':>12} {'/ MACs CPU':>11}")
     for r in rows:
         n, dt = r["images"], T - r["t0"]
         if dt <= 0:
@@ -290,7 +300,8 @@ def report(rows: list[dict], mode: str, macs: tuple[int, int] | None = None) -> 
         step_cpu = (r["cpu"] - r["cpu_t0"]) / (n * dt)
         name = r["backend"] + (f" ({r['gpu']})" if r.get("gpu") else "")
         print(f"{name:<7} {r['t0']:5d} {step_wall * 1e3:13.2f} {step_wall / r['ann_wall']:11.2f} "
-              f"{step_cpu * 1e3:12.2f} {step_cpu / r['ann_cpu']:10.2f}")
+              f"{step_cpu * 1e3:12.2f} {step_cpu / r['ann_cpu']:10.2f} {step_wall / r['ann_wall'] / k:12.2f} "
+              f"{step_cpu / r['ann_cpu'] / k:11.2f}")
     ref = next((r for r in rows if r["backend"] == "numpy"), None)
     lava = next((r for r in rows if r["backend"] == "lava"), None)
     c = next((r for r in rows if r["backend"] == "c"), None)
@@ -317,6 +328,10 @@ def report(rows: list[dict], mode: str, macs: tuple[int, int] | None = None) -> 
                                                                                     + 1e-30))
                           for k in ref["arrays"] if k.startswith("out:"))
                 print(f"{r['backend']} vs numpy: max |diff| / max |numpy| at the heads {rel:.2e}")
+    import os
+
+    print(f"load average (1, 5, 15 min) at the end: {' '.join(f'{v:.1f}' for v in os.getloadavg())} on "
+          f"{os.cpu_count()} CPUs")
     print("firing rates (numpy or first backend): " + ", ".join(
         f"{k} {100 * v:.1f}%" for k, v in (ref or rows[0])["rates"].items()))
 
@@ -335,6 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--synthetic", action="store_true", help="the random-weight yolov3-tiny-shaped network")
     ap.add_argument("--neuron", choices=("IF", "SignedIF"), default=None, help="synthetic network's neurons")
     ap.add_argument("--conv", action="store_true", help="only compare onnxruntime and numpy im2col convolutions")
+    ap.add_argument("--keep", help="compile into this folder and keep it; a later run with the same --keep, "
+                    "--size and --images reuses its network (yolov3-tiny at 416 px compiles in minutes)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--ann", help=argparse.SUPPRESS)
     ap.add_argument("--inputs", help=argparse.SUPPRESS)
@@ -353,6 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     with tempfile.TemporaryDirectory(prefix="snnc-speed-") as tmp:
         work = Path(tmp)
+        if args.keep and not (args.synthetic or args.lava):
+            work = Path(args.keep)
+            work.mkdir(parents=True, exist_ok=True)
         lava, ann, x, what = prepare(args, work)
         np.save(work / "x.npy", x)
         print(f"network: {what}; input {tuple(x.shape)}")

@@ -83,7 +83,9 @@ def _batch_task(job: str, refs: list, idx: list[int], ts: list[int], cfg: Any, c
     from snnc.backends import get_backend
     from snnc.evaluation.activity import Activity
     from snnc.evaluation.run import run_batch
+    from snnc.ir.ort import set_default_threads
 
+    set_default_threads(cfg.threads)  # the ANN's and the host graph's sessions too: this worker's share of cores
     net, evset, ann, maps = _worker_state(job, refs, with_ann)
     backend = get_backend(cfg.backend)
     record = analysis and "record_layers" in backend.extra_options
@@ -108,6 +110,10 @@ def run_batches(net: Any, evset: Any, batches: list[list[int]], ts: list[int], c
     task = ray.remote(num_cpus=1, max_retries=0)(_batch_task)
     # one simulator thread per task: N tasks share N cores; no bars in the workers (the driver shows one)
     wcfg = dataclasses.replace(cfg, threads=cfg.threads or 1, progress=False)
+    # Tasks in flight: on the private instance (N CPUs) one more per worker waits in Ray's queue, so a worker
+    # starts its next batch at once instead of idling while the driver takes a result in and submits; Ray still
+    # runs at most N at a time. On a cluster (more CPUs than N) exactly N, the stated limit.
+    in_flight = 2 * cfg.workers if started else cfg.workers
     job = uuid.uuid4().hex
     refs = [ray.put(net), ray.put(evset)]
     bar = tqdm(total=sum(len(b) for b in batches), desc=f"{label} T={ts[-1]} ({cfg.workers} Ray workers)",
@@ -118,7 +124,7 @@ def run_batches(net: Any, evset: Any, batches: list[list[int]], ts: list[int], c
     out = 0  # next batch to yield
     try:
         while out < len(batches):
-            while nxt < len(batches) and len(pending) < cfg.workers:
+            while nxt < len(batches) and len(pending) < in_flight:
                 ref = task.remote(job, refs, batches[nxt], ts, wcfg, cmap, list(names), with_ann, analysis, v_init)
                 pending[ref] = nxt
                 nxt += 1

@@ -219,8 +219,9 @@ def run_batch(net: Network, evset: EvalSet, idx: list[int], ts: list[int], cfg: 
     """Read, letterbox and run the images idx: ANN, rate limit, simulation at every T, decoding."""
     from snnc.backends.numpy.sim import layer_forward
 
-    secs = {"read": 0.0, "ann": 0.0, "rate_limit": 0.0, "simulation": 0.0, "errors": 0.0, "decode": 0.0}
+    secs = {"read": 0.0, "ann": 0.0, "rate_limit": 0.0, "simulation": 0.0, "errors": 0.0, "decode": 0.0, "cpu": 0.0}
     h, w, pad = _input_size(net)
+    cpu = time.process_time()  # the process's CPU seconds (all threads): the workers' share of the cores
     tic = time.perf_counter()
     rgbs = [evset.read(i) for i in idx]
     xs, lbs = zip(*(letterbox(rgb, (h, w), pad) for rgb in rgbs))
@@ -270,6 +271,7 @@ def run_batch(net: Network, evset: EvalSet, idx: list[int], ts: list[int], cfg: 
             errors.add_heads(T, sim.outputs[T], ann_heads, first=(T == ts[0]))
     secs["decode"] += time.perf_counter() - tic
     examples = _examples(evset, idx, rgbs, ann_dets, snn, names, cfg.examples) if analysis else []
+    secs["cpu"] += time.process_time() - cpu
     return BatchResult(len(idx), snn, _in_set_classes(rl_dets, cmap), ann_dets if ann is not None else None,
                        examples, secs)
 
@@ -297,7 +299,7 @@ def run_network(net: Network, evset: EvalSet, ts: Sequence[int], cfg: EvalConfig
         log.warning("--workers: the per-layer error analysis runs in a single process only; it is left out")
     errors = ErrorAnalysis(net, ts, v_init=v_init) if (record and cfg.errors and not distributed) else None
     run = NetworkRun({T: [] for T in ts}, [], [] if ann is not None else None, activity, errors)
-    secs = {"read": 0.0, "ann": 0.0, "rate_limit": 0.0, "simulation": 0.0, "errors": 0.0, "decode": 0.0}
+    secs = {"read": 0.0, "ann": 0.0, "rate_limit": 0.0, "simulation": 0.0, "errors": 0.0, "decode": 0.0, "cpu": 0.0}
     batches = [list(range(start, min(len(evset), start + batch))) for start in range(0, len(evset), batch)]
 
     def merge(part: BatchResult) -> None:

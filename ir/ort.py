@@ -21,6 +21,18 @@ def ort_error(exc: BaseException, limit: int = 240) -> str:
     return text[:limit]
 
 
+# Threads of the sessions built without `threads` (None: onnxruntime's default, a spinning pool of every core).
+# A Ray worker of `snnc eval --workers N` sets its share of the cores: N workers each starting pools of every core
+# for the ANN and the host graph, spinning between calls, would take the cores from each other's simulations.
+_DEFAULT_THREADS: int | None = None
+
+
+def set_default_threads(threads: int | None) -> None:
+    """Threads (and no spinning) for the sessions later built without `threads`; None: onnxruntime's default."""
+    global _DEFAULT_THREADS
+    _DEFAULT_THREADS = None if threads is None else max(1, int(threads))
+
+
 def ort_session(model: Any, *, what: str = "the model", optimize: bool = False, threads: int | None = None,
                 arena: bool = True, spinning: bool = True):
     """An onnxruntime CPU session for `model` (ModelProto, bytes or a path); SnncError naming `what` when
@@ -31,6 +43,8 @@ def ort_session(model: Any, *, what: str = "the model", optimize: bool = False, 
     opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                      else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     opts.log_severity_level = 4  # failures come back as exceptions, reworded: no log lines too
+    if threads is None and _DEFAULT_THREADS is not None:
+        threads, spinning = _DEFAULT_THREADS, False
     if threads is not None:
         opts.intra_op_num_threads = max(1, int(threads))
         opts.inter_op_num_threads = 1

@@ -33,10 +33,11 @@ class NumpyBackend(Backend):
     """Reference simulator: float32 or exact fixed point, any T in memory bounded by `max_bytes`.
 
     Backend-specific options (SimOptions.extra): record_layers, on_checkpoint (the per-layer error analysis),
-    constant_input (default True; False: the per-step path, see sim.simulate).
+    constant_input (default True; False: the per-step path, see sim.simulate), event ("auto", "on", "off": the
+    event-driven synapses, backends/numpy/event.py).
     """
 
-    extra_options = frozenset({"record_layers", "on_checkpoint", "constant_input"})
+    extra_options = frozenset({"record_layers", "on_checkpoint", "constant_input", "event"})
 
     def run(self, net: Network, x: Any, ts: list[int], options: SimOptions) -> SimResult:
         self.require_cpu(self.name, options)

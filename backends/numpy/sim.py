@@ -76,6 +76,7 @@ from snnc.ir.countpool import count_maxpool, window_max
 from snnc.ir.errors import SnncError
 from snnc.ir.network import Layer, Network
 
+from snnc.backends.numpy import event as events
 from snnc.backends.numpy import ops
 from snnc.backends.numpy.scan import scan
 
@@ -146,7 +147,8 @@ def _input_scale(net: Network) -> float:
     return 1.0 if enc.get("kind") == "rate" else float(enc.get("scale", 1.0))
 
 
-def _build_plan(net: Network, mode: str, encoding: str, input_max: int, weight_bits: int, threads: int) -> _Plan:
+def _build_plan(net: Network, mode: str, encoding: str, input_max: int, weight_bits: int, threads: int,
+                event: str = "auto") -> _Plan:
     fixed = mode == "fixed"
     q = fixedpoint.quantize(net, weight_bits) if fixed else None
     v_dtype = np.dtype(np.int64) if fixed else np.dtype(np.float32)
@@ -189,6 +191,7 @@ def _build_plan(net: Network, mode: str, encoding: str, input_max: int, weight_b
             if fixed:
                 ql = q[layer.name]
                 op = ops.ExactIntOp(layer, ql.w_int, src.out_max, threads)
+                op = events.wrap(op, layer, ql.w_int, None, src.layer.shape, event, _spikes(src))
                 bshape = (1, c, 1, 1) if len(shape) == 3 else (1, c)
                 bias_int = ql.b_int.astype(np.int64).reshape(bshape)
                 if n_ is None:
@@ -207,6 +210,7 @@ def _build_plan(net: Network, mode: str, encoding: str, input_max: int, weight_b
             else:
                 w = fixedpoint.fold_units(layer, layer.weight, src.unit).astype(np.float32)
                 op = ops.make_op(layer, w, layer.bias, threads)
+                op = events.wrap(op, layer, w, layer.bias, src.layer.shape, event, _spikes(src))
                 if n_ is None:
                     lp = _LayerPlan(layer, n, src.const, np.dtype(np.float32), np.ones(c), op=op)
                 else:
@@ -253,9 +257,16 @@ _PLAN_CACHE: "OrderedDict[tuple, _Plan]" = OrderedDict()
 _PLAN_CACHE_SIZE = 4
 
 
-def _plan(net: Network, mode: str, encoding: str, input_max: int, weight_bits: int, threads: int) -> _Plan:
-    key = (_fingerprint(net), mode, encoding, int(input_max), int(weight_bits), int(threads))
-    return lru_cached(_PLAN_CACHE, key, lambda: _build_plan(net, mode, encoding, input_max, weight_bits, threads),
+def _spikes(src: _LayerPlan) -> bool:
+    """The source passes int8 values that change every step (spikes): the event path can take them."""
+    return src.out_dtype == np.int8 and not src.const
+
+
+def _plan(net: Network, mode: str, encoding: str, input_max: int, weight_bits: int, threads: int,
+          event: str = "auto") -> _Plan:
+    key = (_fingerprint(net), mode, encoding, int(input_max), int(weight_bits), int(threads), event)
+    return lru_cached(_PLAN_CACHE, key, lambda: _build_plan(net, mode, encoding, input_max, weight_bits, threads,
+                                                            event),
                       _PLAN_CACHE_SIZE)
 
 
@@ -362,12 +373,17 @@ def simulate(net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float
              decode: str = "membrane", seed: int = 0, encoding: str | None = None,
              max_bytes: int = DEFAULT_MAX_BYTES, progress: bool | None = None, threads: int | None = None,
              weight_bits: int | None = None, record_layers: bool = False,
-             on_checkpoint: Callable[[int, dict], None] | None = None, constant_input: bool = True) -> SimResult:
+             on_checkpoint: Callable[[int, dict], None] | None = None, constant_input: bool = True,
+             event: str = "auto") -> SimResult:
     """Simulate `net` on a batch x for max(T) steps; decoded outputs at every checkpoint in T. See the module doc.
 
     constant_input: under direct encoding, values that are the same every step (the image, the first layers' z)
     are computed once, a constant current. False feeds the image as an explicit input of T equal steps, so every
     layer computes z at every step: the per-step path, bit-exact with the default in fixed point (for tests).
+
+    event: the event-driven synapses (`event.py`): "auto" (default) per sample where its input spike fraction is
+    low enough to pay, "on" always, "off" never (dense convolutions only). The numbers do not depend on it (fixed
+    point: bit-exact; float: within float32 rounding).
 
     record_layers: also count each neuron's spikes by sign and hand them, with V(T), to on_checkpoint(T, state)
     at every checkpoint (without a callback: copies in extra["layers_at"]); see the module docstring.
@@ -376,6 +392,8 @@ def simulate(net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float
     t_max = ts[-1]
     if mode not in MODES:
         raise SnncError(f"mode must be one of {MODES}, got {mode!r}")
+    if event not in events.EVENT_MODES:
+        raise SnncError(f"event must be one of {events.EVENT_MODES}, got {event!r}")
     if decode not in DECODES:
         raise SnncError(f"decode must be one of {DECODES}, got {decode!r}")
     encoding = encoding or str(net.input_encoding.get("kind", "direct"))
@@ -408,7 +426,7 @@ def simulate(net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float
         enc = net_q.input_encoding
         default_max = int(round(float(enc.get("max_value", 1.0)) / float(enc.get("scale", 1.0))))
         input_max = max(input_max, default_max)
-    plan = _plan(net_q, mode, encoding, input_max, weight_bits, threads)
+    plan = _plan(net_q, mode, encoding, input_max, weight_bits, threads, event)
 
     steps = int(max(1, min(t_max, max_bytes // _bytes_per_step(plan, batch),
                            ops.CALL_BYTES // _largest_call_per_step(plan, batch))))
