@@ -136,6 +136,24 @@ def _shape(model: onnx.ModelProto, name: str) -> list[int] | None:
     return None
 
 
+def _with_boxes_and_scores(model: onnx.ModelProto, nodes: list, inits: list, n: int, classes: int,
+                           names: tuple[str, ...] | None) -> onnx.ModelProto:
+    """`model` plus the decoding `nodes`, its outputs replaced by boxes (1, n, 4) and scores (1, n, classes)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    out.graph.node.extend(nodes)
+    out.graph.initializer.extend(inits)
+    del out.graph.output[:]
+    out.graph.output.extend([helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, n, 4]),
+                             helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, n, classes])])
+    if names is not None:
+        kept = [p for p in out.metadata_props if p.key != "snnc.class_names"]
+        del out.metadata_props[:]
+        out.metadata_props.extend(kept)
+        out.metadata_props.add(key="snnc.class_names", value=json.dumps(list(names)))
+    return out
+
+
 def attach_head(model: onnx.ModelProto, spec: HeadSpec, source: str = "model") -> onnx.ModelProto:
     """The model with its raw head outputs decoded into `boxes` and `scores` (see the module docstring).
 
@@ -226,18 +244,7 @@ def attach_head(model: onnx.ModelProto, spec: HeadSpec, source: str = "model") -
     node("Concat", boxes, "boxes", axis=1)
     node("Concat", scores, "scores", axis=1)
 
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    out.graph.node.extend(nodes)
-    out.graph.initializer.extend(inits)
-    del out.graph.output[:]
-    out.graph.output.extend([helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, total, 4]),
-                             helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, total, classes])])
-    if spec.names is not None:
-        kept = [p for p in out.metadata_props if p.key != "snnc.class_names"]
-        del out.metadata_props[:]
-        out.metadata_props.extend(kept)
-        out.metadata_props.add(key="snnc.class_names", value=json.dumps(list(spec.names)))
+    out = _with_boxes_and_scores(model, nodes, inits, total, classes, spec.names)
     log.info("attached %s decoding to %d heads (%d classes, anchors %s)", spec.kind, len(heads), classes,
              [anchors_of[k] for k in range(len(heads))])
     return onnx.shape_inference.infer_shapes(out)
@@ -323,18 +330,7 @@ def attach_single_output(model: onnx.ModelProto, spec: HeadSpec, source: str = "
         part("cls", 4, no, "scores")
     else:
         node("Mul", [part("obj", 4, 5), part("cls", 5, no)], "scores")
-    out = onnx.ModelProto()
-    out.CopyFrom(model)
-    out.graph.node.extend(nodes)
-    out.graph.initializer.extend(inits)
-    del out.graph.output[:]
-    out.graph.output.extend([helper.make_tensor_value_info("boxes", TensorProto.FLOAT, [1, n, 4]),
-                             helper.make_tensor_value_info("scores", TensorProto.FLOAT, [1, n, classes])])
-    if spec.names is not None:
-        kept = [p for p in out.metadata_props if p.key != "snnc.class_names"]
-        del out.metadata_props[:]
-        out.metadata_props.extend(kept)
-        out.metadata_props.add(key="snnc.class_names", value=json.dumps(list(spec.names)))
+    out = _with_boxes_and_scores(model, nodes, inits, n, classes, spec.names)
     log.info("attached the %s layout: %d candidates, %d classes", spec.kind, n, classes)
     return onnx.shape_inference.infer_shapes(out)
 

@@ -15,6 +15,22 @@ GOLDEN = Path(__file__).parent / "golden"
 NO_GPU = "no CUDA GPU on this machine (torch.cuda.is_available() is False)"
 
 
+@pytest.fixture(scope="module")
+def nb():
+    """The NumPy reference backend."""
+    from snnc.backends import get_backend
+
+    return get_backend("numpy")
+
+
+@pytest.fixture(scope="module")
+def tb():
+    """The torch backend (tests that use it need torch installed)."""
+    from snnc.backends import get_backend
+
+    return get_backend("torch")
+
+
 @pytest.fixture
 def golden():
     """Compare a text dump with tests/golden/<name>.txt; regenerate with SNNC_UPDATE_GOLDEN=1 pytest tests."""

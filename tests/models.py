@@ -83,3 +83,27 @@ def tiny_yolo(seed: int = 0, size: int = 32, leaky: bool = True, host: bool = Tr
         outs = [b.node("Sigmoid", [b.node("Reshape", [h, b.const(np.array([1, 12, -1], np.int64))])])
                 for h in (head0, head1)]
     return b.model([1, 3, size, size], outs)
+
+
+def tiny_detector(folder, photos: int = 2):
+    """tiny_yolo (ReLU) with the anchor-based YOLO decoding attached, saved as folder/det.onnx, and `photos` random
+    32 x 32 PNGs in folder/photos: (model path, photo folder)."""
+    from snnc.compiler.frontend import prepare
+    from snnc.compiler.heads import HeadSpec, attach_head
+
+    raw = folder / "raw.onnx"
+    onnx.save(tiny_yolo(leaky=False, host=False), raw)
+    model = folder / "det.onnx"
+    onnx.save(attach_head(prepare(raw), HeadSpec("yolo", (4, 5, 7, 6, 10, 12, 14, 11), ("thing",))), model)
+    return model, random_photos(folder / "photos", photos)
+
+
+def random_photos(folder, n: int, size: int = 32, seed: int = 0):
+    """n random RGB PNGs of size x size in `folder` (created): a calibration or evaluation set for tiny models."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
+    return folder

@@ -5,15 +5,10 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-import onnx
 import pytest
-from models import tiny_yolo
-from PIL import Image
+from models import tiny_detector
 
 from snnc.apps.cli import main
-from snnc.compiler.frontend import prepare
-from snnc.compiler.heads import HeadSpec, attach_head
 from snnc.evaluation import plots
 from snnc.evaluation.compare import compare_labels
 
@@ -22,15 +17,7 @@ from snnc.evaluation.compare import compare_labels
 def two_networks(tmp_path_factory):
     """A tiny detector compiled two ways (V(0) = theta/2 and 0), and two photos."""
     tmp = tmp_path_factory.mktemp("compare")
-    raw = tmp / "raw.onnx"
-    onnx.save(tiny_yolo(leaky=False, host=False), raw)
-    model = tmp / "det.onnx"
-    onnx.save(attach_head(prepare(raw), HeadSpec("yolo", (4, 5, 7, 6, 10, 12, 14, 11), ("thing",))), model)
-    photos = tmp / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(photos / f"p{i}.png")
+    model, photos = tiny_detector(tmp, photos=2)
     nets = []
     for name, v0 in (("half", "half"), ("zero", "zero")):
         nets.append(tmp / f"{name}.lava")

@@ -5,17 +5,13 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import onnx
 import pytest
-from models import tiny_yolo
-from PIL import Image
+from models import tiny_detector
 
 torch = pytest.importorskip("torch")  # the `train` extra; CI installs it with `test`
 
 from snnc.apps.cli import main  # noqa: E402
-from snnc.compiler.frontend import prepare  # noqa: E402
-from snnc.compiler.heads import HeadSpec, attach_head  # noqa: E402
 from snnc.training.qcfs import QCFS, quantize  # noqa: E402
 
 
@@ -23,15 +19,7 @@ from snnc.training.qcfs import QCFS, quantize  # noqa: E402
 def measured(tmp_path_factory):
     """A tiny ReLU detector, compiled and evaluated at T = 2 and 4 with the error split: (model, photos, metrics)."""
     tmp = tmp_path_factory.mktemp("noise")
-    raw = tmp / "raw.onnx"
-    onnx.save(tiny_yolo(leaky=False, host=False), raw)
-    model = tmp / "det.onnx"
-    onnx.save(attach_head(prepare(raw), HeadSpec("yolo", (4, 5, 7, 6, 10, 12, 14, 11), ("thing",))), model)
-    photos = tmp / "photos"
-    photos.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(photos / f"p{i}.png")
+    model, photos = tiny_detector(tmp, photos=3)
     lava = tmp / "det.lava"
     assert main(["compile", str(model), "--calib", str(photos), "-o", str(lava), "-q"]) == 0
     assert main(["eval", str(lava), "--images", str(photos), "-T", "2,4", "--report", str(tmp / "rep"),

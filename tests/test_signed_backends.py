@@ -43,16 +43,6 @@ def _single(case: str) -> Network:
         if l.neuron is not None else l for l in net.layers]))
 
 
-@pytest.fixture(scope="module")
-def tb():
-    return get_backend("torch")
-
-
-@pytest.fixture(scope="module")
-def nb():
-    return get_backend("numpy")
-
-
 @pytest.mark.parametrize("backend", ["c", "torch"])
 @pytest.mark.parametrize("case", CASES)
 def test_single_layer(case, backend, cbk, tb, nb):  # noqa: F811

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from models import Builder, tiny_yolo
+from models import Builder, random_photos, tiny_yolo
 
 torch = pytest.importorskip("torch")  # the `train` extra; CI installs it with `test`
 
@@ -73,12 +73,7 @@ def test_finetune_leaky_model_keeps_every_lambda(tmp_path):
     lambdas are the trained ones in the training log."""
     model = tmp_path / "tiny.onnx"
     onnx.save(tiny_yolo(leaky=True), model)
-    photos = tmp_path / "photos"
-    photos.mkdir()
-    from PIL import Image
-    rng = np.random.default_rng(0)
-    for i in range(4):
-        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(photos / f"p{i}.png")
+    photos = random_photos(tmp_path / "photos", 4)
     out = tmp_path / "tiny_T4.onnx"
     assert main(["finetune", str(model), "--images", str(photos), "-T", "4", "--epochs", "1", "--batch", "2",
                  "-o", str(out), "-q", "--threads", "1"]) == 0

@@ -24,16 +24,6 @@ from snnc.ir.errors import SnncError  # noqa: E402
 from snnc.ir.network import Layer, Network, Neuron  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def tb():
-    return get_backend("torch")
-
-
-@pytest.fixture(scope="module")
-def nb():
-    return get_backend("numpy")
-
-
 def same_fixed(res, ref) -> None:
     assert_same(res, ref.outputs, ref.spike_counts)
     for t, per in ref.extra["sums"].items():
