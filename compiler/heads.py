@@ -136,6 +136,22 @@ def _shape(model: onnx.ModelProto, name: str) -> list[int] | None:
     return None
 
 
+class _NewNodes:
+    """Nodes and initializers to append to a model, each named by its one output."""
+
+    def __init__(self) -> None:
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        self.inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def node(self, op: str, inputs: list[str], name: str, **attrs) -> str:
+        self.nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
+        return name
+
+
 def _with_boxes_and_scores(model: onnx.ModelProto, nodes: list, inits: list, n: int, classes: int,
                            names: tuple[str, ...] | None) -> onnx.ModelProto:
     """`model` plus the decoding `nodes`, its outputs replaced by boxes (1, n, 4) and scores (1, n, classes)."""
@@ -193,15 +209,8 @@ def attach_head(model: onnx.ModelProto, spec: HeadSpec, source: str = "model") -
         if classes is not None and n_cls != classes:
             raise SnncError(f"{source}: heads disagree on the class count ({classes} vs {n_cls} in '{name}')")
         classes = n_cls
-    nodes, inits = [], []
-
-    def const(name: str, value: np.ndarray) -> str:
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
-        return name
-
-    def node(op: str, inputs: list[str], name: str, **attrs) -> str:
-        nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
-        return name
+    new = _NewNodes()
+    nodes, inits, const, node = new.nodes, new.inits, new.const, new.node
 
     boxes, scores = [], []
     for k, (name, (_, c, h, w)) in enumerate(heads):
@@ -301,15 +310,8 @@ def attach_single_output(model: onnx.ModelProto, spec: HeadSpec, source: str = "
     if spec.names is not None and classes != len(spec.names):
         raise SnncError(f"{source}: output '{outs[0].name}' {shape} holds {classes} classes but --names lists "
                         f"{len(spec.names)}")
-    nodes, inits = [], []
-
-    def const(name: str, value: np.ndarray) -> str:
-        inits.append(numpy_helper.from_array(np.ascontiguousarray(value), name))
-        return name
-
-    def node(op: str, inputs: list[str], name: str, **attrs) -> str:
-        nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
-        return name
+    new = _NewNodes()
+    nodes, inits, const, node = new.nodes, new.inits, new.const, new.node
 
     x = outs[0].name
     _rename_tensors(model, {"boxes", "scores"})  # inner tensors of those names would clash with the outputs
@@ -343,15 +345,8 @@ def append_nms(model: onnx.ModelProto, iou_thr: float = 0.45, score_thr: float =
     names = [o.name for o in model.graph.output]
     if names != ["boxes", "scores"]:
         raise SnncError(f"append_nms needs a model with outputs boxes, scores; this one has {names}")
-    nodes, inits = [], []
-
-    def const(name: str, value: np.ndarray) -> str:
-        inits.append(numpy_helper.from_array(np.asarray(value), name))
-        return name
-
-    def node(op: str, inputs: list[str], name: str, **attrs) -> str:
-        nodes.append(helper.make_node(op, inputs, [name], name=name, **attrs))
-        return name
+    new = _NewNodes()
+    nodes, inits, const, node = new.nodes, new.inits, new.const, new.node
 
     st = node("Transpose", ["scores"], "nms_scores_t", perm=[0, 2, 1])  # (1, C, N)
     sel = node("NonMaxSuppression", ["boxes", st, const("nms.max", np.array([max_per_class], np.int64)),
