@@ -2,8 +2,9 @@
 
     python bench/maxpool.py                                   # 416 px, T = 16, 64, exact / count / approximate
     python bench/maxpool.py --size 160 --T 16,64 --maxpool exact,count --photos motorcycle,astronaut
+    python bench/maxpool.py --maxpool exact,count --leaky split,signed       # every pair of the two choices
 
-Per `--maxpool` choice: the compiled network's parameters, neurons, synapses and dense MACs per step as ratios
+Per `--maxpool` choice (and `--leaky` choice, each pair): the compiled network's parameters, neurons, synapses and dense MACs per step as ratios
 to the ANN's (`snnc.compiler.cost`), the Loihi 2 chip estimate (`snnc.compiler.loihi`, 8-bit weights), and, on
 real photos that the calibration did not see, at every T of one simulation (torch backend, float): the head
 error, sum |SNN head - ANN head| / sum |ANN head| over both raw heads, and fidelity mAP@0.5 (the ANN's
@@ -13,6 +14,7 @@ detections with score >= --ref-thr as ground truth). All figures are measured in
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import tempfile
 from pathlib import Path
@@ -52,8 +54,8 @@ def ann_heads(net, x: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def run(choice: str, onnx_path: Path, calib: Path, photos: list[np.ndarray], ts: list[int], ref_thr: float,
-        names: list[str]) -> dict:
-    res = compile_model(onnx_path, calib_dir=calib, maxpool=choice, progress=False)
+        names: list[str], leaky: str = "split") -> dict:
+    res = compile_model(onnx_path, calib_dir=calib, maxpool=choice, leaky=leaky, progress=False)
     net = res.network
     rep = cost_report(net)
     f = fit(net)
@@ -67,7 +69,7 @@ def run(choice: str, onnx_path: Path, calib: Path, photos: list[np.ndarray], ts:
         err[t] = float(sum(np.abs(out[k] - ref[k]).sum() for k in ref) / sum(np.abs(ref[k]).sum() for k in ref))
         dets = _dets(detect(net, out, lbs, score_thr=0.001))
         fid[t] = evaluate_fidelity(ann, dets, names, score_thr=ref_thr)["mAP50"]
-    return {"maxpool": choice, "snn": rep["snn"], "ann": rep["ann"], "ratio": rep["ratio"], "chips": f.chips,
+    return {"maxpool": choice, "leaky": leaky, "snn": rep["snn"], "ann": rep["ann"], "ratio": rep["ratio"], "chips": f.chips,
             "cores": f.cores, "loihi_neurons": f.neurons, "head_error": err, "fidelity_mAP50": fid}
 
 
@@ -76,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--size", type=int, default=416)
     ap.add_argument("--T", default="16,64")
     ap.add_argument("--maxpool", default="exact,count,approximate", help="comma-separated --maxpool choices")
+    ap.add_argument("--leaky", default="split", help="comma-separated --leaky choices (default split)")
     ap.add_argument("--photos", default=",".join(PHOTOS), help="photos to measure (not used for calibration)")
     ap.add_argument("--ref-thr", type=float, default=0.1)
     ap.add_argument("--out", type=Path, default=Path("build/bench"))
@@ -93,12 +96,13 @@ def main(argv: list[str] | None = None) -> int:
         imgs = [sample_photo(n) for n in photos]
         print(f"yolov3-tiny {args.size} px; calibration {[c for c in CALIB if c not in photos]}; photos {photos}; "
               f"T {ts}; torch backend")
-        for choice in args.maxpool.split(","):
-            r = run(choice, onnx_path, calib, imgs, ts, args.ref_thr, names)
+        for choice, leaky in itertools.product(args.maxpool.split(","), args.leaky.split(",")):
+            r = run(choice, onnx_path, calib, imgs, ts, args.ref_thr, names, leaky)
             results.append(r)
             ratios = "  ".join(f"{k} {r['ratio'][k]:.2f}x" for k in FIGURES)
             per_t = "  ".join(f"T={t}: head err {r['head_error'][t]:.3f} fid {r['fidelity_mAP50'][t]:.3f}" for t in ts)
-            print(f"{choice:<12}{ratios}  chips {r['chips']} ({r['cores']} cores)\n{'':<12}{per_t}", flush=True)
+            label = f"{choice}/{leaky}"
+            print(f"{label:<16}{ratios}  chips {r['chips']} ({r['cores']} cores)\n{'':<16}{per_t}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"maxpool_{args.size}.json"
     path.write_text(json.dumps({"size": args.size, "T": ts, "photos": photos, "results": results}, indent=1,
