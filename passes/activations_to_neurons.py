@@ -117,7 +117,8 @@ def _check_source(node: gs.Node, x: gs.Tensor) -> None:
 @register_pass
 class ActivationsToNeurons(Pass):
     name = "activations_to_neurons"
-    summary = "ReLU -> IF, LeakyReLU -> signed IBT neuron, Clip(0,l)/QCFS -> IF(l); refuses other activations"
+    summary = ("ReLU -> IF, LeakyReLU (unsplit) -> signed neuron (IBT, or memory with --leaky signed/split), "
+               "Clip(0,l)/QCFS -> IF(l); refuses other activations")
     exact = False  # exact in the rate limit only up to clipping at theta; channel_norm sets theta
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> gs.Graph:

@@ -115,7 +115,7 @@ def _detach(node: gs.Node) -> None:
 @register_pass
 class SplitLeakyRelu(Pass):
     name = "split_leaky_relu"
-    summary = "LeakyRelu -> relu(z) - alpha*relu(-z), two IF channels folded into consumers (skip it for IBT)"
+    summary = "LeakyRelu -> relu(z) - alpha*relu(-z), two IF channels folded into consumers (not with --leaky ibt/signed)"
     exact = True
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> gs.Graph:
