@@ -161,11 +161,24 @@ def _extra_commands():
     return [run_cli.register, eval_cli.register, finetune_cli.register, export_cli.register]
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at emit time: main() may run many times in one process (tests, notebooks)
+    with stderr redirected in between, and a handler bound to the first stderr would write to a closed stream."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="snnc: %(levelname)s: %(message)s")
+                        format="snnc: %(levelname)s: %(message)s", handlers=[_CurrentStderr()])
     try:
         return int(args.func(args) or 0)
     except SnncError as exc:

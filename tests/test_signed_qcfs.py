@@ -62,7 +62,8 @@ def test_signed_qcfs_export_round_trip_through_compile(tmp_path):
 def test_signed_qcfs_refused_under_leaky_ibt(tmp_path, capsys):
     path = _leaky_qcfs(tmp_path)[0]
     out = tmp_path / "m.lava"
-    rc = main(["compile", str(path), "--calib-random", "2", "--leaky", "ibt", "-o", str(out)])
+    photos = random_photos(tmp_path / "photos", 2, size=8)  # real calibration: no --calib-random warning on stderr
+    rc = main(["compile", str(path), "--calib", str(photos), "--leaky", "ibt", "-o", str(out)])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("snnc: error: ") and "signed QCFS" in err[0], err
     assert not out.exists()
