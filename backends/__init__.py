@@ -112,3 +112,13 @@ def lru_cached(cache: OrderedDict, key: Any, build: Callable[[], Any], size: int
     else:
         cache.move_to_end(key)
     return found
+
+
+def rate_spikes(x: np.ndarray, rng: np.random.Generator, steps: int) -> np.ndarray:
+    """Rate-encoded input spikes for `steps` steps, (steps, *x.shape) int8: one rng.random draw of the whole batch
+    per step, in step order (docs/neurons.md, "Input encoding"), so every backend that draws from the same
+    generator sees the same spikes."""
+    out = np.empty((steps,) + x.shape, np.int8)
+    for k in range(steps):
+        np.less(rng.random(x.shape), x, out=out[k].view(np.bool_))
+    return out

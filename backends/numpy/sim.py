@@ -70,7 +70,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from snnc.backends import SimResult, checkpoints, lru_cached
+from snnc.backends import SimResult, checkpoints, lru_cached, rate_spikes
 from snnc.ir import fixedpoint
 from snnc.ir.countpool import count_maxpool, window_max
 from snnc.ir.errors import SnncError
@@ -639,10 +639,7 @@ def _input_chunk(lp: _LayerPlan, x: np.ndarray, encoding: str, rng, t0: int, t1:
         return x
     if encoding == "explicit":
         return x[t0:t1].reshape(((t1 - t0) * batch,) + shape)
-    out = np.empty((t1 - t0,) + x.shape, np.int8)
-    for k in range(t1 - t0):
-        np.less(rng.random(x.shape), x, out=out[k].view(np.bool_))
-    return out.reshape(((t1 - t0) * batch,) + shape)
+    return rate_spikes(x, rng, t1 - t0).reshape(((t1 - t0) * batch,) + shape)
 
 
 def _pad(data: np.ndarray, layer: Layer) -> np.ndarray:

@@ -35,7 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from snnc.backends import SimResult, lru_cached
+from snnc.backends import SimResult, lru_cached, rate_spikes
 from snnc.backends.numpy.ops import abs_sum_bound, exact_parts
 from snnc.backends.numpy.sim import (DEFAULT_MAX_BYTES, _chunks, _fingerprint, _input_scale,
                                      _inputs_by_layer, _per_neuron, _to_input_values, _with_overrides,
@@ -509,11 +509,7 @@ def _input_chunk(lp: _LayerPlan, x: Any, encoding: str, rng: Any, t0: int, t1: i
         return x
     if encoding == "explicit":
         return x[t0:t1].reshape(((t1 - t0) * batch,) + shape)
-    # rate: one rng.random draw of the whole batch per step, in step order, as the NumPy simulator draws
-    out = np.empty((t1 - t0,) + x.shape, np.int8)
-    for k in range(t1 - t0):
-        np.less(rng.random(x.shape), x, out=out[k].view(np.bool_))
-    return torch.from_numpy(out.reshape(((t1 - t0) * batch,) + shape)).to(device)
+    return torch.from_numpy(rate_spikes(x, rng, t1 - t0).reshape(((t1 - t0) * batch,) + shape)).to(device)
 
 
 def _accumulate(acc: torch.Tensor, data: torch.Tensor, lp: _LayerPlan, tc: int, batch: int) -> None:
