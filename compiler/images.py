@@ -72,12 +72,16 @@ def letterbox(rgb: np.ndarray, size: tuple[int, int], pad_value: float = 0.5) ->
     return out, Letterbox(oh, ow, scale, top, left)
 
 
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files in a folder, sorted; SnncError if the folder is missing or holds none."""
+def list_images(folder: str | Path,
+                missing: str = "calibration folder does not exist; pass a folder of jpg/png images",
+                empty: str = "no jpg/png images in the calibration folder; add some or use --calib-random N",
+                ) -> list[Path]:
+    """Image files in a folder, sorted; SnncError "<folder>: <missing>" / "<folder>: <empty>" if the folder is
+    missing or holds none (the messages say what the caller's option needs)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise SnncError(f"{folder}: calibration folder does not exist; pass a folder of jpg/png images")
+        raise SnncError(f"{folder}: {missing}")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise SnncError(f"{folder}: no jpg/png images in the calibration folder; add some or use --calib-random N")
+        raise SnncError(f"{folder}: {empty}")
     return files

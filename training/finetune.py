@@ -29,7 +29,7 @@ from onnx import helper, numpy_helper
 from tqdm import tqdm
 
 from snnc.compiler.frontend import prepare
-from snnc.compiler.images import letterbox, read_image
+from snnc.compiler.images import letterbox, list_images, read_image
 from snnc.compiler.split import split_model
 from snnc.ir.errors import SnncError
 from snnc.ir.files import atomic_path
@@ -39,7 +39,6 @@ from snnc.training.noise import layer_of, unevenness_from_metrics
 from snnc.training.qcfs import QCFS, SignedQCFS
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 
 
 @dataclass(frozen=True)
@@ -88,12 +87,8 @@ class FinetuneResult:
 
 def load_photos(folder: str | Path, hw: tuple[int, int]) -> np.ndarray:
     """(N, 3, h, w) letterboxed photos of a folder; SnncError when there are none."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise SnncError(f"{folder}: no such folder; --images needs a folder of jpg/png photos")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
-        raise SnncError(f"{folder}: no jpg/png photos; snnc finetune learns from unlabelled photos, add some")
+    files = list_images(folder, missing="no such folder; --images needs a folder of jpg/png photos",
+                        empty="no jpg/png photos; snnc finetune learns from unlabelled photos, add some")
     return np.stack([letterbox(read_image(f), hw)[0] for f in files])
 
 
