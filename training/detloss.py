@@ -151,8 +151,10 @@ def _assign(targets, geoms: list[HeadGeom], sizes: list[tuple[int, int]], area: 
 
 
 def yolo_loss(heads: tuple[torch.Tensor, ...], geoms: list[HeadGeom],
-              targets: list[tuple[np.ndarray, np.ndarray]], image_hw: tuple[int, int]) -> torch.Tensor:
-    """The YOLO loss of raw heads (B, A*(5+C), h, w) against targets[b] = (boxes xyxy px, classes), per image."""
+              targets: list[tuple[np.ndarray, np.ndarray]], image_hw: tuple[int, int],
+              parts: dict[str, float] | None = None) -> torch.Tensor:
+    """The YOLO loss of raw heads (B, A*(5+C), h, w) against targets[b] = (boxes xyxy px, classes), per image.
+    `parts`, when given, receives the per-image box ("xy", "wh"), class and objectness terms and the positives."""
     bsz = heads[0].shape[0]
     preds = [h.view(bsz, len(g.anchors), 5 + g.classes, h.shape[2], h.shape[3]).permute(0, 1, 3, 4, 2)
              for h, g in zip(heads, geoms)]
@@ -163,7 +165,7 @@ def yolo_loss(heads: tuple[torch.Tensor, ...], geoms: list[HeadGeom],
     for b, (boxes, _) in enumerate(targets):
         gt[b, :len(boxes)] = torch.as_tensor(np.asarray(boxes, np.float32).reshape(-1, 4))
         valid[b, :len(boxes)] = True
-    total = heads[0].new_zeros(())
+    terms = dict.fromkeys(("xy", "wh", "cls", "obj"), heads[0].new_zeros(()))
     for i, (p, g) in enumerate(zip(preds, geoms)):
         obj_t = torch.zeros(p.shape[:4])
         with torch.no_grad():  # predictions already overlapping a ground truth are not punished as background
@@ -190,9 +192,13 @@ def yolo_loss(heads: tuple[torch.Tensor, ...], geoms: list[HeadGeom],
                 l_wh = F.binary_cross_entropy_with_logits(sel[:, 2:4], (ratio.sqrt() / 2).clamp(0, 0.999),
                                                           reduction="none")
             onehot = F.one_hot(torch.as_tensor(r[:, 10], dtype=torch.long), g.classes).float()
-            total = total + (scale * (l_xy + l_wh)).sum()
-            total = total + F.binary_cross_entropy_with_logits(sel[:, 5:], onehot, reduction="sum")
+            terms["xy"] = terms["xy"] + (scale * l_xy).sum()
+            terms["wh"] = terms["wh"] + (scale * l_wh).sum()
+            terms["cls"] = terms["cls"] + F.binary_cross_entropy_with_logits(sel[:, 5:], onehot, reduction="sum")
             obj_t[b, a, gy, gx] = 1.0
         weight = (~ignore | (obj_t > 0)).float()
-        total = total + (F.binary_cross_entropy_with_logits(p[..., 4], obj_t, reduction="none") * weight).sum()
-    return total / bsz
+        terms["obj"] = terms["obj"] + (F.binary_cross_entropy_with_logits(p[..., 4], obj_t, reduction="none")
+                                       * weight).sum()
+    if parts is not None:
+        parts.update({k: float(v.detach()) / bsz for k, v in terms.items()}, pos=len(rows) / bsz)
+    return sum(terms.values()) / bsz

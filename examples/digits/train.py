@@ -44,6 +44,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from snnc.evaluation.digits import CLASS_NAMES, SIZE, make_digits
+from snnc.training import detloss
+from snnc.training.detloss import HeadGeom
 
 NUM_CLASSES = len(CLASS_NAMES)
 NA = 3  # anchors per head
@@ -156,45 +158,11 @@ def build_targets(targets: list[tuple[np.ndarray, np.ndarray]], anchors: np.ndar
 
 
 def yolo_loss(heads: list[torch.Tensor], anchors: torch.Tensor, targets: list[tuple[np.ndarray, np.ndarray]]):
-    """targets[b] = (boxes (k, 4) pixels, classes (k,)). anchors (2, NA, 2) px, head 0 = stride 8."""
-    bsz = heads[0].shape[0]
-    preds = [h.view(bsz, NA, 5 + NUM_CLASSES, h.shape[-1], h.shape[-1]).permute(0, 1, 3, 4, 2) for h in heads]
-    rows = build_targets(targets, anchors.numpy(), [h.shape[-1] for h in heads])
-    kmax = max(1, max(len(t[0]) for t in targets))
-    gt = torch.zeros(bsz, kmax, 4)
-    valid = torch.zeros(bsz, kmax, dtype=torch.bool)
-    for b, (boxes, _) in enumerate(targets):
-        gt[b, :len(boxes)] = torch.as_tensor(np.asarray(boxes, np.float32).reshape(-1, 4))
-        valid[b, :len(boxes)] = True
-    l_xy = l_wh = l_cls = l_obj = torch.zeros(())
-    for i, (h, p) in enumerate(zip(heads, preds)):
-        obj_t = torch.zeros(p.shape[:4])
-        with torch.no_grad():  # predictions already overlapping a ground truth are not punished as background
-            dec = decode_head(h, anchors[i], STRIDES[i])[0]  # (B, N, 4)
-            lt = torch.max(dec[:, :, None, :2], gt[:, None, :, :2])
-            rb = torch.min(dec[:, :, None, 2:], gt[:, None, :, 2:])
-            inter = (rb - lt).clamp(min=0).prod(3)
-            area_d = (dec[..., 2:] - dec[..., :2]).prod(2)
-            area_g = (gt[..., 2:] - gt[..., :2]).prod(2)
-            iou = inter / (area_d[:, :, None] + area_g[:, None, :] - inter + 1e-9)
-            ignore = (iou.masked_fill(~valid[:, None, :], 0).max(2).values > 0.5).view(p.shape[:4])
-        r = rows[rows[:, 0] == i]
-        if len(r):
-            b, a, gy, gx = (torch.as_tensor(r[:, k], dtype=torch.long) for k in range(1, 5))
-            sel = p[b, a, gy, gx]  # (k, 5 + C)
-            t = torch.as_tensor(r[:, 5:10], dtype=torch.float32)
-            scale = t[:, 4:5]
-            l_xy = l_xy + (scale * F.binary_cross_entropy_with_logits(sel[:, 0:2], t[:, 0:2], reduction="none")).sum()
-            l_wh = l_wh + (scale * 0.5 * (sel[:, 2:4] - t[:, 2:4]) ** 2).sum()
-            onehot = F.one_hot(torch.as_tensor(r[:, 10], dtype=torch.long), NUM_CLASSES).float()
-            l_cls = l_cls + F.binary_cross_entropy_with_logits(sel[:, 5:], onehot, reduction="sum")
-            obj_t[b, a, gy, gx] = 1.0
-        weight = (~ignore | (obj_t > 0)).float()
-        l_obj = l_obj + (F.binary_cross_entropy_with_logits(p[..., 4], obj_t, reduction="none") * weight).sum()
-    total = (l_xy + l_wh + l_cls + l_obj) / bsz
-    parts = {k: float(v.detach()) / bsz for k, v in (("xy", l_xy), ("wh", l_wh), ("cls", l_cls), ("obj", l_obj))}
-    parts["pos"] = len(rows) / bsz
-    return total, parts
+    """targets[b] = (boxes (k, 4) pixels, classes (k,)). anchors (2, NA, 2) px, head 0 = stride 8.
+    The loss of `snnc finetune --data` (snnc.training.detloss), with this network's geometry; (loss, parts)."""
+    geoms = [HeadGeom(STRIDES[i], anchors[i].numpy(), NUM_CLASSES, "yolo") for i in range(len(heads))]
+    parts: dict[str, float] = {}
+    return detloss.yolo_loss(tuple(heads), geoms, targets, (SIZE, SIZE), parts=parts), parts
 
 
 # ---- evaluation and export --------------------------------------------------------------------------------------
