@@ -126,3 +126,30 @@ def compose_pointwise(node: gs.Node, p: np.ndarray) -> tuple[np.ndarray, int]:
     if out is not None:
         return out.astype(w.dtype), group
     return grouped_weight(d, 1).astype(w.dtype), 1
+
+
+def block_diagonal(blocks: list[np.ndarray]) -> np.ndarray:
+    """diag(B_1, ..., B_k): the map of a channel Concat whose inputs each went through their own B_i."""
+    out = np.zeros((sum(b.shape[0] for b in blocks), sum(b.shape[1] for b in blocks)))
+    r = c = 0
+    for b in blocks:
+        out[r:r + b.shape[0], c:c + b.shape[1]] = b
+        r, c = r + b.shape[0], c + b.shape[1]
+    return out
+
+
+def commutes_with_pointwise(pad: gs.Node) -> bool:
+    """A Pad of the spatial axes only, with zeros or edge replication: Pad(P x) = P Pad(x) for a bias-free
+    per-pixel channel map P (a constant pad value other than 0 or a padded channel axis would not commute)."""
+    mode = pad.attrs.get("mode", "constant")
+    mode = mode.decode() if isinstance(mode, bytes) else mode
+    pads = const_value(pad.inputs[1]) if len(pad.inputs) > 1 else None
+    if pad.op != "Pad" or mode not in ("constant", "edge") or pads is None or pads.size != 8:
+        return False
+    if len(pad.inputs) > 3 and pad.inputs[3].name:  # an axes input: keep the simple, common form only
+        return False
+    value = const_value(pad.inputs[2]) if len(pad.inputs) > 2 and pad.inputs[2].name else np.zeros(1)
+    if value is None or (mode == "constant" and np.any(value != 0)):
+        return False
+    pads = pads.reshape(-1)
+    return not any(int(pads[i]) for i in (0, 1, 4, 5))

@@ -25,7 +25,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from snnc.compiler.graph import const_value, make_const, make_var
-from snnc.compiler.linear import compose_pointwise, is_copy_node, pointwise_matrix
+from snnc.compiler.linear import (block_diagonal, commutes_with_pointwise, compose_pointwise, is_copy_node,
+                                  pointwise_matrix)
 from snnc.compiler.registry import Pass, PassContext, register_pass
 
 
@@ -33,22 +34,6 @@ def _channels(t: gs.Tensor) -> int | None:
     shape = t.shape
     return int(shape[1]) if shape is not None and len(shape) == 4 and isinstance(shape[1], (int, np.integer)) \
         else None
-
-
-def _pointwise_pad(node: gs.Node) -> bool:
-    """A Pad of the spatial axes only, with zeros or edge replication: it commutes with a bias-free 1x1 map."""
-    mode = node.attrs.get("mode", "constant")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
-    pads = const_value(node.inputs[1]) if len(node.inputs) > 1 else None
-    if mode not in ("constant", "edge") or pads is None or pads.size != 8:
-        return False
-    if len(node.inputs) > 3 and node.inputs[3].name:  # an axes input: keep the simple, common form only
-        return False
-    value = const_value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else np.zeros(1)
-    if value is None or (mode == "constant" and np.any(value != 0)):
-        return False
-    pads = pads.reshape(-1)
-    return not any(int(pads[i]) for i in (0, 1, 4, 5))
 
 
 def _absorbs(graph: gs.Graph, t: gs.Tensor, seen: int = 0) -> bool:
@@ -64,7 +49,7 @@ def _absorbs(graph: gs.Graph, t: gs.Tensor, seen: int = 0) -> bool:
                     or not _absorbs(graph, c.outputs[0], seen + 1):
                 return False
         elif c.op == "Pad":
-            if c.inputs[0] is not t or not _pointwise_pad(c) or not _absorbs(graph, c.outputs[0], seen + 1):
+            if c.inputs[0] is not t or not commutes_with_pointwise(c) or not _absorbs(graph, c.outputs[0], seen + 1):
                 return False
         else:
             return False
@@ -81,12 +66,7 @@ def _push(graph: gs.Graph, old: gs.Tensor, new: gs.Tensor, q: np.ndarray) -> Non
             c.inputs[0] = new
             continue
         if c.op == "Concat":
-            blocks = [q if t is old else np.eye(_channels(t)) for t in c.inputs]
-            big = np.zeros((sum(b.shape[0] for b in blocks), sum(b.shape[1] for b in blocks)))
-            r = k = 0
-            for b in blocks:
-                big[r:r + b.shape[0], k:k + b.shape[1]] = b
-                r, k = r + b.shape[0], k + b.shape[1]
+            big = block_diagonal([q if t is old else np.eye(_channels(t)) for t in c.inputs])
             ins = [new if t is old else t for t in c.inputs]
             c.inputs.clear()  # graphsurgeon's lists take no slice assignment
             c.inputs.extend(ins)

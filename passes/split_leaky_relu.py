@@ -32,7 +32,8 @@ import onnx_graphsurgeon as gs
 
 from snnc.compiler.graph import (CONV_OPS, const_value, is_graph_output, make_const, make_var, node_label, producer,
                                  unique_name)
-from snnc.compiler.linear import compose_pointwise, is_copy_node, pointwise_matrix
+from snnc.compiler.linear import (block_diagonal, commutes_with_pointwise, compose_pointwise, is_copy_node,
+                                  pointwise_matrix)
 from snnc.compiler.qcfs import insert_qcfs_chain, match_signed_qcfs
 from snnc.ir.errors import UnsupportedOpError
 from snnc.compiler.registry import Pass, PassContext, register_pass
@@ -42,11 +43,7 @@ log = logging.getLogger(__name__)
 
 def _routes(node: gs.Node) -> bool:
     if node.op == "Pad":
-        mode = node.attrs.get("mode", "constant")
-        mode = mode.decode() if isinstance(mode, bytes) else mode
-        value = const_value(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
-        axes = len(node.inputs) > 3 and node.inputs[3].name
-        return mode in ("constant", "edge") and not axes and (value is None or float(np.ravel(value)[0]) == 0.0)
+        return commutes_with_pointwise(node)
     if node.op == "Concat":
         rank = len(node.outputs[0].shape or [])
         return int(node.attrs.get("axis", 0)) in (1, 1 - rank)
@@ -198,11 +195,7 @@ class SplitLeakyRelu(Pass):
                 else:
                     parts.append(t)
                     blocks.append(np.eye(t.shape[1]))
-            big = np.zeros((sum(b.shape[0] for b in blocks), sum(b.shape[1] for b in blocks)))
-            r0 = c0 = 0
-            for b in blocks:
-                big[r0:r0 + b.shape[0], c0:c0 + b.shape[1]] = b
-                r0, c0 = r0 + b.shape[0], c0 + b.shape[1]
+            big = block_diagonal(blocks)
             joined = make_var(graph, node.outputs[0].name + "_pm", shape=[node.outputs[0].shape[0], big.shape[1]]
                               + list(node.outputs[0].shape[2:]))
             y = node.outputs[0]
