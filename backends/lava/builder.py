@@ -131,7 +131,8 @@ def constant_currents(plan: Plan, input_values: dict[str, np.ndarray] | None) ->
         if not c.constant:
             continue
         vals = _values(plan, c.source, input_values)
-        shape = plan.pop(c.target).shape
+        target = plan.pop(c.target)
+        shape = getattr(target, "in_shape", target.shape)  # a CountMaxPool's a_in has its input layer's shape
         cur = np.stack([_synaptic_sum(c, v, shape, fixed) for v in vals])
         out[c.target] = cur if c.target not in out else out[c.target] + cur
     return out
@@ -173,6 +174,8 @@ def build_plan(plan: Plan, *, steps: int = 0, rec_at: Sequence[int] = (), source
             proc = P.ConstantSource(value=value.astype(P.FIXED_MSG if fixed else np.float64),
                                     period=period if batched else 0, name=p.name)
             cls = P.ConstantSource
+        elif p.kind == "CountMaxPool":
+            proc, cls = P.CountMaxPool(in_shape=p.in_shape, kernel=p.kernel, strides=p.strides, **common), P.CountMaxPool
         elif p.kind == "Linear":
             proc, cls = P.Linear(bias=p.bias.astype(dtype), **common), P.Linear
         elif p.kind in ("IF", "MemoryIF"):

@@ -1,7 +1,7 @@
 """The Lava process graph of a Network, as plain data (no lava import): populations, connections, delays.
 
 Every input / conv / deconv / dense layer becomes one population (`PopSpec`: ConstantSource, IF, MemoryIF,
-SignedIF or Linear); pad and concat layers become no process at all: they are folded into the connections of their
+SignedIF or Linear), every count max-pool one CountMaxPool population (countpool.py); pad and concat layers become no process at all: they are folded into the connections of their
 consumers (`Route`). Each connection (`ConnSpec`) is one of lava-nc's own processes:
 
     Conv    conv layer, the source reached directly or through concat (a channel slice of the weights, group 1)
@@ -272,10 +272,6 @@ def make_plan(net: Network, mode: str = "fixed", weight_bits: int | None = None,
     enc = net.input_encoding or {}
     if enc.get("kind", "direct") != "direct":
         raise SnncError(f"the Lava backend supports direct input encoding only, the network uses {enc.get('kind')!r}")
-    pool = next((l for l in net.layers if l.op == "maxpool"), None)
-    if pool is not None:  # a stateful max over spike counts: no lava-nc process implements it
-        raise SnncError(f"the Lava backend cannot run layer {pool.name} (a count max-pool, --maxpool count); "
-                        "compile with --maxpool exact for Lava")
     fixed = mode == "fixed"
     weight_bits = fixedpoint.DEFAULT_WEIGHT_BITS if weight_bits is None else int(weight_bits)
     q = fixedpoint.quantize(net, weight_bits) if fixed else None
@@ -298,6 +294,14 @@ def make_plan(net: Network, mode: str = "fixed", weight_bits: int | None = None,
         if layer.op in ("pad", "concat"):
             routes[name] = _routes_for(layer, routes, chw, shapes)
             units[name] = np.concatenate([units[s] for s in layer.inputs])
+            continue
+        if layer.op == "maxpool":  # a CountMaxPool population behind routing Sparse connections (countpool.py)
+            from snnc.backends.lava.countpool import plan_pool  # imports this module
+
+            src = layer.inputs[0]
+            pops[name], pool_conns = plan_pool(layer, routes[src], pops, chw, shapes[src], units[src])
+            conns += pool_conns
+            routes[name], chw[name], units[name] = [Route(name)], layer.shape, units[src]
             continue
         src = layer.inputs[0]
         in_chw = shapes[src]

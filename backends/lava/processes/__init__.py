@@ -2,12 +2,16 @@
 searches the folder of a process's module, executing each file there, for its process models.
 
 neurons.py: the ConstantSource, Delay, Linear, IF, MemoryIF, SignedIF and SignedMemoryIF processes and their float / fixed-point models.
+countpool.py: the CountMaxPool process (the count max-pool, --maxpool count) and its models.
 conv.py: process models for lava-nc's own Conv process (lava's models break on 128+ groups and are slow).
 """
 
 from snnc.backends.lava.processes.conv import ConvModelFixed, ConvModelFloat, lava_conv
 from snnc.backends.lava.processes.neurons import (IF, MODELS, ConstantSource, Delay, FIXED_MSG, FIXED_STATE, Linear, MemoryIF, Population,
                       SignedIF, SignedMemoryIF)
+from snnc.backends.lava.processes.countpool import MODELS as _POOL_MODELS, CountMaxPool
 
-__all__ = ["IF", "MemoryIF", "SignedIF", "SignedMemoryIF", "Linear", "Population", "ConstantSource", "Delay", "MODELS", "FIXED_MSG",
+MODELS.update(_POOL_MODELS)
+
+__all__ = ["IF", "MemoryIF", "SignedIF", "SignedMemoryIF", "CountMaxPool", "Linear", "Population", "ConstantSource", "Delay", "MODELS", "FIXED_MSG",
            "FIXED_STATE", "ConvModelFixed", "ConvModelFloat", "lava_conv"]
