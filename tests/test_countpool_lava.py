@@ -93,13 +93,37 @@ def test_pool_on_the_image_constant_current_and_per_step(mode):
             np.testing.assert_allclose(res.outputs[t]["head"], ref.outputs[t]["head"], rtol=1e-5, atol=1e-6)
 
 
-def test_digits_relu_detector_count_pool_fixed_bit_exact():
-    """The trained digits ReLU detector (three 2x2 count max-pools) on one image, T = 4 and 8."""
-    from snnc.compiler.api import compile_model
-    from snnc.ir.options import CompileOptions
+def test_compiled_tiny_yolo_with_signed_memory_neurons_fixed_bit_exact(tmp_path):
+    """The pipeline's own output: a yolov3-tiny-shaped model with LeakyReLUs compiled with --maxpool count (signed
+    memory neurons feed the three pools, the last a stride-1 pool behind an edge pad), two inputs, T = 5 and 16."""
+    import onnx
+    from models import tiny_yolo
 
-    net = compile_model(DIGITS, CompileOptions(maxpool="count"), calib_random=2, progress=False).network
+    from snnc.compiler.api import compile_model
+
+    path = tmp_path / "tiny.onnx"
+    onnx.save(tiny_yolo(leaky=True, host=False), str(path))
+    net = compile_model(path, calib_random=4, maxpool="count", progress=False).network
+    kinds = {p.name: p.kind for p in make_plan(net, "fixed").pops}
+    assert list(kinds.values()).count("CountMaxPool") == 3 and "SignedMemoryIF" in kinds.values()
+    assert any(l.op == "pad" and l.attrs.get("mode") == "edge" for l in net.layers)
+    x = np.random.default_rng(1).uniform(0, 1, (2,) + net.input_layers[0].shape).astype(np.float32)
+    cmp = compare_with_numpy(net, x, TS).check()
+    assert all(v.sum() > 0 for v in cmp.lava.spike_counts.values())
+
+
+def test_digits_relu_detector_count_pool_fixed_bit_exact(tmp_path):
+    """The trained digits ReLU detector (three 2x2 count max-pools) calibrated on four train canvases, on one
+    test canvas, T = 4 and 8."""
+    from PIL import Image
+
+    from snnc.compiler.api import compile_model
+    from snnc.evaluation.digits import make_digits
+
+    for i, img in enumerate(make_digits("train", 4).images):
+        Image.fromarray(img).save(tmp_path / f"train_{i}.png")
+    net = compile_model(DIGITS, calib_dir=tmp_path, maxpool="count", progress=False, include_ann=False).network
     assert sum(l.op == "maxpool" for l in net.layers) == 3
-    x = images(net.input_layers[0].shape, batch=1, seed=6)
+    x = (make_digits("test", 1).images[0].astype(np.float32) / 255).transpose(2, 0, 1)[None]
     cmp = compare_with_numpy(net, x, [4, 8]).check()
     assert all(v.sum() > 0 for v in cmp.lava.spike_counts.values())
