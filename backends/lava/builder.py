@@ -175,7 +175,8 @@ def build_plan(plan: Plan, *, steps: int = 0, rec_at: Sequence[int] = (), source
                                     period=period if batched else 0, name=p.name)
             cls = P.ConstantSource
         elif p.kind == "CountMaxPool":
-            proc, cls = P.CountMaxPool(in_shape=p.in_shape, kernel=p.kernel, strides=p.strides, **common), P.CountMaxPool
+            cls = P.CountMaxPool
+            proc = cls(in_shape=p.in_shape, kernel=p.kernel, strides=p.strides, **common)
         elif p.kind == "Linear":
             proc, cls = P.Linear(bias=p.bias.astype(dtype), **common), P.Linear
         elif p.kind in ("IF", "MemoryIF"):

@@ -1,7 +1,7 @@
 """The Lava process graph of a Network, as plain data (no lava import): populations, connections, delays.
 
 Every input / conv / deconv / dense layer becomes one population (`PopSpec`: ConstantSource, IF, MemoryIF,
-SignedIF or Linear), every count max-pool one CountMaxPool population (countpool.py); pad and concat layers become no process at all: they are folded into the connections of their
+SignedIF or Linear); pad and concat layers become no process at all: they are folded into the connections of their
 consumers (`Route`). Each connection (`ConnSpec`) is one of lava-nc's own processes:
 
     Conv    conv layer, the source reached directly or through concat (a channel slice of the weights, group 1)
@@ -14,6 +14,7 @@ Layouts follow Lava: a (C, H, W) layer is a (W, H, C) population, flattened in C
 Depth: the input source has depth 0; a population's depth is 1 + the largest depth among its sources (each
 connection process delays by one step). A source shallower than that is connected through a Delay process of
 the difference, so every population at depth d sees the NumPy reference's step k at Lava step d + k.
+A count max-pool (`--maxpool count`) is a CountMaxPool population fed by 0/1 Sparse routes (countpool.py).
 """
 
 from __future__ import annotations
@@ -296,7 +297,7 @@ def make_plan(net: Network, mode: str = "fixed", weight_bits: int | None = None,
             units[name] = np.concatenate([units[s] for s in layer.inputs])
             continue
         if layer.op == "maxpool":  # a CountMaxPool population behind routing Sparse connections (countpool.py)
-            from snnc.backends.lava.countpool import plan_pool  # imports this module
+            from snnc.backends.lava.countpool import plan_pool  # here: countpool imports this module
 
             src = layer.inputs[0]
             pops[name], pool_conns = plan_pool(layer, routes[src], pops, chw, shapes[src], units[src])

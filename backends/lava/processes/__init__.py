@@ -13,5 +13,6 @@ from snnc.backends.lava.processes.countpool import MODELS as _POOL_MODELS, Count
 
 MODELS.update(_POOL_MODELS)
 
-__all__ = ["IF", "MemoryIF", "SignedIF", "SignedMemoryIF", "CountMaxPool", "Linear", "Population", "ConstantSource", "Delay", "MODELS", "FIXED_MSG",
+__all__ = ["IF", "MemoryIF", "SignedIF", "SignedMemoryIF", "Linear", "Population", "ConstantSource", "Delay", "MODELS", "FIXED_MSG",
            "FIXED_STATE", "ConvModelFixed", "ConvModelFloat", "lava_conv"]
+__all__ += ["CountMaxPool"]
