@@ -26,7 +26,8 @@ def pool_net(case: str, memory: bool = False) -> Network:
     """x (3, 8, 8) -> conv c1 (IF) -> [edge pad] -> count max-pool -> conv c2 (IF) -> linear 1x1 head.
 
     k2s2: a 2x2 pool, stride 2; edge_k2s1: yolov3-tiny's stride-1 pool (edge pad bottom / right, 2x2, stride 1);
-    k3s2: a 3x3 pool with stride 2 (overlapping windows); on_input: the pool reads the image (no neurons in front)."""
+    k3s2: a 3x3 pool with stride 2 (overlapping windows); concat_k2s2: a 2x2 pool over the concat of c1 and a conv
+    c1b behind it; on_input: the pool reads the image (no neurons in front)."""
     rng = np.random.default_rng(11)
     layers = [inp((3, 8, 8))]
     if case == "on_input":
@@ -35,13 +36,18 @@ def pool_net(case: str, memory: bool = False) -> Network:
     else:
         layers.append(conv("c1", "x", 3, 4, (8, 8), rng))
         src, hw = "c1", 8
+        c = 4
         if case == "edge_k2s1":
             layers.append(pad("p1", "c1", (4, 9, 9), (0, 0, 1, 1), "edge"))
             src, hw = "p1", 9
-        k, s = {"k2s2": (2, 2), "edge_k2s1": (2, 1), "k3s2": (3, 2)}[case]
+        if case == "concat_k2s2":  # two routes of different depth into the pool's input (a Delay on c1's)
+            layers += [conv("c1b", "c1", 4, 3, (8, 8), rng),
+                       Layer("cat", "concat", ["c1b", "c1"], (7, 8, 8), attrs={"axis": 0})]
+            src, c = "cat", 7
+        k, s = {"k2s2": (2, 2), "edge_k2s1": (2, 1), "k3s2": (3, 2), "concat_k2s2": (2, 2)}[case]
         o = (hw - k) // s + 1
-        layers += [Layer("pool", "maxpool", [src], (4, o, o), attrs={"kernel_shape": [k, k], "strides": [s, s]}),
-                   conv("c2", "pool", 4, 5, (o, o), rng)]
+        layers += [Layer("pool", "maxpool", [src], (c, o, o), attrs={"kernel_shape": [k, k], "strides": [s, s]}),
+                   conv("c2", "pool", c, 5, (o, o), rng)]
     o = layers[-1].shape[1]
     layers.append(conv("head", "c2", 5, 6, (o, o), rng, k=1, pads=(0, 0, 0, 0), kind=None))
     net = Network(layers, ["head"], input_encoding={"kind": "direct", "scale": 1.0 / 255, "max_value": 1.0})
@@ -56,9 +62,11 @@ def test_plan_has_a_pool_population_one_stage_deeper():
     (route,) = [c for c in plan.conns if c.target == "pool"]
     assert route.kind == "sparse" and route.source == "c1" and route.synapses == 9 * 9 * 4  # the edge pad, 0/1
     assert {p.kind for p in make_plan(pool_net("k2s2", memory=True), "float").pops} >= {"CountMaxPool", "MemoryIF"}
+    cat = make_plan(pool_net("concat_k2s2"), "fixed")
+    assert sorted((c.source, c.delay) for c in cat.conns if c.target == "pool") == [("c1", 1), ("c1b", 0)]
 
 
-@pytest.mark.parametrize("case", ["k2s2", "edge_k2s1", "k3s2"])
+@pytest.mark.parametrize("case", ["k2s2", "edge_k2s1", "k3s2", "concat_k2s2"])
 @pytest.mark.parametrize("memory", [False, True], ids=["if", "memory"])
 def test_fixed_bit_exact(case, memory):
     net = pool_net(case, memory)
