@@ -2,8 +2,9 @@
 
 `get_backend("c").simulate(net, x, T, mode="fixed")` returns the same `SimResult` as the NumPy reference, bit
 for bit in fixed point. Builds are cached under $SNNC_CACHE_DIR (default ~/.cache/snnc)/c/<hash of the generated
-sources, compiler and flags>; the weights travel in a blob next to the input, so retrained or re-quantized
-weights of the same architecture reuse the compiled driver.
+sources, compiler and flags>; the weights travel in a blob (written once per network under <cache>/weights), so
+retrained or re-quantized weights of the same architecture reuse the compiled driver. The rendered project of the
+last two networks stays in memory, so a repeated call on the same network skips quantizing and rendering.
 """
 
 from __future__ import annotations
