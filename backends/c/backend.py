@@ -44,7 +44,7 @@ _BUILD_LOG = "build.log"
 # blob written once under the cache folder; each entry holds the blob (about 2 bytes per weight in fixed point).
 _RENDER_CACHE: "OrderedDict[tuple, tuple[Project, Path]]" = OrderedDict()
 _RENDER_CACHE_SIZE = 2
-_BLOBS_KEPT = 8
+_BLOBS_KEPT = 4
 
 
 def find_compiler() -> list[str]:
