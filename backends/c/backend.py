@@ -2,8 +2,9 @@
 
 `get_backend("c").simulate(net, x, T, mode="fixed")` returns the same `SimResult` as the NumPy reference, bit
 for bit in fixed point. Builds are cached under $SNNC_CACHE_DIR (default ~/.cache/snnc)/c/<hash of the generated
-sources, compiler and flags>; the weights travel in a blob next to the input, so retrained or re-quantized
-weights of the same architecture reuse the compiled driver.
+sources, compiler and flags>; the weights travel in a blob (written once per network under <cache>/weights), so
+retrained or re-quantized weights of the same architecture reuse the compiled driver. The rendered project of the
+last two networks stays in memory, so a repeated call on the same network skips quantizing and rendering.
 """
 
 from __future__ import annotations
@@ -17,12 +18,15 @@ import shlex
 import shutil
 import subprocess
 import tempfile
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 
-from snnc.backends import Backend, SimResult, register_backend
+from snnc.backends import Backend, SimResult, lru_cached, register_backend
+from snnc.backends.numpy.sim import _fingerprint
 from snnc.ir.errors import SnncError
+from snnc.ir.files import atomic_path
 from snnc.ir.network import Network
 from snnc.ir.options import SimOptions
 
@@ -36,6 +40,11 @@ log = logging.getLogger(__name__)
 DEFAULT_CFLAGS = "-O3 -march=native -ffp-contract=off"
 FALLBACK_CFLAGS = "-O2"
 _BUILD_LOG = "build.log"
+# Rendered projects of the last few networks (quantizing and rendering yolov3-tiny takes seconds), with their weight
+# blob written once under the cache folder; each entry holds the blob (about 2 bytes per weight in fixed point).
+_RENDER_CACHE: "OrderedDict[tuple, tuple[Project, Path]]" = OrderedDict()
+_RENDER_CACHE_SIZE = 2
+_BLOBS_KEPT = 4
 
 
 def find_compiler() -> list[str]:
@@ -118,6 +127,28 @@ def _build(project: Project, cc: list[str], flags: list[str], root: Path | None)
     return final
 
 
+def _write_blob(project: Project, root: Path | None) -> Path:
+    """The project's weight blob as a file in the cache folder, named by its content hash (written once)."""
+    data = project.files["weights.bin"]
+    folder = (root or cache_root()) / "weights"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha1(data).hexdigest()[:24]}.bin"
+    if not path.exists():
+        with atomic_path(path) as tmp:
+            Path(tmp).write_bytes(data)
+        old = sorted(folder.glob("*.bin"), key=lambda p: p.stat().st_mtime)[:-_BLOBS_KEPT]
+        for stale in old:  # blobs are about 2 bytes per weight: keep the newest few only
+            stale.unlink(missing_ok=True)
+    return path
+
+
+def _render_with_blob(net: Network, mode: str, bits: int | None, float_type: str, v_init: float | None,
+                      constant_input: bool, root: Path | None) -> tuple[Project, Path]:
+    project = render(net, mode, weight_bits=bits, float_type=float_type, v_init=v_init,
+                     constant_input=constant_input)
+    return project, _write_blob(project, root)
+
+
 def with_encoding(net: Network, encoding: str | None) -> Network:
     """`net` with its input encoding overridden as the NumPy reference does (direct on a rate network: unit 1)."""
     if encoding is None:
@@ -182,8 +213,14 @@ class CBackend(Backend):
         mode, v_init, seed, weight_bits = options.mode, options.v_init, options.seed, options.weight_bits
         net = with_encoding(net, options.encoding)
         bits = self.weight_bits if weight_bits is None else weight_bits
-        project = render(net, mode, weight_bits=bits, float_type=self.float_type, v_init=v_init,
-                         constant_input=bool(options.extra.get("constant_input", True)))
+        constant_input = bool(options.extra.get("constant_input", True))
+        root = self.cache_dir
+        if root is not None:
+            root.mkdir(parents=True, exist_ok=True)
+        key = (_fingerprint(net), mode, bits, self.float_type, v_init, constant_input, str(root))
+        project, weights_path = lru_cached(
+            _RENDER_CACHE, key, lambda: _render_with_blob(net, mode, bits, self.float_type, v_init, constant_input,
+                                                          root), _RENDER_CACHE_SIZE)
         x = np.asarray(x)
         in_layer = net.input_layers[0]
         if x.shape[1:] != tuple(in_layer.shape):
@@ -191,15 +228,13 @@ class CBackend(Backend):
         batch = x.shape[0]
         if batch == 0:
             raise SnncError("C backend: empty input batch")
-        root = self.cache_dir
-        if root is not None:
-            root.mkdir(parents=True, exist_ok=True)
         build_dir = build(project, cc=self.cc, cflags=self.cflags, root=root)
         with tempfile.TemporaryDirectory(prefix="snnc-c-run-") as tmp:
             tmpd = Path(tmp)
-            (tmpd / "weights.bin").write_bytes(project.files["weights.bin"])
+            if not weights_path.exists():  # removed from the cache folder since it was written
+                weights_path = _write_blob(project, root)
             input_file_array(net, project, x).tofile(tmpd / "input.bin")
-            cmd = [str(build_dir / "snn_run"), "-w", str(tmpd / "weights.bin"), "-i", str(tmpd / "input.bin"),
+            cmd = [str(build_dir / "snn_run"), "-w", str(weights_path), "-i", str(tmpd / "input.bin"),
                    "-o", str(tmpd / "out.bin"), "-T", ",".join(map(str, ts)), "--raw",
                    "--seed", str(int(seed)), "--rng-batch", str(batch)]
             proc = subprocess.run(cmd, capture_output=True, text=True)

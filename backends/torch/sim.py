@@ -295,19 +295,39 @@ def _scan(lp: _LayerPlan, V: torch.Tensor, z: torch.Tensor, z_const: bool, steps
           count: torch.Tensor | None) -> torch.Tensor:
     """The neuron update of `snnc.backends.numpy.scan`, step after step on all (B, N) neurons: spikes (steps, B, N).
 
-    Masked updates are written as V -= theta * mask: theta * 0 = 0 leaves V unchanged exactly, as numpy's
-    `where=` does. On the CPU the neurons go in tiles of about TILE_VALUES values, all steps of a tile before
+    Masked updates are written as V -= where(mask, theta, 0): subtracting 0 leaves V unchanged exactly, as
+    numpy's `where=` does (one kernel; theta * mask first converted the bool mask, a copy and a multiply). On
+    the CPU the neurons go in tiles of about TILE_VALUES values, all steps of a tile before
     the next, so a tile's membrane stays in cache (as the NumPy simulator does); a GPU takes the whole layer."""
     spikes = torch.empty((steps,) + tuple(V.shape), dtype=torch.int8, device=V.device)
     n = V.shape[1]
-    width = n if V.device.type != "cpu" else max(1024, TILE_VALUES // max(1, V.shape[0]))
-    for a in range(0, n, width):
-        b = min(n, a + width)
-        th = lp.theta[a:b]
-        tn = None if lp.theta_neg is None else lp.theta_neg[a:b]
-        _scan_tile(V[:, a:b], z[..., a:b], z_const, spikes[:, :, a:b], th, tn,
-                   None if count is None else count[:, a:b])
+    cpu = V.device.type == "cpu"
+    width = n if not cpu else max(1024, TILE_VALUES // max(1, V.shape[0]))
+    with _one_thread(cpu):
+        for a in range(0, n, width):
+            b = min(n, a + width)
+            th = lp.theta[a:b]
+            tn = None if lp.theta_neg is None else lp.theta_neg[a:b]
+            _scan_tile(V[:, a:b], z[..., a:b], z_const, spikes[:, :, a:b], th, tn,
+                       None if count is None else count[:, a:b])
     return spikes
+
+
+@contextlib.contextmanager
+def _one_thread(on: bool) -> Iterator[None]:
+    """The scan's element-wise operations in the calling thread alone. A tile's operation is a few tens of
+    microseconds of work: split over threads, each one waits for the slowest, and on a busy machine a thread
+    that lost its core costs a scheduler time slice (measured on yolov3-tiny at 416 x 416 with the two cores
+    shared: 4 ms per operation with 2 threads); the convolutions keep all threads."""
+    if not on or torch.get_num_threads() == 1:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
 
 
 def _scan_tile(v: torch.Tensor, z: torch.Tensor, z_const: bool, spikes: torch.Tensor, theta: torch.Tensor,
@@ -317,25 +337,25 @@ def _scan_tile(v: torch.Tensor, z: torch.Tensor, z_const: bool, spikes: torch.Te
         v += z if z_const else z[t]
         if theta_neg is not None and count is not None:  # signed memory neuron: the NumPy scan's order
             pos = (v >= theta) & (count >= 0)
-            v -= theta * pos
+            v -= torch.where(pos, theta, 0)
             back = (v < 0) & (count > 0)
-            v += theta * back
+            v += torch.where(back, theta, 0)
             neg = (v <= minus_neg) & (count <= 0)
-            v += theta_neg * neg
+            v += torch.where(neg, theta_neg, 0)
             back_dn = (v > 0) & (count < 0)
-            v -= theta_neg * back_dn
+            v -= torch.where(back_dn, theta_neg, 0)
             s = spikes[t]
             torch.sub((pos | back_dn).view(torch.int8), (neg | back).view(torch.int8), out=s)
             count += s
             continue
         pos = v >= theta
-        v -= theta * pos
+        v -= torch.where(pos, theta, 0)
         if theta_neg is not None:
             neg = v <= minus_neg
-            v += theta_neg * neg
+            v += torch.where(neg, theta_neg, 0)
         elif count is not None:
             neg = (v < 0) & (count > 0)
-            v += theta * neg
+            v += torch.where(neg, theta, 0)
         else:
             spikes[t] = pos
             continue
