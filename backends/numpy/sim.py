@@ -80,6 +80,7 @@ from snnc.ir.network import Layer, Network
 
 from snnc.backends.numpy import event as events
 from snnc.backends.numpy import ops
+from snnc.backends.numpy.graded import graded_values
 from snnc.backends.numpy.scan import scan
 
 # Memory budget of the time-chunked buffers (an upper bound; ops.CALL_BYTES usually decides the chunk).
@@ -533,7 +534,8 @@ def simulate(net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float
                             recorder.add_spikes(name, spikes)
                         data = spikes.reshape((tc * batch,) + layer.shape)
                         if lp.payload_neg is not None:
-                            data = _graded_values(spikes, lp, n_start).reshape((tc * batch,) + layer.shape)
+                            data = graded_values(spikes, n_start, lp.payload_pos, lp.payload_neg)
+                            data = data.reshape((tc * batch,) + layer.shape)
                     z = zf = None  # free before the next layer
                 if lp.const:
                     const_cache[name] = data
@@ -650,18 +652,6 @@ class _Recorder:
         for name, acc in self.inputs.items():
             out[name] = {"sum": acc}
         return out
-
-
-def _graded_values(spikes: np.ndarray, lp: _LayerPlan, n_start: np.ndarray) -> np.ndarray:
-    """(Tc, B, N) spikes in {-1, 0, 1} -> the values a graded layer sends. A spike's side is that of the count it
-    moves: n_before + n_after > 0 (up, back_up) carries s * payload_pos, < 0 (dn, back_dn) s * payload_neg;
-    n_start (B, N) is the count before the chunk."""
-    after = np.cumsum(spikes, axis=0, dtype=np.int32)
-    after += n_start[None]
-    negative = (2 * after - spikes) < 0  # n_before + n_after, with n_before = n_after - s
-    out = spikes.astype(np.float32)
-    out *= np.where(negative, lp.payload_neg, np.float32(lp.payload_pos))
-    return out
 
 
 def _input_chunk(lp: _LayerPlan, x: np.ndarray, encoding: str, rng, t0: int, t1: int, batch: int) -> np.ndarray:
