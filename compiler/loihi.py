@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from snnc.ir.fixedpoint import GRADED_BITS
 from snnc.ir.network import Layer, Network
 
 CORES_PER_CHIP = 128
@@ -157,6 +158,8 @@ def fit(net: Network, weight_bits: int = MAX_WEIGHT_BITS) -> Fit:
         if memory:
             what = "signed memory" if layer.neuron.kind == "SignedIF" else "memory IF"
             note = (note + "; " if note else "") + f"{what}: +1 state (count)"
+            if layer.neuron.graded:
+                note += f"; graded spikes (payload up to {GRADED_BITS + 1}+ bits)"
         rows.append(LayerFit(layer.name, layer.op, neurons, syn, fan, weight_bits, acc, cores, note, memory))
     result.cores = sum(r.cores for r in rows)
     result.neurons = sum(r.neurons for r in rows)
@@ -186,6 +189,12 @@ def fit_report(net: Network, weight_bits: int = MAX_WEIGHT_BITS) -> str:
     if f.synapses > SYNAPSES_PER_CHIP:
         lines.append(f"note: {f.synapses:,} explicit synapses > {SYNAPSES_PER_CHIP:,}: the estimate relies on "
                      "Loihi 2's convolutional weight sharing")
+    graded = [r.name for r in f.layers if "graded spikes" in r.note]
+    if graded:
+        lines.append(f"note: {len(graded)} layers (--leaky graded) send graded spikes: integer payloads of "
+                     f"2**{GRADED_BITS} (+1) and round(alpha theta_n / theta 2**{GRADED_BITS}) (-1), Loihi 2's graded "
+                     "spikes (up to 24 bits); their consumers' accumulators need that many more bits than for "
+                     "binary spikes")
     if f.memory_neurons:
         lines.append(f"note: {f.memory_neurons:,} memory IF neurons keep one more state variable each than an IF "
                      "neuron (the count of +1 minus -1 spikes: log2(T) + 1 bits, 9 at T = 256) and send signed "

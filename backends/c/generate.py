@@ -35,6 +35,7 @@ import numpy as np
 
 from snnc.ir.errors import SnncError
 from snnc.ir.fixedpoint import fold_units, is_copy_layer, quantize
+from snnc.ir.graded import refuse_graded
 from snnc.ir.network import Layer, Network
 
 from snnc.backends.c import runtime
@@ -102,6 +103,7 @@ def generate(net: Network, out_dir: Path | str, mode: str = "fixed", *, weights:
 def render(net: Network, mode: str = "fixed", *, weights: str = "bin", weight_bits: int | None = None,
            float_type: str = "float32", v_init: float | None = None, constant_input: bool = True) -> Project:
     """The generated project in memory (see `generate`)."""
+    refuse_graded(net, "C")
     gen = _Generator(net.with_v_init(v_init), mode, weights, weight_bits, float_type)
     gen.constant_input = bool(constant_input)
     return gen.run()

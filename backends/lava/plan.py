@@ -25,6 +25,7 @@ import scipy.sparse as sp
 
 from snnc.ir import fixedpoint
 from snnc.ir.errors import SnncError
+from snnc.ir.graded import refuse_graded
 from snnc.ir.network import Layer, Network
 
 NEURON_KINDS = ("IF", "MemoryIF", "SignedIF", "SignedMemoryIF")  # population kinds with spikes
@@ -276,6 +277,7 @@ def make_plan(net: Network, mode: str = "fixed", weight_bits: int | None = None,
     if pool is not None:  # a stateful max over spike counts: no lava-nc process implements it
         raise SnncError(f"the Lava backend cannot run layer {pool.name} (a count max-pool, --maxpool count); "
                         "compile with --maxpool exact for Lava")
+    refuse_graded(net, "Lava")
     fixed = mode == "fixed"
     weight_bits = fixedpoint.DEFAULT_WEIGHT_BITS if weight_bits is None else int(weight_bits)
     q = fixedpoint.quantize(net, weight_bits) if fixed else None
