@@ -118,7 +118,8 @@ def _check_source(node: gs.Node, x: gs.Tensor) -> None:
 @register_pass
 class ActivationsToNeurons(Pass):
     name = "activations_to_neurons"
-    summary = ("ReLU -> IF, LeakyReLU (unsplit) -> signed neuron (IBT, or memory with --leaky signed/split), "
+    summary = ("ReLU -> IF, LeakyReLU (unsplit) -> signed neuron (IBT, or memory with --leaky signed/split, "
+               "graded with --leaky graded), "
                "Clip(0,l)/QCFS -> IF(l); refuses other activations")
     exact = False  # exact in the rate limit only up to clipping at theta; channel_norm sets theta
 
@@ -147,7 +148,8 @@ class ActivationsToNeurons(Pass):
                 if not 0 < alpha < 1:
                     raise UnsupportedOpError(f"{node_label(node)}: alpha={alpha}; the signed neuron needs 0 < alpha < 1")
                 _check_source(node, x)
-                extra = {"memory": 1, **graded} if signed_memory else {}  # IBT: no attribute (memory 0), as before
+                # IBT: no attribute (memory 0), as before
+                extra = {"memory": 1, **graded} if signed_memory else {}
                 new = _neuron("SignedIF", node.name, x, node.outputs[0], threshold=[1.0], alpha=alpha, v_init=v_init,
                               calibrated=0, **extra)
             elif node.op == "Clip":
