@@ -4,8 +4,8 @@ threshold_neg; docs/neurons.md "Graded signed memory neuron").
 Its invariant and its count on hand-made and random input sequences (float and integer), its rate limit, the
 values it sends (theta on the positive side of its count, alpha theta_n on the negative side, take-backs
 included), the fixed-point payloads, the compile (channel_norm's negative thresholds, .lava round trip, the
-validator), NumPy = torch (bit-exact in fixed point, 1e-5 in float) on a YOLO-shaped network, spike counts and
-energy counting graded spikes, and the one-line refusals of the C, Lava and NIR backends and of --target-T.
+validator), NumPy = torch = C (bit-exact in fixed point, 1e-5 in float) on a YOLO-shaped network, spike counts and
+energy counting graded spikes, and the one-line refusals of the Lava and NIR backends and of --target-T.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pytest
 
 import snnc.backends.torch  # noqa: F401  (first: it sets torch's OpenMP wait policy before torch loads)
 from models import tiny_yolo
-from test_c_backend import images, yolo_like
+from test_c_backend import assert_close, assert_same, cbk, images, yolo_like  # noqa: F401
 
 from snnc.backends import get_backend
 from snnc.backends.numpy.graded import graded_values
@@ -189,6 +189,16 @@ def test_numpy_and_torch_agree(nb, tb, net_and_x):
     assert any(not np.array_equal(other.outputs[24][o], rec.outputs[24][o]) for o in net.outputs)
 
 
+def test_c_backend_agrees(nb, net_and_x, cbk):  # noqa: F811
+    net, x = net_and_x
+    ts = [1, 4, 16]
+    ref = nb.simulate(net, x, ts, mode="fixed")
+    assert_same(cbk.simulate(net, x, ts, mode="fixed"), ref.outputs, ref.spike_counts)
+    assert_close(cbk.simulate(net, x, ts, mode="float"), nb.simulate(net, x, ts, mode="float"))
+    ref = nb.simulate(net, x, [9], mode="fixed", v_init=0.0, weight_bits=8)
+    assert_same(cbk.simulate(net, x, [9], mode="fixed", v_init=0.0, weight_bits=8), ref.outputs, ref.spike_counts)
+
+
 def test_spikes_counted_and_energy(nb, net_and_x):
     from snnc.compiler.energy import energy_report
     net, x = net_and_x
@@ -206,15 +216,13 @@ def test_spikes_counted_and_energy(nb, net_and_x):
 
 
 def test_other_backends_refuse_with_one_line(net_and_x, tmp_path):
-    from snnc.backends.c.generate import render
     from snnc.backends.lava.plan import make_plan
     from snnc.backends.nir.export import to_nir
     net, _ = net_and_x
     first = next(l.name for l in net.neuron_layers if l.neuron.graded)
-    for call in (lambda: render(net), lambda: make_plan(net)):
-        with pytest.raises(SnncError, match=f"graded signed neurons yet \\(layer '{first}'") as e:
-            call()
-        assert "\n" not in str(e.value)
+    with pytest.raises(SnncError, match=f"graded signed neurons yet \\(layer '{first}'") as e:
+        make_plan(net)
+    assert "\n" not in str(e.value)
     with pytest.raises(SnncError, match=f"{first}.*graded signed neuron") as e:
         to_nir(net)
     assert "\n" not in str(e.value)
