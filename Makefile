@@ -16,7 +16,7 @@ BACKEND   ?= numpy
 # again, so the compiler is proven on both, and the Lava backend's tests (lava-nc 0.10.0 needs 3.10).
 # torch's local CPU wheel is for 3.11 only.
 TESTS310  := tests/test_passes.py tests/test_cli.py tests/test_run.py tests/test_numpy_sim.py tests/test_host.py \
-             tests/test_c_backend.py tests/test_lava_backend.py tests/test_signed_lava.py
+             tests/test_c_backend.py tests/test_lava_backend.py tests/test_signed_lava.py tests/test_graded_lava.py
 # The core (compile, run, eval; NumPy and C backends) on Python 3.12 and 3.13 as well.
 # (torch, for the digits trainer's smoke test, has a local CPU wheel for 3.11 only)
 TESTS_CORE := tests/test_architecture.py tests/test_passes.py tests/test_cli.py tests/test_host.py tests/test_run.py \

@@ -5,7 +5,8 @@ Its invariant and its count on hand-made and random input sequences (float and i
 values it sends (theta on the positive side of its count, alpha theta_n on the negative side, take-backs
 included), the fixed-point payloads, the compile (channel_norm's negative thresholds, .lava round trip, the
 validator), NumPy = torch = C (bit-exact in fixed point, 1e-5 in float) on a YOLO-shaped network, spike counts and
-energy counting graded spikes, and the one-line refusals of the Lava and NIR backends and of --target-T.
+energy counting graded spikes, and the one-line refusals of NIR export and --target-T. The Lava backend's twin is
+tests/test_graded_lava.py (Python 3.10).
 """
 
 from __future__ import annotations
@@ -215,14 +216,10 @@ def test_spikes_counted_and_energy(nb, net_and_x):
     assert report["snn_sops"] > 0
 
 
-def test_other_backends_refuse_with_one_line(net_and_x, tmp_path):
-    from snnc.backends.lava.plan import make_plan
+def test_nir_refuses_with_one_line(net_and_x):
     from snnc.backends.nir.export import to_nir
     net, _ = net_and_x
     first = next(l.name for l in net.neuron_layers if l.neuron.graded)
-    with pytest.raises(SnncError, match=f"graded signed neurons yet \\(layer '{first}'") as e:
-        make_plan(net)
-    assert "\n" not in str(e.value)
     with pytest.raises(SnncError, match=f"{first}.*graded signed neuron") as e:
         to_nir(net)
     assert "\n" not in str(e.value)

@@ -2,12 +2,14 @@
 searches the folder of a process's module, executing each file there, for its process models.
 
 neurons.py: the ConstantSource, Delay, Linear, IF, MemoryIF, SignedIF and SignedMemoryIF processes and their float / fixed-point models.
+graded.py: the GradedSignedMemoryIF process (--leaky graded) and its models.
 conv.py: process models for lava-nc's own Conv process (lava's models break on 128+ groups and are slow).
 """
 
+from snnc.backends.lava.processes.graded import GradedSignedMemoryIF
 from snnc.backends.lava.processes.conv import ConvModelFixed, ConvModelFloat, lava_conv
 from snnc.backends.lava.processes.neurons import (IF, MODELS, ConstantSource, Delay, FIXED_MSG, FIXED_STATE, Linear, MemoryIF, Population,
                       SignedIF, SignedMemoryIF)
 
-__all__ = ["IF", "MemoryIF", "SignedIF", "SignedMemoryIF", "Linear", "Population", "ConstantSource", "Delay", "MODELS", "FIXED_MSG",
+__all__ = ["GradedSignedMemoryIF", "IF", "MemoryIF", "SignedIF", "SignedMemoryIF", "Linear", "Population", "ConstantSource", "Delay", "MODELS", "FIXED_MSG",
            "FIXED_STATE", "ConvModelFixed", "ConvModelFloat", "lava_conv"]
