@@ -266,3 +266,22 @@ def test_validator_refuses_bad_graded_entries():
                 {**good, "graded": False}):
         with pytest.raises(Exception):
             _neuron("layer", bad)
+
+
+def test_error_analysis_reconstructs_mean_input(nb, net_and_x):
+    """errors.mean_outputs (graded payloads on the negative side) fed through layer_forward gives every layer's
+    mean input, which errors.mean_inputs recovers from the recorded state: float and fixed point."""
+    from snnc.backends.numpy.sim import layer_forward
+    from snnc.evaluation import errors
+    net, x = net_and_x
+    T = 24
+    for mode in ("float", "fixed"):
+        state = nb.simulate(net, x, [T], mode=mode, record_layers=True).extra["layers_at"][T]
+        phi = errors.mean_outputs(state, T)
+        over = {k: v.reshape((v.shape[0],) + tuple(net.layer(k).shape)) for k, v in phi.items()}
+        zs, _ = layer_forward(net, x, override=over)
+        for layer in net.neuron_layers:
+            got, want = errors.mean_inputs(state[layer.name], T), zs[layer.name].reshape(x.shape[0], -1)
+            np.testing.assert_allclose(got, want, atol=2e-3 * max(1.0, float(np.abs(want).max())), err_msg=mode)
+            _, e, _ = errors.split_layer(state[layer.name], T)
+            assert np.all(np.isfinite(e))

@@ -52,7 +52,8 @@ and at each checkpoint T the counts and the membrane V(T) are handed to `on_chec
 callback, copied into `SimResult.extra["layers_at"][T]`). state[layer] = {"pos", "neg" (SignedIF and memory IF,
 else None): (B, N) counts of +1 and -1 spikes over steps 1..T (int16 when max(T) < 2**15, else int32), "v":
 (B, N) float32 V(T) in real units (fixed point: V_int * theta / theta_int), "v0", "theta", "theta_neg" (SignedIF,
-else None) (N,) float64 in real units, "memory" (bool)}; a non-constant input layer (rate or explicit encoding)
+else None) (N,) float64 in real units, "memory" (bool), "payload_neg" (graded neurons: (N,) float64, what a
+negative-side spike carries, alpha theta_n; else None)}; a non-constant input layer (rate or explicit encoding)
 gets {"sum": (B, N) float64 sum of its out(t)}. The arrays may be the live accumulators: a callback must copy what
 it keeps. With eq. 8 of docs/methods.md section 1 these give each neuron's mean input over T exactly:
 T mean z = V(T) - V(0) + pos * theta - neg * r, where a -1 spike adds r back to V: r = theta / alpha for SignedIF,
@@ -612,7 +613,10 @@ class _Recorder:
                 theta_neg = None
                 if lp.theta_neg is not None:
                     theta_neg = lp.theta_neg.astype(np.float64) * (to_real if fixed else 1.0)
-                self.meta[name] = (theta, theta_neg, v0, to_real, bool(lp.memory))
+                # graded: what a negative-side spike carries, alpha theta_n, in real units
+                pay_neg = None if lp.payload_neg is None else \
+                    lp.payload_neg.astype(np.float64) * _per_neuron(lp.unit, lp.layer.shape, np.float64)
+                self.meta[name] = (theta, theta_neg, v0, to_real, bool(lp.memory), pay_neg)
             elif lp.layer.op == "input" and not lp.const:
                 self.inputs[lp.layer.name] = np.zeros((batch, lp.n), np.float64)
 
@@ -640,7 +644,7 @@ class _Recorder:
     def state(self, V: dict[str, np.ndarray]) -> dict[str, dict]:
         out: dict[str, dict] = {}
         for name, net_sum in self.net_sum.items():
-            theta, theta_neg, v0, to_real, memory = self.meta[name]
+            theta, theta_neg, v0, to_real, memory, pay_neg = self.meta[name]
             abs_sum = self.abs_sum[name]
             if abs_sum is None:
                 pos, neg = net_sum, None
@@ -648,7 +652,7 @@ class _Recorder:
                 pos, neg = (abs_sum + net_sum) >> 1, (abs_sum - net_sum) >> 1
             v = V[name] if to_real is None else V[name].astype(np.float64) * to_real
             out[name] = {"pos": pos, "neg": neg, "v": v.astype(np.float32, copy=False), "v0": v0,
-                         "theta": theta, "theta_neg": theta_neg, "memory": memory}
+                         "theta": theta, "theta_neg": theta_neg, "memory": memory, "payload_neg": pay_neg}
         for name, acc in self.inputs.items():
             out[name] = {"sum": acc}
         return out
