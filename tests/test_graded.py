@@ -21,7 +21,6 @@ import snnc.backends.torch  # noqa: F401  (first: it sets torch's OpenMP wait po
 from models import tiny_yolo
 from test_c_backend import assert_close, assert_same, cbk, images, yolo_like  # noqa: F401
 
-from snnc.backends import get_backend
 from snnc.backends.numpy.graded import graded_values
 from snnc.backends.numpy.scan import scan
 from snnc.backends.numpy.sim import rate_limit_forward
