@@ -16,7 +16,7 @@ BACKEND   ?= numpy
 # again, so the compiler is proven on both, and the Lava backend's tests (lava-nc 0.10.0 needs 3.10).
 # torch's local CPU wheel is for 3.11 only.
 TESTS310  := tests/test_passes.py tests/test_cli.py tests/test_run.py tests/test_numpy_sim.py tests/test_host.py \
-             tests/test_c_backend.py tests/test_lava_backend.py tests/test_signed_lava.py \
+             tests/test_c_backend.py tests/test_lava_backend.py tests/test_signed_lava.py tests/test_graded_lava.py \
              tests/test_countpool_lava.py
 # The core (compile, run, eval; NumPy and C backends) on Python 3.12 and 3.13 as well.
 # (torch, for the digits trainer's smoke test, has a local CPU wheel for 3.11 only)
@@ -60,7 +60,7 @@ demo: $(VENV)/.installed
 # test on a machine without a GPU (its reason is printed by -rs).
 test: $(VENV)/.installed $(VENV310)/.installed .venv312/.installed .venv313/.installed
 	SNNC_NO_SKIP=1 $(VENV)/bin/python -m pytest -q -rs -n 2 --dist loadfile tests --ignore=tests/test_lava_backend.py \
-		--ignore=tests/test_signed_lava.py --ignore=tests/test_countpool_lava.py
+		--ignore=tests/test_signed_lava.py --ignore=tests/test_countpool_lava.py --ignore=tests/test_graded_lava.py
 	SNNC_NO_SKIP=1 $(VENV310)/bin/python -m pytest -q $(TESTS310)
 	SNNC_NO_SKIP=1 .venv312/bin/python -m pytest -q $(TESTS_CORE)
 	SNNC_NO_SKIP=1 .venv313/bin/python -m pytest -q $(TESTS_CORE)

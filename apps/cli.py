@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="IF neurons that take back excess spikes with -1 spikes (memory, default) or plain IF")
     c.add_argument("--leaky", choices=LEAKY, default=d.leaky,
                    help="LeakyReLU as two IF neurons (split, default), one signed IBT neuron (ibt, Spiking-YOLO's) or one "
-                        "signed memory neuron (signed)")
+                        "signed memory neuron (signed), or that neuron with its own negative threshold and graded "
+                        "-1 spikes (graded)")
     c.add_argument("--v-init", choices=list(V_INIT), default={v: k for k, v in V_INIT.items()}[d.v_init],
                    help="initial membrane potential: 0 or theta/2 (default %(default)s)")
     c.add_argument("--target-T", type=int, metavar="T",

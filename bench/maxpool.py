@@ -3,6 +3,7 @@
     python bench/maxpool.py                                   # 416 px, T = 16, 64, exact / count / approximate
     python bench/maxpool.py --size 160 --T 16,64 --maxpool exact,count --photos motorcycle,astronaut
     python bench/maxpool.py --maxpool exact,count --leaky split,signed       # every pair of the two choices
+    python bench/maxpool.py --maxpool count --leaky signed,graded --T 16,64 --photos motorcycle,china
 
 Per `--maxpool` choice (and `--leaky` choice, each pair): the compiled network's parameters, neurons, synapses and dense MACs per step as ratios
 to the ANN's (`snnc.compiler.cost`), the Loihi 2 chip estimate (`snnc.compiler.loihi`, 8-bit weights), and, on

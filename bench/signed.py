@@ -6,7 +6,8 @@
 
 digits: examples/digits/models/digits_leaky.onnx, calibrated on 32 train canvases, evaluated with `snnc eval` on
 the first -n test canvases (labels: snnc.evaluation.digits): mAP@0.5 and mAP@0.5:0.95 per T, and the cost ratios
-to the ANN (neurons, synapses, parameters; SOPs and energy at the largest T). Variants: split, ibt, signed, and
+to the ANN (neurons, synapses, parameters; SOPs and energy at the largest T). Variants: split, ibt, signed, graded
+(`--leaky graded`), and
 `ibt+pos-memory` (a candidate measured here only: the IBT neuron with the memory IF's take-back on the positive side
 alone, i.e. -1 spikes are never taken back; simulated by swapping the NumPy scan, so numpy backend only).
 
@@ -28,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
-VARIANTS = ("split", "ibt", "signed", "ibt+pos-memory")
+VARIANTS = ("split", "ibt", "signed", "graded", "ibt+pos-memory")
 
 
 # ---- the extra candidate: IBT + positive-side memory -------------------------------------------------------------

@@ -33,7 +33,10 @@ def layer_rows(net: Network) -> list[dict]:
         if n is not None:
             lo, hi = float(n.threshold.min()), float(n.threshold.max())
             theta = f"{lo:.3g}" if lo == hi else f"{lo:.3g}..{hi:.3g}"
-            if n.kind == "SignedIF":
+            if n.graded:  # its own negative thresholds theta_n per channel
+                tn = n.neg_threshold
+                theta += f" / -{float(tn.min()):.3g}..{float(tn.max()):.3g}"
+            elif n.kind == "SignedIF":
                 theta += f" / -{hi / n.alpha:.3g}"
         attrs = layer.attrs
         detail = ""
@@ -46,7 +49,7 @@ def layer_rows(net: Network) -> list[dict]:
             detail = f"count k{'x'.join(map(str, attrs['kernel_shape']))} s{attrs['strides'][0]}"
         rows.append({"layer": layer.name, "op": layer.op, "detail": detail,
                      "shape": "x".join(str(d) for d in layer.shape),
-                     "neuron": ((n.kind + ("+mem" if n.memory else "")) if n
+                     "neuron": ((n.kind + ("+graded" if n.graded else "+mem" if n.memory else "")) if n
                                 else ("linear" if layer.weight is not None else "-")),
                      "threshold": theta, "params": layer_params(layer), "macs": layer_macs(layer, net),
                      "output": layer.name in net.outputs})

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from snnc.ir.fixedpoint import GRADED_BITS
 from snnc.ir.network import Layer, Network
 
 CORES_PER_CHIP = 128
@@ -134,9 +135,13 @@ def fit(net: Network, weight_bits: int = MAX_WEIGHT_BITS) -> Fit:
         result.problems.append(f"{weight_bits}-bit weights: Loihi 2 synapses hold at most {MAX_WEIGHT_BITS} bits "
                                "(compile or quantize with weight_bits=8)")
     spikes_in = {l.name: l.op != "input" and l.neuron is not None for l in net.layers}
+    # bits of what a spiking layer sends: 1 (binary or +-1 spikes), or a graded layer's signed payload width
+    msg_bits = {l.name: _payload_bits(l.neuron) if l.neuron is not None and l.neuron.graded else 1
+                for l in net.layers}
     for layer in net.layers:
         if layer.op in ("concat", "pad", "maxpool"):
             spikes_in[layer.name] = all(spikes_in[s] for s in layer.inputs)
+            msg_bits[layer.name] = max(msg_bits[s] for s in layer.inputs)
         if layer.op == "maxpool":  # a programmable (microcode) neuron per output: window counts and their max
             neurons = int(np.prod(layer.shape))
             fan = int(np.prod(layer.attrs["kernel_shape"]))
@@ -149,7 +154,7 @@ def fit(net: Network, weight_bits: int = MAX_WEIGHT_BITS) -> Fit:
         neurons = int(np.prod(layer.shape))
         syn, fan = _explicit_synapses(layer, shapes[layer.inputs[0]])
         cores, note = _cores(layer, neurons, fan, weight_bits)
-        in_bits = 1 if spikes_in[layer.inputs[0]] else 9  # spikes, or 8-bit pixels (+ sign)
+        in_bits = msg_bits[layer.inputs[0]] if spikes_in[layer.inputs[0]] else 9  # spikes, or 8-bit pixels (+ sign)
         acc = (weight_bits - 1) + in_bits + max(1, math.ceil(math.log2(max(2, fan)))) + 1
         if acc > ACCUMULATOR_BITS:
             note = (note + "; " if note else "") + f"|z| may need {acc} bits > {ACCUMULATOR_BITS}-bit accumulator"
@@ -157,6 +162,8 @@ def fit(net: Network, weight_bits: int = MAX_WEIGHT_BITS) -> Fit:
         if memory:
             what = "signed memory" if layer.neuron.kind == "SignedIF" else "memory IF"
             note = (note + "; " if note else "") + f"{what}: +1 state (count)"
+            if layer.neuron.graded:
+                note += f"; graded spikes ({_payload_bits(layer.neuron)}-bit signed payloads)"
         rows.append(LayerFit(layer.name, layer.op, neurons, syn, fan, weight_bits, acc, cores, note, memory))
     result.cores = sum(r.cores for r in rows)
     result.neurons = sum(r.neurons for r in rows)
@@ -164,6 +171,12 @@ def fit(net: Network, weight_bits: int = MAX_WEIGHT_BITS) -> Fit:
     result.memory_neurons = sum(r.neurons for r in rows if r.memory)
     result.chips = max(1, math.ceil(result.cores / CORES_PER_CHIP), math.ceil(result.neurons / NEURONS_PER_CHIP))
     return result
+
+
+def _payload_bits(n) -> int:
+    """Signed width of a graded neuron's payloads, 2**GRADED_BITS and round(alpha theta_n / theta 2**GRADED_BITS)."""
+    top = max(2 ** GRADED_BITS, float(np.max(n.neg_payload / n.threshold)) * 2 ** GRADED_BITS)
+    return math.ceil(math.log2(top + 1)) + 1
 
 
 def fit_report(net: Network, weight_bits: int = MAX_WEIGHT_BITS) -> str:
@@ -186,6 +199,11 @@ def fit_report(net: Network, weight_bits: int = MAX_WEIGHT_BITS) -> str:
     if f.synapses > SYNAPSES_PER_CHIP:
         lines.append(f"note: {f.synapses:,} explicit synapses > {SYNAPSES_PER_CHIP:,}: the estimate relies on "
                      "Loihi 2's convolutional weight sharing")
+    graded = [r.name for r in f.layers if "graded spikes" in r.note]
+    if graded:
+        lines.append(f"note: {len(graded)} layers (--leaky graded) send graded spikes: integer payloads of "
+                     f"2**{GRADED_BITS} (+1) and round(alpha theta_n / theta 2**{GRADED_BITS}) (-1), Loihi 2's graded "
+                     "spikes (up to 24 bits); the acc bits column counts them in their consumers' sums")
     if f.memory_neurons:
         lines.append(f"note: {f.memory_neurons:,} memory IF neurons keep one more state variable each than an IF "
                      "neuron (the count of +1 minus -1 spikes: log2(T) + 1 bits, 9 at T = 256) and send signed "

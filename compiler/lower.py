@@ -56,7 +56,10 @@ def lower_to_network(model: onnx.ModelProto) -> Network:
                 a = nxt.attrs
                 neuron = Neuron(nxt.op, np.asarray(a.get("threshold", [1.0])) * np.ones(tensor_shape(y)[1]),
                                 alpha=float(a.get("alpha", 0.0)), v_init=float(a.get("v_init", 0.0)),
-                                reset=str(a.get("reset", "subtract")), memory=bool(int(a.get("memory", 0))))
+                                reset=str(a.get("reset", "subtract")), memory=bool(int(a.get("memory", 0))),
+                                graded=bool(int(a.get("graded", 0))),
+                                threshold_neg=None if "threshold_neg" not in a else
+                                np.asarray(a["threshold_neg"]) * np.ones(tensor_shape(y)[1]))
                 y = nxt.outputs[0]
             elif any(is_neuron(c) for c in y.outputs):
                 raise UnsupportedOpError(f"{node_label(node)}: its output feeds a neuron and other nodes")

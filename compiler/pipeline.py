@@ -31,6 +31,7 @@ DEFAULT_PIPELINE = (
 # Passes an option turns off: --leaky ibt / signed keep LeakyReLU for activations_to_neurons' signed neurons.
 # calibrate_to_T runs only for a --target-T.
 OPTION_SKIPS = {("leaky", "ibt"): ("split_leaky_relu",), ("leaky", "signed"): ("split_leaky_relu",),
+                ("leaky", "graded"): ("split_leaky_relu",),
                 ("target_T", None): ("calibrate_to_T",)}
 
 

@@ -1,7 +1,8 @@
 """Spiking ONNX -> standard ONNX by replacing every neuron with an ANN activation.
 
 `clip=True` gives the rate-limit ANN: each neuron replaced by what it computes as T -> infinity,
-IF -> min(relu(z), theta) and SignedIF -> clip(leaky_relu(z, alpha), -theta, theta) with per-channel theta.
+IF -> min(relu(z), theta) and SignedIF -> clip(leaky_relu(z, alpha), -theta, theta) with per-channel theta
+(a graded SignedIF, with threshold_neg: clip(leaky_relu(z, alpha), -alpha * theta_n, theta)).
 onnxruntime runs it, so the clipping error (rate-limit ANN vs original ANN) is measured without simulation.
 `clip=False` gives the unclipped ANN (IF -> Relu, SignedIF -> LeakyRelu): the network the thresholds are
 calibrated on.
@@ -26,6 +27,15 @@ def _theta_const(graph: gs.Graph, node: gs.Node, scale: float = 1.0) -> gs.Const
     return make_const(graph, node.name + "_theta", value.astype(np.float32))
 
 
+def _low_const(graph: gs.Graph, node: gs.Node) -> gs.Constant:
+    """A signed neuron's lowest mean output: -theta, or -alpha * theta_n for a graded one."""
+    if "threshold_neg" not in node.attrs:
+        return _theta_const(graph, node, -1.0)
+    low = -np.asarray(node.attrs["threshold_neg"], np.float32) * np.float32(node.attrs["alpha"])
+    value = low.reshape(1, -1, 1, 1) if low.size > 1 else low.reshape(())
+    return make_const(graph, node.name + "_low", value.astype(np.float32))
+
+
 def neurons_to_activations(model: onnx.ModelProto, clip: bool = True) -> onnx.ModelProto:
     graph = import_graph(model)
     for node in [n for n in graph.nodes if is_neuron(n)]:
@@ -46,7 +56,7 @@ def neurons_to_activations(model: onnx.ModelProto, clip: bool = True) -> onnx.Mo
             new.append(hi)
             if node.op == "SignedIF" and clip:
                 new.append(gs.Node("Max", unique_name(graph, node.name + "_max"),
-                                   inputs=[hi.outputs[0], _theta_const(graph, node, -1.0)],
+                                   inputs=[hi.outputs[0], _low_const(graph, node)],
                                    outputs=[make_var(graph, node.name + "_lo", shape=y.shape)]))
         new[-1].outputs = [y]
         node.inputs.clear()

@@ -92,6 +92,7 @@ class GraphSim:
 
     `step(node)` computes the node's output from the values already held and stores it; `values` maps tensor
     names to arrays (T or 1, N, C, H, W). Neurons read theta, alpha, memory and v_init from their attributes.
+    Graded signed neurons (--leaky graded) are refused: this simulator does not send their payloads.
     """
 
     def __init__(self, graph: gs.Graph, x: np.ndarray, T: int) -> None:
@@ -110,6 +111,9 @@ class GraphSim:
 
     def neuron(self, node: gs.Node, z: np.ndarray) -> np.ndarray:
         a = node.attrs
+        if int(a.get("graded", 0)):
+            raise UnsupportedOpError(f"{node_label(node)}: calibrate_to_T (--target-T) does not simulate graded "
+                                     "signed neurons yet; drop --target-T or use --leaky signed")
         c = z.shape[2]
         theta = np.broadcast_to(np.asarray(a.get("threshold", [1.0]), np.float32), (c,))
         v0 = np.asarray(a.get("v_init", 0.0), np.float32) * theta

@@ -115,11 +115,18 @@ def mean_outputs(state: Mapping[str, Mapping[str, Any]], T: int) -> dict[str, np
         if "sum" in d:
             out[name] = d["sum"] / T
             continue
-        count = d["pos"].astype(np.float64)
-        if d["neg"] is not None:
-            count -= d["neg"]
-        out[name] = count * d["theta"] / T
+        out[name] = _phi(d, T)
     return out
+
+
+def _phi(d: Mapping[str, Any], T: int) -> np.ndarray:
+    """(pos - neg) theta / T; a graded neuron's negative side carries payload_neg = alpha theta_n instead."""
+    count = d["pos"].astype(np.float64)
+    if d["neg"] is not None:
+        count -= d["neg"]
+    if d.get("payload_neg") is not None:
+        return (np.maximum(count, 0) * d["theta"] - np.maximum(-count, 0) * d["payload_neg"]) / T
+    return count * d["theta"] / T
 
 
 def mean_inputs(d: Mapping[str, Any], T: int) -> np.ndarray:
@@ -142,15 +149,15 @@ def neuron_rate_limit(z_bar: np.ndarray, d: Mapping[str, Any]) -> np.ndarray:
     theta = d["theta"]
     if d["theta_neg"] is None:
         return np.clip(z_bar, 0.0, theta)
+    if d.get("payload_neg") is not None:  # graded: slope alpha = payload_neg / theta_n, floor -alpha theta_n
+        low = d["payload_neg"]
+        return np.clip(np.where(z_bar >= 0, z_bar, z_bar * (low / d["theta_neg"])), -low, theta)
     return np.clip(np.where(z_bar >= 0, z_bar, z_bar * (theta / d["theta_neg"])), -theta, theta)
 
 
 def split_layer(d: Mapping[str, Any], T: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One neuron layer at T: (phi, e, quantization mask), (B, N) each; e = phi - clip(f(z_bar))."""
-    count = d["pos"].astype(np.float64)
-    if d["neg"] is not None:
-        count -= d["neg"]
-    phi = count * d["theta"] / T
+    phi = _phi(d, T)
     e = phi - neuron_rate_limit(mean_inputs(d, T), d)
     signed = d["theta_neg"] is not None  # SignedIF; a memory IF is classified by the IF rule
     if signed and d.get("memory"):  # the signed memory neuron: by the sign of its count (module docstring)

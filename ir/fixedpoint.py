@@ -11,6 +11,8 @@ neuron layer's integers are its spikes in {-1, 0, 1} (unit theta_i), concat and 
     w_int      = round(W_eff / s_o)                   (signed, weight_bits wide; 16 by default, 8 as Loihi)
     b_int      = round(b / s_o)                       theta_int = max(1, round(theta / s_o))
     theta_neg_int = max(1, round(theta / alpha / s_o))  v0_int = round(v_init * theta / s_o)
+    graded SignedIF: theta_neg_int = max(1, round(theta_n / s_o)); its spikes are the integers +P and -N_c,
+                  P = 2**GRADED_BITS, N_c = max(1, round(alpha theta_n / theta * P)), in units of theta / P
 
 One scale per layer (the older rule) let one channel with large weights, such as a nearly silent channel whose
 small lambda blew its weights up under channel-wise normalization, round every other channel's threshold to a
@@ -38,6 +40,11 @@ from snnc.ir.network import Layer, Network
 # trees, where lambda_in / lambda_out reaches 200) round theta to 1-3 units, a 30-60 % threshold error.
 # Loihi-style 8-bit weights remain available (weight_bits=8) and are what the Lava backend reports against.
 DEFAULT_WEIGHT_BITS = 16
+# A graded neuron's +1 spike carries the integer 2**8 and its -1 spike -round(alpha theta_n / theta * 2**8): its
+# consumers' weights are in units of theta / 2**8 (their integer thresholds grow by 2**8), so the negative payload
+# keeps 8 bits of its ratio to theta. Loihi 2's graded spikes carry integer payloads of up to 24 bits.
+GRADED_BITS = 8
+GRADED_PAYLOAD = 2 ** GRADED_BITS
 # Largest integer a float32 sum represents exactly; convolutions on integers may use float32 BLAS below it.
 FLOAT32_EXACT = 2**24
 
@@ -52,6 +59,8 @@ class QuantizedLayer:
     theta_int: np.ndarray | None = None  # (C,) int64, neuron layers only
     theta_neg_int: np.ndarray | None = None  # (C,) int64, SignedIF only
     v0_int: np.ndarray | None = None  # (C,) int64, neuron layers only
+    payload_neg: np.ndarray | None = None  # (C,) int64, graded only: a -1 spike's integer is -payload_neg
+    payload_pos: int = 1  # a +1 spike's integer (GRADED_PAYLOAD for graded neurons)
     out_unit: np.ndarray | None = None  # (C,) float64: real value of one integer unit of this layer's output
     max_abs_sum: int = 0  # bound on |conv(spikes_int, w_int)|: float32 accumulation is exact below 2**24
 
@@ -126,6 +135,7 @@ def quantize(net: Network, weight_bits: int = DEFAULT_WEIGHT_BITS) -> dict[str, 
     qmax = 2 ** (weight_bits - 1) - 1
     units: dict[str, np.ndarray] = {}
     from_input: dict[str, bool] = {}
+    peak: dict[str, int] = {}  # bound on a spiking layer's |output integer| (1 unless graded payloads reach it)
     linear: set[str] = set()
     out: dict[str, QuantizedLayer] = {}
     for layer in net.layers:
@@ -144,6 +154,7 @@ def quantize(net: Network, weight_bits: int = DEFAULT_WEIGHT_BITS) -> dict[str, 
             unit = np.concatenate([units[s] for s in layer.inputs])
             units[layer.name] = unit
             from_input[layer.name] = any(from_input[s] for s in layer.inputs)
+            peak[layer.name] = max(peak.get(s, 1) for s in layer.inputs)
             out[layer.name] = QuantizedLayer(layer.name, 1.0, out_unit=unit)
             continue
         src = layer.inputs[0]
@@ -151,10 +162,11 @@ def quantize(net: Network, weight_bits: int = DEFAULT_WEIGHT_BITS) -> dict[str, 
             # Pure routing (e.g. nearest upsampling as a deconv): integers and units pass through unchanged.
             units[layer.name] = units[src]
             from_input[layer.name] = from_input[src]
+            peak[layer.name] = peak.get(src, 1)
             out[layer.name] = QuantizedLayer(layer.name, 1.0, w_int=layer.weight.astype(np.int32),
                                              b_int=np.zeros(layer.shape[0], np.int64), out_unit=units[src],
                                              max_abs_sum=int(np.prod(layer.weight.shape[1:])) * _max_input_int(
-                                                 net, not from_input[src]))
+                                                 net, not from_input[src]) * peak.get(src, 1))
             continue
         w_eff = _effective_weight(layer, units[src])
         c_out = layer.shape[0]
@@ -167,7 +179,8 @@ def quantize(net: Network, weight_bits: int = DEFAULT_WEIGHT_BITS) -> dict[str, 
         q = QuantizedLayer(layer.name, scale, scales=scales, w_int=w_int,
                            b_int=np.round(bias / scales).astype(np.int64))
         fan_in = w_int[0].size if layer.op != "deconv" else int(np.prod(w_int.shape[1:])) * w_int.shape[0]
-        q.max_abs_sum = int(np.abs(w_int).max(initial=0)) * fan_in * _max_input_int(net, not from_input[src])
+        q.max_abs_sum = (int(np.abs(w_int).max(initial=0)) * fan_in * _max_input_int(net, not from_input[src])
+                         * peak.get(src, 1))
         n = layer.neuron
         if n is None:
             linear.add(layer.name)
@@ -179,6 +192,14 @@ def quantize(net: Network, weight_bits: int = DEFAULT_WEIGHT_BITS) -> dict[str, 
                 q.theta_neg_int = np.maximum(1, np.round(theta / n.alpha / scales)).astype(np.int64)
             q.v0_int = np.round(n.v_init * theta / scales).astype(np.int64)
             q.out_unit = theta
+            if n.graded:
+                theta_n = n.neg_threshold.astype(np.float64) * np.ones(c_out)
+                q.theta_neg_int = np.maximum(1, np.round(theta_n / scales)).astype(np.int64)
+                q.payload_pos = GRADED_PAYLOAD
+                ratio = n.neg_payload.astype(np.float64) / theta  # alpha theta_n / theta
+                q.payload_neg = np.maximum(1, np.round(ratio * GRADED_PAYLOAD)).astype(np.int64)
+                q.out_unit = theta / GRADED_PAYLOAD
+                peak[layer.name] = int(max(GRADED_PAYLOAD, int(q.payload_neg.max(initial=1))))
         units[layer.name] = q.out_unit
         from_input[layer.name] = False
         out[layer.name] = q

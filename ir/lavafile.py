@@ -224,6 +224,9 @@ def save(net: Network, path: str | os.PathLike, version: int = FORMAT_VERSION) -
                         "memory": bool(n.memory),
                         "threshold": _store(zf, f"{i}.threshold", n.threshold, version),
                     }
+                    if n.graded:  # additive: files without graded neurons are unchanged
+                        entry["neuron"]["graded"] = True
+                        entry["neuron"]["threshold_neg"] = _store(zf, f"{i}.threshold_neg", n.threshold_neg, version)
                 layers.append(entry)
             if net.host_onnx is not None:
                 zf.writestr("host.onnx", net.host_onnx)
@@ -291,7 +294,8 @@ def load(path: str | os.PathLike) -> Network:
                     nd = e["neuron"]
                     neuron = Neuron(nd["kind"], arr(nd["threshold"]), alpha=nd["alpha"],
                                     v_init=nd["v_init"], reset=nd.get("reset", "subtract"),
-                                    memory=bool(nd.get("memory", False)))
+                                    memory=bool(nd.get("memory", False)), graded=bool(nd.get("graded", False)),
+                                    threshold_neg=arr(nd["threshold_neg"]) if nd.get("threshold_neg") else None)
                 try:
                     layers.append(Layer(
                         name=e["name"], op=e["op"], inputs=list(e["inputs"]), shape=tuple(e["shape"]),

@@ -21,6 +21,8 @@ file by `snnc.ir.lavafile`. Semantics of one time step t (docs/neurons.md is the
                       s = +1 where V >= theta and n >= 0 (V -= theta), or V > 0 and n < 0 (V -= theta/alpha);
                       s = -1 where V <= -theta/alpha and n <= 0 (V += theta/alpha), or V < 0 and n > 0
                       (V += theta); n += s (a spike first takes back one of the other sign)
+                      graded (SignedIF with memory and graded): the same with theta_n (threshold_neg) in place
+                      of theta/alpha, and a -1 spike's out(t) is -alpha*theta_n, a +1's +theta
 
 An output (Network.outputs) is decoded as mean over t of out(t) (membrane decoding) by default.
 Shapes are per sample, channels first (C, H, W); a batch axis is added by the simulators.
@@ -49,6 +51,10 @@ class Neuron:
     v_init: float = 0.0  # initial membrane potential as a fraction of theta (0.0 or 0.5 typically)
     reset: str = "subtract"  # the only reset snnc implements: keep the excess over threshold
     memory: bool = False  # spikes take back earlier spikes of the other sign (IF: -1 when V < 0; docs/neurons.md)
+    # graded signed memory neuron (`--leaky graded`): its own negative threshold theta_n per channel, and a -1
+    # spike carries -alpha * theta_n downstream instead of -theta (docs/neurons.md)
+    graded: bool = False
+    threshold_neg: np.ndarray | None = None  # theta_n per channel, float32, shape (C,); graded only
 
     def __post_init__(self) -> None:
         if self.kind not in NEURON_KINDS:
@@ -57,11 +63,27 @@ class Neuron:
         if self.kind == "SignedIF" and not self.alpha > 0:
             raise ValueError("SignedIF needs alpha > 0")
         self.memory = bool(self.memory)
+        self.graded = bool(self.graded)
+        if self.graded:
+            if self.kind != "SignedIF" or not self.memory or self.threshold_neg is None:
+                raise ValueError("a graded neuron is a SignedIF with memory and a negative threshold per channel")
+            self.threshold_neg = np.asarray(self.threshold_neg, dtype=np.float32).reshape(-1)
+        elif self.threshold_neg is not None:
+            raise ValueError("threshold_neg is for graded neurons only")
 
     @property
     def neg_threshold(self) -> np.ndarray:
-        """Magnitude of the negative threshold, theta/alpha (SignedIF only)."""
+        """Magnitude of the negative threshold: theta/alpha (SignedIF), theta_n (graded)."""
+        if self.graded:
+            return self.threshold_neg * np.ones_like(self.threshold)
         return self.threshold / np.float32(self.alpha)
+
+    @property
+    def neg_payload(self) -> np.ndarray:
+        """What a -1 spike carries downstream (magnitude, per channel): theta, or alpha * theta_n if graded."""
+        if self.graded:
+            return (np.float32(self.alpha) * self.neg_threshold).astype(np.float32)
+        return self.threshold
 
 
 @dataclass

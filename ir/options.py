@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from snnc.ir.errors import SnncError
 
 NORMS = ("channel", "layer", "auto")
-LEAKY = ("split", "ibt", "signed")
+LEAKY = ("split", "ibt", "signed", "graded")
 NEURONS = ("memory", "plain")
 MAXPOOLS = ("exact", "approximate", "count")
 MODES = ("float", "fixed")
@@ -49,6 +49,8 @@ class CompileOptions:
     norm        channel: one threshold per output channel; layer: one per layer; auto: chosen per layer
     leaky       split: LeakyReLU as two IF neurons (exact in the rate limit); ibt: one signed IBT neuron;
                 signed: one signed memory neuron (SignedIF with memory: spikes take back the other sign's)
+                graded: the signed memory neuron with its own negative threshold theta_n and graded -1 spikes
+                worth alpha * theta_n (docs/neurons.md)
     neuron      memory: IF neurons take back excess spikes with -1 spikes; plain: classic IF
     maxpool     exact: max-pool as a tree of strided convolutions and ReLUs; approximate: average pooling;
                 count: a routing layer passing the running maximum of spike counts (no neurons, docs/passes.md)

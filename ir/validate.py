@@ -119,6 +119,13 @@ def _neuron(where: str, n: Any) -> None:
         _need(0.0 < n["alpha"] <= 1.0, f"{where}.alpha", "a number in (0, 1] for SignedIF", n["alpha"])
     _need(n.get("reset", "subtract") == "subtract", f"{where}.reset", "'subtract'", n.get("reset"))
     _need(isinstance(n.get("memory", False), bool), f"{where}.memory", "true or false", n.get("memory"))
+    _need(isinstance(n.get("graded", False), bool), f"{where}.graded", "true or false", n.get("graded"))
+    if n.get("graded", False):
+        _need(n["kind"] == "SignedIF" and n.get("memory", False) is True, f"{where}.graded",
+              "only on a SignedIF with memory", n.get("graded"))
+        _member(f"{where}.threshold_neg", n.get("threshold_neg"))
+    else:
+        _need(n.get("threshold_neg") is None, f"{where}.threshold_neg", "absent unless graded", n.get("threshold_neg"))
 
 
 def _layer(where: str, e: Any) -> None:
@@ -284,6 +291,11 @@ def _check_layer(layer: Layer, shapes: dict[str, tuple[int, ...]]) -> None:
             raise SnncError(f"{where}: v_init {n.v_init!r}; expected a fraction of the threshold in [0, 1]")
         if n.kind == "SignedIF" and not (math.isfinite(n.alpha) and 0.0 < n.alpha <= 1.0):
             raise SnncError(f"{where}: alpha {n.alpha!r}; expected a number in (0, 1] for SignedIF")
+        if n.graded:
+            if n.threshold_neg.shape != (shape[0],):
+                raise SnncError(f"{where}: {n.threshold_neg.shape[0]} negative thresholds for {shape[0]} channels")
+            if not np.all(np.isfinite(n.threshold_neg) & (n.threshold_neg > 0)):
+                raise SnncError(f"{where}: negative thresholds (threshold_neg) must be finite and > 0")
 
 
 def check_network(net: Network, what: str = "network") -> None:

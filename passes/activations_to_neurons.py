@@ -3,7 +3,8 @@
     Relu               -> snnc.IF(threshold=1, calibrated=0)          rate limit clip(z, 0, theta)
     LeakyRelu(alpha)   -> snnc.SignedIF(threshold=1, alpha)           rate limit clip(leaky(z), -theta, theta)
                           memory=1 with `--leaky signed` (the signed memory neuron) and for the
-                          leaky layers `--leaky split` leaves unsplit; 0 (IBT) with `--leaky ibt`
+                          leaky layers `--leaky split` leaves unsplit; 0 (IBT) with `--leaky ibt`;
+                          `--leaky graded` adds graded=1 (channel_norm then sets threshold_neg)
     Clip(0, lam)       -> snnc.IF(threshold=lam, calibrated=1)        exact in the rate limit
     QCFS(lam, L)       -> snnc.IF(threshold=lam, v_init=0.5, calibrated=1)   (Bu et al.: zero expected error at T=L)
 
@@ -117,7 +118,8 @@ def _check_source(node: gs.Node, x: gs.Tensor) -> None:
 @register_pass
 class ActivationsToNeurons(Pass):
     name = "activations_to_neurons"
-    summary = ("ReLU -> IF, LeakyReLU (unsplit) -> signed neuron (IBT, or memory with --leaky signed/split), "
+    summary = ("ReLU -> IF, LeakyReLU (unsplit) -> signed neuron (IBT, or memory with --leaky signed/split, "
+               "graded with --leaky graded), "
                "Clip(0,l)/QCFS -> IF(l); refuses other activations")
     exact = False  # exact in the rate limit only up to clipping at theta; channel_norm sets theta
 
@@ -127,7 +129,9 @@ class ActivationsToNeurons(Pass):
         memory = int(ctx.options.neuron == "memory")
         # under `split`, the only LeakyReLUs left here are those split_leaky_relu cannot split (one feeding a
         # spike-count max-pool): they get the signed memory neuron too, which is more accurate than IBT
-        signed_memory = int(ctx.options.leaky in ("signed", "split"))
+        signed_memory = int(ctx.options.leaky in ("signed", "split", "graded"))
+        # --leaky graded: channel_norm gives the negative side its own threshold, -1 spikes carry alpha * theta_n
+        graded = {"graded": 1} if ctx.options.leaky == "graded" else {}
         for node in list(graph.nodes):
             if not node.outputs or node.domain == SNNC_DOMAIN:
                 continue
@@ -144,7 +148,8 @@ class ActivationsToNeurons(Pass):
                 if not 0 < alpha < 1:
                     raise UnsupportedOpError(f"{node_label(node)}: alpha={alpha}; the signed neuron needs 0 < alpha < 1")
                 _check_source(node, x)
-                extra = {"memory": 1} if signed_memory else {}  # IBT: no attribute (memory 0), as before
+                # IBT: no attribute (memory 0), as before
+                extra = {"memory": 1, **graded} if signed_memory else {}
                 new = _neuron("SignedIF", node.name, x, node.outputs[0], threshold=[1.0], alpha=alpha, v_init=v_init,
                               calibrated=0, **extra)
             elif node.op == "Clip":

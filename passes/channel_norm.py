@@ -16,6 +16,11 @@ pass them through untouched, the image has 1. A convolution with no neuron after
 reads the same values. ConvTranspose weights (C_in, C_out/group, ...) get the same bookkeeping on their axes.
 Neurons with a given threshold (Clip(0, lambda), QCFS) use that lambda instead of data.
 
+Graded signed neurons (`--leaky graded`) take lambda from the positive part of their activations only, as the
+split pair's positive IF neuron does, and a second lambda_n, by the same percentile rule, from the negative part
+in input units, relu(-z) = relu(-a) / alpha, as the split pair's negative IF neuron does; the neuron gets
+threshold_neg = lambda_n / lambda (its negative threshold in the normalized units where theta = 1).
+
 Exactness: in the rate limit, neuron j computes clip(z_j, 0, lambda_j) in ANN units, so the pass is exact where
 no activation exceeds lambda: with percentile 100 the rate-limit ANN equals the ANN on the calibration inputs.
 Percentiles below 100 trade a clipping error (measured and reported, see compile's summary) for higher firing
@@ -108,7 +113,13 @@ def _merged(a: _Stats, b: _Stats) -> _Stats:
     return out
 
 
-def _calibrate(graph: gs.Graph, neurons: list[gs.Node], ctx: PassContext) -> dict[str, np.ndarray]:
+def _graded(n: gs.Node) -> bool:
+    return n.op == "SignedIF" and int(n.attrs.get("graded", 0)) == 1
+
+
+def _calibrate(graph: gs.Graph, neurons: list[gs.Node], ctx: PassContext,
+               neg_lambdas: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per-channel lambdas of every neuron; graded signed neurons' negative-side lambdas go into neg_lambdas."""
     need = [n for n in neurons if int(n.attrs.get("calibrated", 0)) == 0]
     lambdas = {n.name: np.broadcast_to(neuron_thresholds(n).astype(np.float64),
                                        (n.outputs[0].shape[1],)).copy() for n in neurons if n not in need}
@@ -130,6 +141,7 @@ def _calibrate(graph: gs.Graph, neurons: list[gs.Node], ctx: PassContext) -> dic
                     "use %d or more", len(x), SMALL_CALIBRATION)
     stats = {n: _Stats(ctx.options.calib_samples) for n in names}
     held = {n: _Stats(ctx.options.calib_samples) for n in names}
+    neg_stats: dict[str, _Stats] = {}
     batch = ctx.options.calib_batch
     input_name = graph.inputs[0].name
     for start in tqdm(range(0, len(x), batch), desc="calibrating", unit="batch",
@@ -138,7 +150,12 @@ def _calibrate(graph: gs.Graph, neurons: list[gs.Node], ctx: PassContext) -> dic
         mask = held_out[start:start + batch]
         for n in need:
             a = outs[n.outputs[0].name]
-            a = np.abs(a) if n.op == "SignedIF" else a
+            if _graded(n):  # the positive side alone; the negative side (in z units) gets its own statistics
+                neg_stats.setdefault(n.name, _Stats(ctx.options.calib_samples)).add(
+                    np.maximum(-a, 0) / float(n.attrs["alpha"]))
+                a = np.maximum(a, 0)
+            elif n.op == "SignedIF":
+                a = np.abs(a)
             if mask.any():
                 held[n.outputs[0].name].add(a[mask])
             if not mask.all():
@@ -158,6 +175,8 @@ def _calibrate(graph: gs.Graph, neurons: list[gs.Node], ctx: PassContext) -> dic
                 norm = "layer"
         lam = st.lambdas(p, norm == "channel")
         lambdas[n.name] = lam
+        if n.name in neg_stats:  # graded: the negative side's threshold by the same rule as the positive side's
+            neg_lambdas[n.name] = neg_stats[n.name].lambdas(p, norm == "channel")
         values = np.concatenate(st.parts, axis=1)
         summary[n.name] = {"lambda_min": float(lam.min()), "lambda_median": float(np.median(lam)),
                            "lambda_max": float(lam.max()), "max_activation": float(st.max.max()),
@@ -241,7 +260,8 @@ class ChannelNorm(Pass):
             if is_graph_output(graph, n.outputs[0]):
                 raise UnsupportedOpError(f"{node_label(n)} is a network output; detection heads must be linear "
                                          "convolutions (their membrane potential is the output)")
-        lambdas = _calibrate(graph, neurons, ctx)
+        neg_lambdas: dict[str, np.ndarray] = {}
+        lambdas = _calibrate(graph, neurons, ctx, neg_lambdas)
         for conv in [n for n in graph.nodes if n.op in ("Conv", "ConvTranspose") and not is_copy_conv(graph, n)]:
             y = conv.outputs[0]
             nxt = sole_consumer(graph, y)
@@ -251,5 +271,10 @@ class ChannelNorm(Pass):
             n.attrs["threshold"] = [1.0]
             n.attrs["normalized"] = 1
             n.attrs["lambda"] = [float(v) for v in lambdas[n.name]]
+            if n.name in neg_lambdas:  # graded: theta_n in the positive side's normalized units (theta = 1)
+                n.attrs["threshold_neg"] = [float(v) for v in neg_lambdas[n.name] / lambdas[n.name]]
+            elif _graded(n):
+                raise SnncError(f"{node_label(n)}: a graded signed neuron needs calibration data for its "
+                                "negative threshold")
         self.rewrites = len(neurons)
         return graph

@@ -440,6 +440,9 @@ static void snn_layer_{i}(snn_ctx *c)
         vmax = self.vmax[src]
         spikes = vmax == 1
         self.vmax[lay.name] = 1 if lay.neuron is not None else None
+        if lay.neuron is not None and lay.neuron.graded:  # graded payloads: integers up to the largest (fixed)
+            q = self.q[lay.name] if self.fixed else None
+            self.vmax[lay.name] = int(max(q.payload_pos, q.payload_neg.max())) if self.fixed else None
         if self.fixed:
             self.units[lay.name] = self.q[lay.name].out_unit
             bound = _abs_sum_bound(lay, w)
@@ -485,8 +488,10 @@ static void snn_layer_{i}(snn_ctx *c)
             for (int ch = 0; ch < {c}; ++ch)
                 o[p * {c} + ch] = {cast}({zcast}z[p * {c} + ch] + b[ch]);
     }}"""
-        self.otype[lay.name] = "int8_t"
-        self.alloc(f"o{i}", "int8_t", c * h * w)
+        graded = bool(n.graded)  # payloads instead of +-1 (docs/neurons.md, "Graded signed memory neuron")
+        out_t = ("int32_t" if self.fixed else self.real) if graded else "int8_t"
+        self.otype[lay.name] = out_t
+        self.alloc(f"o{i}", out_t, c * h * w)
         self.alloc(f"v{i}", self.mem, c * h * w)
         self.fields.append(f"int64_t n{i};")
         if self.fixed:
@@ -500,8 +505,21 @@ static void snn_layer_{i}(snn_ctx *c)
             tn = (theta / np.float32(n.alpha)).astype(self.real_np) if n.kind == "SignedIF" else None
         self.param(f"th{i}", self.mem, np.asarray(th).reshape(c))
         self.param(f"v0_{i}", self.mem, np.asarray(v0).reshape(c))
+        if self.fixed and graded:
+            tn = q.theta_neg_int
+        elif graded:
+            tn = (n.neg_threshold * np.ones(c, np.float32)).astype(self.real_np)
         if tn is not None:
             self.param(f"tn{i}", self.mem, np.asarray(tn).reshape(c))
+        if graded:  # a negative-side spike's payload per channel; a positive-side one's is pp (the same layout)
+            if self.fixed:
+                pp, pn = np.full(c, q.payload_pos, np.int32), q.payload_neg.astype(np.int32)
+            else:
+                theta32 = (n.threshold * np.ones(c, np.float32)).astype(np.float32)
+                pp = np.ones(c, self.real_np)
+                pn = (n.neg_payload * np.ones(c, np.float32) / theta32).astype(np.float32).astype(self.real_np)
+            self.param(f"pp{i}", out_t, pp)
+            self.param(f"pn{i}", out_t, pn)
         memory = bool(n.memory)
         if memory:  # the emitted count per neuron (+1 spikes minus -1 spikes, |m| <= steps)
             self.alloc(f"m{i}", "int32_t", c * h * w)
@@ -513,6 +531,9 @@ static void snn_layer_{i}(snn_ctx *c)
         # branch-free so that the compiler vectorizes it; the same arithmetic as docs/neurons.md
         if tn is not None and memory:  # signed memory neuron: the NumPy scan's order, see the module docstring
             fire = self._signed_memory_fire()
+            if graded:  # the spike's side is that of the count it moves: n_before + n_after = 2 m + s
+                fire = fire.replace("o[k] = (int8_t)s;",
+                                    f"o[k] = ({out_t})(s * ((2 * m + s < 0) ? pn[ch] : pp[ch]));")
         elif self.fixed:
             fire = """            const int64_t ge = v >= th[ch];
             v -= th[ch] & -ge;"""
@@ -556,9 +577,11 @@ static void snn_layer_{i}(snn_ctx *c)
         tn_decl = f"\n        const {self.mem} *tn = c->tn{i};" if tn is not None else ""
         if memory:
             tn_decl += f"\n        int32_t *M = c->m{i};"
+        if graded:
+            tn_decl += f"\n        const {out_t} *pp = c->pp{i}, *pn = c->pn{i};"
         return f"""    {{
         {self.mem} *V = c->v{i};
-        int8_t *o = c->o{i};
+        {out_t} *o = c->o{i};
         const {self.bias} *b = c->b{i};
         const {self.mem} *th = c->th{i};{tn_decl}
         int64_t cnt = 0;

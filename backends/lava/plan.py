@@ -19,6 +19,7 @@ A count max-pool (`--maxpool count`) is a CountMaxPool population fed by 0/1 Spa
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,7 +29,7 @@ from snnc.ir import fixedpoint
 from snnc.ir.errors import SnncError
 from snnc.ir.network import Layer, Network
 
-NEURON_KINDS = ("IF", "MemoryIF", "SignedIF", "SignedMemoryIF")  # population kinds with spikes
+NEURON_KINDS = ("IF", "MemoryIF", "SignedIF", "SignedMemoryIF", "GradedSignedMemoryIF")  # population kinds with spikes
 ACC_BITS = 24  # lava's fixed-point Conv model wraps its output to 24 bits (Loihi's dendritic accumulator)
 EXACT_BITS = 53  # float64 (lava's float Dense / Sparse, snnc's float Conv model) sums integers exactly below 2**53
 MAX_SPARSE = 50_000_000  # synapses one Sparse process may hold (about 1 GB as csr) before we refuse
@@ -46,6 +47,8 @@ class PopSpec:
     v0: np.ndarray | None = None
     unit: np.ndarray | None = None  # (C,) float64: real value of one unit of this population's output
     max_out: int = 1  # bound on |output| in fixed point (1 for spikes)
+    pay_pos: np.ndarray | None = None  # GradedSignedMemoryIF: what a spike sends on each side, per neuron
+    pay_neg: np.ndarray | None = None
 
 
 @dataclass
@@ -363,6 +366,18 @@ def make_plan(net: Network, mode: str = "fixed", weight_bits: int | None = None,
                                  vth=per_neuron(vth, layer.shape),
                                  vth_neg=None if vneg is None else per_neuron(vneg, layer.shape),
                                  v0=per_neuron(v0, layer.shape), unit=unit, max_out=1)
+            if n.graded:  # graded spikes (docs/neurons.md): integer payloads in fixed point, ratios to theta in float
+                if fixed:
+                    pos, neg = np.full(c, ql.payload_pos, np.int64), ql.payload_neg
+                    vneg = ql.theta_neg_int
+                else:
+                    pos = np.ones(c, np.float32)
+                    neg = (n.neg_payload * np.ones(c, np.float32) / vth).astype(np.float32)
+                    vneg = n.neg_threshold * np.ones(c, np.float32)
+                pops[name] = dataclasses.replace(
+                    pops[name], kind="GradedSignedMemoryIF", vth_neg=per_neuron(vneg, layer.shape),
+                    pay_pos=per_neuron(pos, layer.shape), pay_neg=per_neuron(neg, layer.shape),
+                    max_out=int(max(pos.max(), neg.max())) if fixed else 1)
         routes[name], chw[name], units[name] = [Route(name)], layer.shape, pops[name].unit
     for out in net.outputs:
         if out not in pops or pops[out].kind == "source":

@@ -64,6 +64,9 @@ def _needed(net: Network, outputs: Sequence[str]) -> list[Layer]:
 def _why_not(layer: Layer, net: Network) -> str | None:
     """Why NIR cannot express this layer (and what to change), or None."""
     n = layer.neuron
+    if n is not None and n.graded:
+        return ("graded signed neuron (--leaky graded: spikes with integer payloads, two thresholds; NIR has "
+                "none): compile with --leaky split")
     if n is not None and n.kind == "SignedIF" and n.memory:
         return ("signed memory neuron (--leaky signed: signed spikes that take back earlier spikes, two "
                 "thresholds; NIR has none): compile with --leaky split")

@@ -9,7 +9,9 @@ memory is bounded by `max_bytes` whatever T is. A value that is the same at ever
 encoding and everything computed from it without a neuron: padding, the first convolution's z) is computed once.
 
 Between layers spikes are int8 in {-1, 0, 1}; the real value s * theta is folded into the consumer's weights
-(W[o, i] * theta_i, float mode) or is the integer unit (fixed point).
+(W[o, i] * theta_i, float mode) or is the integer unit (fixed point). A graded layer (`--leaky graded`) sends
+float32 payloads instead: +1 and -alpha theta_n / theta (float mode, in units of theta), or the integers
++P and -N_c of `snnc.ir.fixedpoint` (fixed point, in units of theta / P).
 
 Float mode: weights, z and membranes are float32; output sums are float64.
 
@@ -50,7 +52,8 @@ and at each checkpoint T the counts and the membrane V(T) are handed to `on_chec
 callback, copied into `SimResult.extra["layers_at"][T]`). state[layer] = {"pos", "neg" (SignedIF and memory IF,
 else None): (B, N) counts of +1 and -1 spikes over steps 1..T (int16 when max(T) < 2**15, else int32), "v":
 (B, N) float32 V(T) in real units (fixed point: V_int * theta / theta_int), "v0", "theta", "theta_neg" (SignedIF,
-else None) (N,) float64 in real units, "memory" (bool)}; a non-constant input layer (rate or explicit encoding)
+else None) (N,) float64 in real units, "memory" (bool), "payload_neg" (graded neurons: (N,) float64, what a
+negative-side spike carries, alpha theta_n; else None)}; a non-constant input layer (rate or explicit encoding)
 gets {"sum": (B, N) float64 sum of its out(t)}. The arrays may be the live accumulators: a callback must copy what
 it keeps. With eq. 8 of docs/methods.md section 1 these give each neuron's mean input over T exactly:
 T mean z = V(T) - V(0) + pos * theta - neg * r, where a -1 spike adds r back to V: r = theta / alpha for SignedIF,
@@ -78,6 +81,7 @@ from snnc.ir.network import Layer, Network
 
 from snnc.backends.numpy import event as events
 from snnc.backends.numpy import ops
+from snnc.backends.numpy.graded import graded_values
 from snnc.backends.numpy.scan import scan
 
 # Memory budget of the time-chunked buffers (an upper bound; ops.CALL_BYTES usually decides the chunk).
@@ -110,6 +114,8 @@ class _LayerPlan:
     theta_neg: np.ndarray | None = None  # (N,) SignedIF
     memory: bool = False  # memory IF: -1 spikes take back earlier +1 spikes (a spike count per neuron is kept)
     v0: np.ndarray | None = None  # (N,) initial membrane
+    payload_neg: np.ndarray | None = None  # (N,) float32, graded neurons: a -1 spike's value is -payload_neg
+    payload_pos: float = 1.0  # a +1 spike's value (in `unit`s)
     last_use: int = -1  # index of the last layer reading this one
 
 
@@ -201,12 +207,17 @@ def _build_plan(net: Network, mode: str, encoding: str, input_max: int, weight_b
                     lp = _LayerPlan(layer, n, src.const, np.dtype(dtype), ql.out_unit.astype(np.float64),
                                     out_max=out_max, op=op, bias_int=bias_int)
                 else:
-                    lp = _LayerPlan(layer, n, False, np.dtype(np.int8), ql.out_unit.astype(np.float64), out_max=1,
+                    graded = ql.payload_neg is not None  # integer payloads +P / -N_c instead of +-1
+                    lp = _LayerPlan(layer, n, False, np.dtype(np.float32 if graded else np.int8),
+                                    ql.out_unit.astype(np.float64),
+                                    out_max=int(max(ql.payload_pos, ql.payload_neg.max())) if graded else 1,
                                     op=op, bias_int=bias_int,
                                     theta=_per_neuron(ql.theta_int, shape, np.int64),
                                     theta_neg=None if ql.theta_neg_int is None else
                                     _per_neuron(ql.theta_neg_int, shape, np.int64),
-                                    v0=_per_neuron(ql.v0_int, shape, np.int64), memory=n_.memory)
+                                    v0=_per_neuron(ql.v0_int, shape, np.int64), memory=n_.memory,
+                                    payload_neg=_per_neuron(ql.payload_neg, shape, np.float32) if graded else None,
+                                    payload_pos=float(ql.payload_pos))
             else:
                 w = fixedpoint.fold_units(layer, layer.weight, src.unit).astype(np.float32)
                 op = ops.make_op(layer, w, layer.bias, threads)
@@ -216,11 +227,15 @@ def _build_plan(net: Network, mode: str, encoding: str, input_max: int, weight_b
                 else:
                     theta = n_.threshold.astype(np.float32) * np.ones(c, np.float32)
                     v0 = (float(n_.v_init) * theta.astype(np.float64)).astype(np.float32)
-                    lp = _LayerPlan(layer, n, False, np.dtype(np.int8), theta.astype(np.float64), out_max=1, op=op,
+                    # graded: a -1 spike is worth alpha theta_n = (alpha theta_n / theta) units of theta
+                    ratio = (n_.neg_payload * np.ones(c, np.float32) / theta).astype(np.float32) if n_.graded else None
+                    lp = _LayerPlan(layer, n, False, np.dtype(np.float32 if n_.graded else np.int8),
+                                    theta.astype(np.float64), out_max=1, op=op,
                                     theta=_per_neuron(theta, shape, np.float32),
                                     theta_neg=_per_neuron(n_.neg_threshold * np.ones(c, np.float32), shape,
                                                           np.float32) if n_.kind == "SignedIF" else None,
-                                    v0=_per_neuron(v0, shape, np.float32), memory=n_.memory)
+                                    v0=_per_neuron(v0, shape, np.float32), memory=n_.memory,
+                                    payload_neg=None if ratio is None else _per_neuron(ratio, shape, np.float32))
         plans[layer.name] = lp
         order.append(lp)
     for lp in order:
@@ -248,8 +263,9 @@ def _fingerprint(net: Network, neurons: bool = True) -> str:
             add(arr if arr is not None else None)
         if neurons and layer.neuron is not None:
             n = layer.neuron
-            add((n.kind, float(n.alpha), float(n.v_init), n.reset, bool(n.memory)))
+            add((n.kind, float(n.alpha), float(n.v_init), n.reset, bool(n.memory), bool(n.graded)))
             add(n.threshold)
+            add(n.threshold_neg)
     return h.hexdigest()
 
 
@@ -439,7 +455,8 @@ def simulate(net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float
     sums = {}
     for name in outputs:
         lp = by_name[name]
-        integer = lp.theta is not None or np.issubdtype(lp.out_dtype, np.integer) or fixed
+        integer = (lp.theta is not None and lp.payload_neg is None) or np.issubdtype(lp.out_dtype, np.integer) \
+            or fixed
         sums[name] = np.zeros((batch, lp.n), np.int64 if integer else np.float64)
     const_cache: dict[str, np.ndarray] = {}
     pool_state: dict[str, dict] = {}  # maxpool layers: running sums and maxima carried between chunks
@@ -509,6 +526,7 @@ def simulate(net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float
                         spikes = np.empty((tc, batch, lp.n), np.int8)
                         zf = z.reshape((batch, lp.n) if src_const else (tc, batch, lp.n))
                         tic_scan = time.perf_counter()
+                        n_start = emitted[name].copy() if lp.payload_neg is not None else None
                         scan(V[name], zf, src_const, spikes, lp.theta, lp.theta_neg, pool, count=emitted.get(name))
                         timers["neurons"] += time.perf_counter() - tic_scan
                         for b in range(batch):
@@ -516,6 +534,9 @@ def simulate(net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float
                         if recorder is not None:
                             recorder.add_spikes(name, spikes)
                         data = spikes.reshape((tc * batch,) + layer.shape)
+                        if lp.payload_neg is not None:
+                            data = graded_values(spikes, n_start, lp.payload_pos, lp.payload_neg)
+                            data = data.reshape((tc * batch,) + layer.shape)
                     z = zf = None  # free before the next layer
                 if lp.const:
                     const_cache[name] = data
@@ -585,13 +606,17 @@ class _Recorder:
                 self.net_sum[name] = np.zeros((batch, lp.n), dtype)
                 signed = lp.theta_neg is not None or lp.memory  # -1 spikes possible
                 self.abs_sum[name] = np.zeros((batch, lp.n), dtype) if signed else None
-                theta = _per_neuron(lp.unit, lp.layer.shape, np.float64)  # real threshold (float of float32)
+                # real threshold (float of float32); a graded layer's unit is theta / payload_pos
+                theta = _per_neuron(lp.unit, lp.layer.shape, np.float64) * lp.payload_pos
                 to_real = theta / lp.theta.astype(np.float64) if fixed else None  # V_int -> real units
                 v0 = lp.v0.astype(np.float64) * (to_real if fixed else 1.0)
                 theta_neg = None
                 if lp.theta_neg is not None:
                     theta_neg = lp.theta_neg.astype(np.float64) * (to_real if fixed else 1.0)
-                self.meta[name] = (theta, theta_neg, v0, to_real, bool(lp.memory))
+                # graded: what a negative-side spike carries, alpha theta_n, in real units
+                pay_neg = None if lp.payload_neg is None else \
+                    lp.payload_neg.astype(np.float64) * _per_neuron(lp.unit, lp.layer.shape, np.float64)
+                self.meta[name] = (theta, theta_neg, v0, to_real, bool(lp.memory), pay_neg)
             elif lp.layer.op == "input" and not lp.const:
                 self.inputs[lp.layer.name] = np.zeros((batch, lp.n), np.float64)
 
@@ -619,7 +644,7 @@ class _Recorder:
     def state(self, V: dict[str, np.ndarray]) -> dict[str, dict]:
         out: dict[str, dict] = {}
         for name, net_sum in self.net_sum.items():
-            theta, theta_neg, v0, to_real, memory = self.meta[name]
+            theta, theta_neg, v0, to_real, memory, pay_neg = self.meta[name]
             abs_sum = self.abs_sum[name]
             if abs_sum is None:
                 pos, neg = net_sum, None
@@ -627,7 +652,7 @@ class _Recorder:
                 pos, neg = (abs_sum + net_sum) >> 1, (abs_sum - net_sum) >> 1
             v = V[name] if to_real is None else V[name].astype(np.float64) * to_real
             out[name] = {"pos": pos, "neg": neg, "v": v.astype(np.float32, copy=False), "v0": v0,
-                         "theta": theta, "theta_neg": theta_neg, "memory": memory}
+                         "theta": theta, "theta_neg": theta_neg, "memory": memory, "payload_neg": pay_neg}
         for name, acc in self.inputs.items():
             out[name] = {"sum": acc}
         return out
@@ -668,7 +693,8 @@ def rate_limit_forward(net: Network, x: Any, *, all_layers: bool = False, thread
                        encoding: str | None = None) -> dict[str, np.ndarray]:
     """The T -> infinity limit of the network (float32): each neuron replaced by its mean output.
 
-    IF -> clip(z, 0, theta); SignedIF -> clip(leaky_relu(z, alpha), -theta, theta); linear layers pass z.
+    IF -> clip(z, 0, theta); SignedIF -> clip(leaky_relu(z, alpha), -theta, theta) (graded: the lower bound is
+    -alpha * theta_n); linear layers pass z.
     Under rate encoding the input is its firing probability clip(x, 0, 1). Returns the outputs (or, with
     all_layers, every layer) as (B, *shape) arrays.
     """
@@ -721,7 +747,9 @@ def _rate_limit_walk(net: Network, x: Any, threads: int | None, encoding: str | 
                 c = layer.shape[0]
                 theta = (n.threshold * np.ones(c, np.float32)).reshape((1, c) + (1,) * (z.ndim - 2))
                 if n.kind == "SignedIF":
-                    out = np.clip(np.where(z >= 0, z, np.float32(n.alpha) * z), -theta, theta)
+                    low = theta if not n.graded else \
+                        (n.neg_payload * np.ones(c, np.float32)).reshape((1, c) + (1,) * (z.ndim - 2))
+                    out = np.clip(np.where(z >= 0, z, np.float32(n.alpha) * z), -low, theta)
                 else:
                     out = np.clip(z, 0, theta)
         if layer.name in override:

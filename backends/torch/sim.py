@@ -40,6 +40,7 @@ from snnc.backends.numpy.ops import abs_sum_bound, exact_parts
 from snnc.backends.numpy.sim import (DEFAULT_MAX_BYTES, _chunks, _fingerprint, _input_scale,
                                      _inputs_by_layer, _per_neuron, _to_input_values, _with_overrides,
                                      default_threads)
+from snnc.backends.torch.graded import graded_values
 from snnc.ir import fixedpoint
 from snnc.ir.errors import SnncError
 from snnc.ir.network import Layer, Network
@@ -105,6 +106,8 @@ class _LayerPlan:
     v0: torch.Tensor | None = None  # (N,)
     memory: bool = False
     last_use: int = -1
+    payload_neg: torch.Tensor | None = None  # (N,) graded neurons: a negative-side spike's magnitude (graded.py)
+    payload_pos: float = 1.0
 
 
 def _build_plan(net: Network, fixed: bool, encoding: str, input_max: int, weight_bits: int,
@@ -169,6 +172,10 @@ def _build_plan(net: Network, fixed: bool, encoding: str, input_max: int, weight
                     lp.v0 = per_neuron(ql.v0_int, shape, np.int64)
                     if ql.theta_neg_int is not None:
                         lp.theta_neg = per_neuron(ql.theta_neg_int, shape, np.int64)
+                    if ql.payload_neg is not None:  # graded: integer payloads, exact in float64
+                        lp.spikes, lp.out_max = False, int(max(ql.payload_pos, ql.payload_neg.max()))
+                        lp.payload_neg = per_neuron(ql.payload_neg, shape, np.float64)
+                        lp.payload_pos = float(ql.payload_pos)
             else:
                 w = fixedpoint.fold_units(layer, layer.weight, src.unit).astype(np.float32)
                 bias = None if layer.bias is None else torch.from_numpy(
@@ -183,6 +190,10 @@ def _build_plan(net: Network, fixed: bool, encoding: str, input_max: int, weight
                                        np.float32)
                     if nrn.kind == "SignedIF":
                         lp.theta_neg = per_neuron(nrn.neg_threshold * np.ones(c, np.float32), shape, np.float32)
+                    if nrn.graded:  # a negative-side spike is worth alpha theta_n / theta units of theta
+                        lp.spikes = False
+                        lp.payload_neg = per_neuron((nrn.neg_payload * np.ones(c, np.float32) / theta)
+                                                    .astype(np.float32), shape, np.float32)
             if nrn is not None:
                 lp.memory = bool(nrn.memory)
                 lp.v0 = lp.v0.to(vdtype)
@@ -487,10 +498,14 @@ def _run(net: Network, plans: list[_LayerPlan], values: dict[str, Any], ts: list
                         data = z.to(vdtype) if fixed else z  # fixed: float64 holds the integers exactly
                     else:
                         zf = z.reshape((batch, lp.n) if src_const else (tc, batch, lp.n))
+                        n_start = emitted[name].clone() if lp.payload_neg is not None else None
                         spikes = _scan(lp, V[name], zf, src_const, tc, emitted.get(name))
                         # per sample: a full reduction is ~15x faster than one over dims (0, 2) in torch 2.13
                         counts[name] += torch.stack([torch.count_nonzero(spikes[:, b]) for b in range(batch)])
                         data = spikes.reshape((tc * batch,) + layer.shape)
+                        if lp.payload_neg is not None:
+                            data = graded_values(spikes, n_start, lp.payload_pos, lp.payload_neg).to(vdtype)
+                            data = data.reshape((tc * batch,) + layer.shape)
                     z = zf = None  # free before the next layer
                 if lp.const:
                     const_cache[name] = data
