@@ -284,3 +284,27 @@ def test_error_analysis_reconstructs_mean_input(nb, net_and_x):
             np.testing.assert_allclose(got, want, atol=2e-3 * max(1.0, float(np.abs(want).max())), err_msg=mode)
             _, e, _ = errors.split_layer(state[layer.name], T)
             assert np.all(np.isfinite(e))
+
+
+@pytest.fixture(scope="module")
+def lean_net(tmp_path_factory):
+    """tiny_yolo compiled as the lean graph: graded leaky neurons feeding count max-pools."""
+    from snnc.compiler.api import compile_model
+    path = tmp_path_factory.mktemp("lean") / "m.onnx"
+    onnx.save(tiny_yolo(host=False), path)
+    net = compile_model(str(path), calib_random=2, leaky="graded", maxpool="count", progress=False).network
+    assert any(l.neuron is not None and l.neuron.graded for l in net.layers)
+    assert any(l.op == "maxpool" for l in net.layers)
+    return net
+
+
+def test_graded_with_count_maxpools_agree_in_every_backend(nb, tb, cbk, lean_net):  # noqa: F811
+    x = images(lean_net.input_layers[0].shape, batch=2, seed=4)
+    ts = [3, 16]
+    ref = nb.simulate(lean_net, x, ts, mode="fixed")
+    assert_same(cbk.simulate(lean_net, x, ts, mode="fixed"), ref.outputs, ref.spike_counts)
+    got = tb.run(lean_net, x, ts, SimOptions(mode="fixed"))
+    for t in ts:
+        for o in lean_net.outputs:
+            assert np.array_equal(got.outputs[t][o], ref.outputs[t][o]), (t, o)
+    assert_close(cbk.simulate(lean_net, x, ts, mode="float"), nb.simulate(lean_net, x, ts, mode="float"))

@@ -49,3 +49,19 @@ def test_yolo_like(mode):
         for l in net.layers])
     other = get_backend("numpy").simulate(plain, x, [24], mode=mode)
     assert any(not np.array_equal(other.outputs[24][o], cmp.reference.outputs[24][o]) for o in net.outputs)
+
+
+def test_graded_with_count_maxpools(tmp_path):
+    """The lean graph (`--leaky graded --maxpool count`) compiled from a small YOLO: graded neurons feeding the
+    CountMaxPool process, bit-exact with NumPy in fixed point."""
+    import onnx
+    from models import tiny_yolo
+
+    from snnc.compiler.api import compile_model
+    path = tmp_path / "m.onnx"
+    onnx.save(tiny_yolo(host=False), path)
+    net = compile_model(str(path), calib_random=2, leaky="graded", maxpool="count", progress=False).network
+    assert any(l.op == "maxpool" for l in net.layers) and any(l.neuron is not None and l.neuron.graded
+                                                               for l in net.layers)
+    x = images(net.input_layers[0].shape, batch=1, seed=4)
+    compare_with_numpy(net, x, [4, 10], mode="fixed").check()
