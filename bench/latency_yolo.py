@@ -15,7 +15,7 @@ Variants (each compiled with --calib TRAIN, simulated once for all T with the to
 recipe fine-tunes once for the target T and the table shows that model at every T). For the fine-tuned variants
 the row "ann" is the fine-tuned ANN's own fidelity and head error against the original ANN (what fine-tuning
 cost). Energy: the estimate of `snnc eval` as a ratio to the ANN's (int and float operation costs).
-Results go to BUILD/latency_yolo.json; every figure of one table comes from one run.
+Results go to BUILD/latency_yolo_VARIANTS.json; every figure of one table comes from one run.
 """
 
 from __future__ import annotations
@@ -125,13 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-T", default="4,8,16", help="time steps measured (one simulation per network)")
     ap.add_argument("--variants", default=",".join(VARIANTS))
     ap.add_argument("--levels", type=int, default=8, help="QCFS levels L = the T fine-tuned for")
-    ap.add_argument("--epochs", type=int, default=30)
-    ap.add_argument("--size", type=int, default=160, help="fine-tuning input size (the model is fully convolutional)")
+    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--size", type=int, default=192, help="fine-tuning input size (the model is fully convolutional)")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--crop", action="store_true", help="fine-tune on random --size crops of the 416 px photos")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ref-thr", type=float, default=0.1, help="original ANN score that makes a reference box")
+    ap.add_argument("--ann-only", action="store_true", help="fine-tuned variants: measure the fine-tuned ANN only "
+                    "(a quick recipe search; its SNN at T = L tracks it)")
     ap.add_argument("--noise-from", type=Path, help="an snnc eval metrics.json for the dual error model's noise")
     ap.add_argument("--build", type=Path, default=Path("build/latency_yolo"))
     args = ap.parse_args(argv)
@@ -142,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     from snnc.compiler.api import compile_model
     from snnc.compiler.darknet import darknet_to_onnx
     from snnc.compiler.zoo import fetch_yolov3_tiny
+    from snnc.ir.lavafile import load as load_lava
+    from snnc.ir.lavafile import save as save_lava
     from snnc.training.finetune import FinetuneOptions, finetune, write_result
 
     torch.set_num_threads(args.threads)
@@ -160,7 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         return compile_model(onnx_path, calib_dir=train, progress=False, **opts).network
 
     tic = time.time()
-    base = compile_(model)
+    base_path = b / "orig.lava"  # shared by runs with other variants in the same --build
+    if base_path.exists():
+        base = load_lava(base_path)
+    else:
+        base = compile_(model)
+        save_lava(base, base_path)
     ref = Reference(base, [photo(n) for n in test_names], args.ref_thr)
     n_ref = sum(sum(1 for d in per if d[1] >= args.ref_thr) for per in ref.dets)
     print(f"original ANN: {n_ref} reference boxes (score >= {args.ref_thr}) on {len(test_names)} test photos; "
@@ -190,18 +199,21 @@ def main(argv: list[str] | None = None) -> int:
             path = write_result(ft, b / f"{variant}_L{args.levels}.onnx")
             extra["seconds_finetune"] = ft.log["seconds"]
             extra["final_eval_loss"] = ft.log["history"][-1]["eval_loss_qcfs"]
+            dets, heads = ref.ann(path.read_bytes(), base)  # the head tensors keep their names through finetune
+            show(variant, None, {"fidelity50": ref.fidelity(dets), "head_error": ref.head_error(heads), **extra})
+            if args.ann_only:
+                continue
             t0 = time.time()
             net = compile_(path)
             extra["seconds_compile"] = round(time.time() - t0, 1)
-            dets, heads = ref.ann(net.ann_onnx, net)
-            show(variant, None, {"fidelity50": ref.fidelity(dets), "head_error": ref.head_error(heads), **extra})
         rows = measure(net, ref, [T] if T else ts, args.threads)
         for t, r in rows.items():
             show(variant, t, {**r, "seconds": round(time.time() - tic, 1)})
     out = {"train": train_names, "test": test_names, "reference_boxes": n_ref, "args": {
         k: str(v) for k, v in vars(args).items()}, "rows": results}
-    (b / "latency_yolo.json").write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {b / 'latency_yolo.json'}")
+    out_path = b / f"latency_yolo_{'_'.join(variants)}.json"
+    out_path.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {out_path}")
     return 0
 
 
