@@ -11,8 +11,10 @@ raw head tensors the reference of the head error (sum |SNN - ANN| / sum |ANN| pe
 
 Variants (each compiled with --calib TRAIN, simulated once for all T with the torch backend, float):
 `orig` the default conversion; `target` `--target-T T` (one compile per T); `qcfs` `snnc finetune -T L
---no-dual-error`; `qcfs_de` `snnc finetune -T L` (dual error model, default noise); L = --levels (default 8: the
-recipe fine-tunes once for the target T and the table shows that model at every T). For the fine-tuned variants
+--no-dual-error`; `qcfs_de` `snnc finetune -T L` (dual error model, default noise); the suffix `_tT` (`qcfs_tT`)
+compiles the fine-tuned model with `--target-T L`; `--reuse` takes the fine-tuned ONNX an earlier run left in
+--build. L = --levels (default 8: the recipe fine-tunes once for the target T and the table shows that model at
+every T). For the fine-tuned variants
 the row "ann" is the fine-tuned ANN's own fidelity and head error against the original ANN (what fine-tuning
 cost). Energy: the estimate of `snnc eval` as a ratio to the ANN's (int and float operation costs).
 Results go to BUILD/latency_yolo_VARIANTS.json; every figure of one table comes from one run.
@@ -134,6 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ref-thr", type=float, default=0.1, help="original ANN score that makes a reference box")
     ap.add_argument("--ann-only", action="store_true", help="fine-tuned variants: measure the fine-tuned ANN only "
                     "(a quick recipe search; its SNN at T = L tracks it)")
+    ap.add_argument("--reuse", action="store_true", help="use the fine-tuned ONNX an earlier run left in --build")
     ap.add_argument("--noise-from", type=Path, help="an snnc eval metrics.json for the dual error model's noise")
     ap.add_argument("--build", type=Path, default=Path("build/latency_yolo"))
     args = ap.parse_args(argv)
@@ -192,19 +195,26 @@ def main(argv: list[str] | None = None) -> int:
         elif variant == "target":
             net = compile_(model, target_T=T)
         else:
-            opts = FinetuneOptions(T=args.levels, epochs=args.epochs, lr=args.lr, batch=args.batch, size=args.size,
-                                   dual_error=variant == "qcfs_de", crop=args.crop)
-            noise = args.noise_from if variant == "qcfs_de" else None
-            ft = finetune(model, train, opts, noise_from=noise, progress=True)
-            path = write_result(ft, b / f"{variant}_L{args.levels}.onnx")
-            extra["seconds_finetune"] = ft.log["seconds"]
-            extra["final_eval_loss"] = ft.log["history"][-1]["eval_loss_qcfs"]
+            flags = set(variant.split("_"))
+            kind = "qcfs_de" if "de" in flags else "qcfs"
+            path = b / f"{kind}_L{args.levels}.onnx"
+            if args.reuse and path.exists():  # a model fine-tuned by an earlier run in this --build
+                ft_log = json.loads(path.with_suffix(".json").read_text())
+            else:
+                opts = FinetuneOptions(T=args.levels, epochs=args.epochs, lr=args.lr, batch=args.batch,
+                                       size=args.size, dual_error=kind == "qcfs_de", crop=args.crop)
+                noise = args.noise_from if kind == "qcfs_de" else None
+                ft = finetune(model, train, opts, noise_from=noise, progress=True)
+                write_result(ft, path)
+                ft_log = ft.log
+            extra["seconds_finetune"] = ft_log["seconds"]
+            extra["final_eval_loss"] = ft_log["history"][-1]["eval_loss_qcfs"]
             dets, heads = ref.ann(path.read_bytes(), base)  # the head tensors keep their names through finetune
             show(variant, None, {"fidelity50": ref.fidelity(dets), "head_error": ref.head_error(heads), **extra})
             if args.ann_only:
                 continue
             t0 = time.time()
-            net = compile_(path)
+            net = compile_(path, **({"target_T": args.levels} if "tT" in flags else {}))
             extra["seconds_compile"] = round(time.time() - t0, 1)
         rows = measure(net, ref, [T] if T else ts, args.threads)
         for t, r in rows.items():
