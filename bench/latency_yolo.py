@@ -17,7 +17,8 @@ compiles the fine-tuned model with `--target-T L`; `--reuse` takes the fine-tune
 every T). For the fine-tuned variants
 the row "ann" is the fine-tuned ANN's own fidelity and head error against the original ANN (what fine-tuning
 cost). Energy: the estimate of `snnc eval` as a ratio to the ANN's (int and float operation costs).
-Results go to BUILD/latency_yolo_VARIANTS.json; every figure of one table comes from one run.
+Results go to BUILD/latency_yolo_VARIANTS.json. Every row's figures come from one run; runs with the same --build
+share the original network (BUILD/orig.lava) and so the same reference and calibration.
 """
 
 from __future__ import annotations
