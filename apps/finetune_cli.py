@@ -23,7 +23,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     opts = ft.FinetuneOptions(T=args.T, epochs=args.epochs, lr=args.lr, batch=args.batch, size=args.size,
                               dual_error=not args.no_dual_error, unevenness=args.unevenness,
                               augment=not args.no_augment, seed=args.seed,
-                              label_weight=args.label_weight).validate()
+                              label_weight=args.label_weight, crop=args.crop).validate()
     if not Path(args.model).is_file():
         raise SnncError(f"{args.model}: no such file")
     import torch
@@ -56,6 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, cosine decay (default %(default)s)")
     f.add_argument("--batch", type=int, default=8, help="photos per step (default %(default)s)")
     f.add_argument("--size", type=int, help="train at this square input size (default: the model's)")
+    f.add_argument("--crop", action="store_true", help="with --size: train on random SIZE x SIZE crops of the "
+                   "photos at the model's input size (objects keep their test-time scale)")
     f.add_argument("--no-dual-error", action="store_true", help="plain QCFS, without the dual error model")
     f.add_argument("--unevenness", type=float, default=0.5,
                    help="dual error model: order-dependent error as a fraction of one spike (default %(default)s)")

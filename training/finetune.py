@@ -58,6 +58,7 @@ class FinetuneOptions:
     augment: bool = True
     seed: int = 0
     label_weight: float = 0.01
+    crop: bool = False  # with size: random size x size crops of the photos at the model's input size
 
     def validate(self) -> "FinetuneOptions":
         if not isinstance(self.T, int) or self.T < 1:
@@ -74,6 +75,8 @@ class FinetuneOptions:
             raise SnncError(f"--unevenness {self.unevenness!r}: expected a fraction of one spike in [0, 1]")
         if not (self.label_weight >= 0 and np.isfinite(self.label_weight)):
             raise SnncError(f"--label-weight {self.label_weight!r}: expected a number >= 0")
+        if self.crop and self.size is None:
+            raise SnncError("--crop needs --size (the side of the random crops, smaller than the model's input)")
         if not 0 < self.percentile <= 100:
             raise SnncError(f"percentile {self.percentile!r}: expected (0, 100]")
         return self
@@ -128,6 +131,17 @@ def augment_boxes(x: torch.Tensor, gen: torch.Generator, targets: list | None = 
         keep = area(cut) >= 0.25 * area(b)
         moved.append((cut[keep].astype(np.float32), np.asarray(classes)[keep]))
     return x, moved
+
+
+def random_crop(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tensor:
+    """One random size x size window per image (an image no larger than size is kept whole)."""
+    n, _, h, w = x.shape
+    if h <= size and w <= size:
+        return x
+    size_h, size_w = min(size, h), min(size, w)
+    tops = torch.randint(0, h - size_h + 1, (n,), generator=gen).tolist()
+    lefts = torch.randint(0, w - size_w + 1, (n,), generator=gen).tolist()
+    return torch.stack([x[i, :, t:t + size_h, l:l + size_w] for i, (t, l) in enumerate(zip(tops, lefts))])
 
 
 def _init_lambdas(teacher: OnnxModule, x: torch.Tensor, percentile: float, batch: int) -> dict[str, tuple]:
@@ -253,8 +267,11 @@ def finetune(model_path: str | Path, images: str | Path | None, options: Finetun
     prepared = prepare(model_path)
     parts = split_model(prepared, source=str(model_path))
     c, h, w = [d.dim_value for d in parts.spiking.graph.input[0].type.tensor_type.shape.dim][1:]
-    hw = (opts.size, opts.size) if opts.size else (h, w)
+    # crop: photos at the model's size, trained on random windows: the objects keep the scale they have at test
+    hw = (opts.size, opts.size) if opts.size and not opts.crop else (h, w)
     geoms, targets, sets = None, [], []
+    if data is not None and opts.crop:
+        raise SnncError("--crop works with --images only (the label loss needs whole images)")
     if data is not None:
         geoms = probe_heads(parts.host, [o.name for o in parts.spiking.graph.output], Path(model_path).name)
         labelled, targets = load_labels(data, hw)
@@ -271,6 +288,8 @@ def finetune(model_path: str | Path, images: str | Path | None, options: Finetun
     gen = torch.Generator().manual_seed(opts.seed)
     steps = opts.epochs * ((len(x) + opts.batch - 1) // opts.batch)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, steps)
+    # the end-of-epoch loss on fixed windows when cropping (whole photos at the model's size cost ~10x a step)
+    x_eval = random_crop(x, opts.size, torch.Generator().manual_seed(opts.seed + 1)) if opts.crop else x
     history, start = [], time.time()
     bar = tqdm(total=steps, desc=f"finetune T={opts.T}", unit="batch", disable=not progress)
     for epoch in range(opts.epochs):
@@ -281,6 +300,8 @@ def finetune(model_path: str | Path, images: str | Path | None, options: Finetun
             idx = perm[i:i + opts.batch]
             xb, lab = x[idx], [int(k) for k in idx if k < n_lab]
             tb = [targets[k] for k in lab]
+            if opts.crop:
+                xb = random_crop(xb, opts.size, gen)
             if opts.augment:
                 xb, tb = augment_boxes(xb, gen, tb)
             with torch.no_grad():
@@ -301,7 +322,7 @@ def finetune(model_path: str | Path, images: str | Path | None, options: Finetun
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         student.eval()
         with torch.no_grad():
-            ev = float(_head_loss(student(x), teacher(x)))
+            ev = float(_head_loss(student(x_eval), teacher(x_eval)))
         entry = {"epoch": epoch + 1, "train_loss": total / count, "eval_loss_qcfs": ev,
                  "seconds": round(time.time() - start, 1)}
         if det_count:
