@@ -537,6 +537,29 @@ def test_default_flags_build(tmp_path):
     assert "-O" in (Path(res.extra["build_dir"]) / "build.log").read_text().splitlines()[0]
 
 
+
+@pytest.mark.parametrize("memory", [False, True], ids=["as_built", "memory"])
+def test_openmp_threads_change_nothing(tmp_path, memory):
+    """Built with -fopenmp, 1 and 3 threads (uneven splits of 8, 14 or 10 channels) give the same float
+    outputs bit for bit, and fixed point stays bit-exact with the NumPy reference; the sources compile strictly."""
+    net = with_memory(yolo_like(), signed_too=True) if memory else yolo_like()
+    x = images((3, 16, 16), batch=2, seed=5)
+    bk = c_backend.CBackend(cache_dir=tmp_path, cflags="-O1 -fopenmp")
+    one = bk.simulate(net, x, [3, 9], mode="float", threads=1)
+    three = bk.simulate(net, x, [3, 9], mode="float", threads=3)
+    assert "-fopenmp" in (Path(three.extra["build_dir"]) / "build.log").read_text().splitlines()[0]
+    for t in (3, 9):
+        for n, v in one.outputs[t].items():
+            assert np.array_equal(three.outputs[t][n], v), (t, n)
+    assert one.spike_counts.keys() == three.spike_counts.keys()
+    assert all(np.array_equal(one.spike_counts[n], three.spike_counts[n]) for n in one.spike_counts)
+    ref = numpy_backend().simulate(net, x, [3, 9], mode="fixed")
+    assert_same(bk.simulate(net, x, [3, 9], mode="fixed", threads=3), ref.outputs, ref.spike_counts)
+    proj = c_backend.generate(net, tmp_path / "strict", "float")
+    proc = subprocess.run([*c_backend.find_compiler(), *STRICT, "-fopenmp", "-c", "snn_model.c"], cwd=proj,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
 # ---- the command line: `snnc compile --backend c` and `snnc run --backend c` -------------------------------------
 
 def snnc_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:

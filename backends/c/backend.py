@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from snnc.backends import Backend, SimResult, lru_cached, register_backend
-from snnc.backends.numpy.sim import _fingerprint
+from snnc.backends.numpy.sim import _fingerprint, default_threads
 from snnc.ir.errors import SnncError
 from snnc.ir.files import atomic_path
 from snnc.ir.network import Network
@@ -35,10 +35,12 @@ from snnc.backends.c.generate import Project, render
 log = logging.getLogger(__name__)
 
 # The backend builds for the machine it runs on: -march=native is ~30% faster than plain -O2 on yolov3-tiny;
-# -ffp-contract=off keeps float mode free of fused multiply-adds (the NumPy reference does not fuse). Where the
-# compiler refuses these flags the build falls back to FALLBACK_CFLAGS. The generated Makefile uses plain -O2.
-DEFAULT_CFLAGS = "-O3 -march=native -ffp-contract=off"
-FALLBACK_CFLAGS = "-O2"
+# -ffp-contract=off keeps float mode free of fused multiply-adds (the NumPy reference does not fuse); -fopenmp
+# runs each layer on all cores (results do not depend on the thread count, see generate._emit_connection). Where
+# the compiler refuses these flags the build retries without OpenMP, then with FALLBACK_CFLAGS. The generated
+# Makefile uses plain -O2.
+DEFAULT_CFLAGS = "-O3 -march=native -ffp-contract=off -fopenmp"
+FALLBACK_CFLAGS = ("-O3 -march=native -ffp-contract=off", "-O2")
 _BUILD_LOG = "build.log"
 # Rendered projects of the last few networks (quantizing and rendering yolov3-tiny takes seconds), with their weight
 # blob written once under the cache folder; each entry holds the blob (about 2 bytes per weight in fixed point).
@@ -84,12 +86,15 @@ def build(project: Project, *, cc: list[str] | None = None, cflags: str | None =
     cc = cc or find_compiler()
     chosen = cflags if cflags is not None else os.environ.get("SNNC_C_CFLAGS")
     if chosen is None:
-        try:
-            return _build(project, cc, shlex.split(DEFAULT_CFLAGS), root)
-        except SnncError as exc:
-            log.warning("C backend: build with %s failed, retrying with %s (%s)", DEFAULT_CFLAGS, FALLBACK_CFLAGS,
-                        str(exc).splitlines()[-1])
-            chosen = FALLBACK_CFLAGS
+        tried = DEFAULT_CFLAGS
+        for fallback in FALLBACK_CFLAGS:
+            try:
+                return _build(project, cc, shlex.split(tried), root)
+            except SnncError as exc:
+                log.warning("C backend: build with %s failed, retrying with %s (%s)", tried, fallback,
+                            str(exc).splitlines()[-1])
+                tried = fallback
+        chosen = tried
     return _build(project, cc, shlex.split(chosen), root)
 
 
@@ -188,7 +193,7 @@ def decode(project: Project, name: str, sums: np.ndarray, t: int) -> np.ndarray:
 class CBackend(Backend):
     """Generated C99, compiled with the system compiler and run as a subprocess, one process per call.
 
-    Options (constructor or environment): cc ($CC), cflags ($SNNC_C_CFLAGS, default -O2), cache_dir
+    Options (constructor or environment): cc ($CC), cflags ($SNNC_C_CFLAGS, default DEFAULT_CFLAGS), cache_dir
     ($SNNC_CACHE_DIR), float_type ("float32"; float-mode arithmetic), weight_bits (None: quantize's default).
     SimOptions.extra: constant_input (default True: layers fed by the image alone compute their input current
     once per image; False: every step, the per-step path).
@@ -206,9 +211,9 @@ class CBackend(Backend):
 
     def run(self, net: Network, x: np.ndarray, ts: list[int], options: SimOptions) -> SimResult:
         """As the NumPy reference (`encoding` "direct" or "rate" overrides the network's; "explicit" is not
-        supported here). decode "membrane" and "spikes" give the same values (docs/neurons.md). The generated
-        program is single-threaded and streams its state, so `threads`, `max_bytes` and `progress` have
-        nothing to bound or show."""
+        supported here). decode "membrane" and "spikes" give the same values (docs/neurons.md). `threads` sets the
+        driver's OpenMP threads (default: every core this process may use; outputs do not depend on it); the
+        program streams its state, so `max_bytes` and `progress` have nothing to bound or show."""
         self.require_cpu(self.name, options)
         mode, v_init, seed, weight_bits = options.mode, options.v_init, options.seed, options.weight_bits
         net = with_encoding(net, options.encoding)
@@ -237,7 +242,9 @@ class CBackend(Backend):
             cmd = [str(build_dir / "snn_run"), "-w", str(weights_path), "-i", str(tmpd / "input.bin"),
                    "-o", str(tmpd / "out.bin"), "-T", ",".join(map(str, ts)), "--raw",
                    "--seed", str(int(seed)), "--rng-batch", str(batch)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
+            threads = default_threads() if options.threads is None else max(1, int(options.threads))
+            env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
             if proc.returncode != 0:
                 raise SnncError(f"C backend: the driver failed (exit {proc.returncode}): {proc.stderr.strip()}")
             raw = (tmpd / "out.bin").read_bytes()

@@ -39,7 +39,7 @@ from snnc.ir.network import Layer, Network
 
 from snnc.backends.c import runtime
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 BLOB_MAGIC = b"SNNCWTS1"
 BLOB_VERSION = 1
 BLOB_ALIGN = 64
@@ -48,6 +48,13 @@ FLOAT_TYPES = {"float32": ("float", np.float32), "float64": ("double", np.float6
 _INT_TYPES = [("int8_t", np.int8), ("int16_t", np.int16), ("int32_t", np.int32)]
 _INT32_MAX = 2**31 - 1
 _CTYPE_BYTES = {"int8_t": 1, "int16_t": 2, "int32_t": 4, "int64_t": 8, "float": 4, "double": 8}
+
+
+def _conv_rows(h_in: int, sh: int, pt: int, dh: int, kh: int) -> str:
+    """C declarations of iy_lo, iy_hi: the input rows that reach output rows [r_lo, r_hi) of a conv, whose
+    output row of input row iy and tap ky is (iy + pt - ky * dh) / sh."""
+    return (f"        const int iy_lo = SNN_MAX(0, r_lo * {sh} - {pt});\n"
+            f"        const int iy_hi = SNN_MIN({h_in}, (r_hi - 1) * {sh} - {pt} + {dh * (kh - 1)} + 1);")
 
 
 @dataclass
@@ -585,6 +592,9 @@ static void snn_layer_{i}(snn_ctx *c)
         const {self.bias} *b = c->b{i};
         const {self.mem} *th = c->th{i};{tn_decl}
         int64_t cnt = 0;
+#ifdef _OPENMP
+#pragma omp parallel for reduction(+:cnt) schedule(static)
+#endif
         for (int p = 0; p < {h * w}; ++p) {{
           for (int ch = 0; ch < {c}; ++ch) {{
             const int k = p * {c} + ch;
@@ -627,9 +637,18 @@ static void snn_layer_{i}(snn_ctx *c)
             cnt += s != 0;"""
 
     def _emit_connection(self, lay: Layer, i: int, what: str, loops: str, acc: str, zdecl: str,
-                         input_only: bool, n_z: int) -> None:
+                         input_only: bool, n_z: int, rows: int | None) -> None:
+        """The layer's function: z from the scatter loops, then the neuron update. With OpenMP each thread
+        owns a band [r_lo, r_hi) of the output's `rows` and scatters only the input rows that reach it, writing
+        only inside it: each z element is summed by one thread in the single-threaded order, so float results do
+        not depend on the thread count. rows None: one thread (dense layers)."""
         epilogue = self._epilogue(lay, i, acc)
         guard_open = "    if (c->input_changed) {\n" if input_only and self.constant_input else "    {\n"
+        parallel, band = "", ""
+        if rows is not None:
+            parallel = "#ifdef _OPENMP\n#pragma omp parallel\n#endif"
+            band = (f"\n        const int r_lo = SNN_SLICE({rows}, SNN_THREAD_ID, SNN_THREADS);"
+                    f"\n        const int r_hi = SNN_SLICE({rows}, SNN_THREAD_ID + 1, SNN_THREADS);")
         self.funcs.append(f"""/* {_comment(lay.name)}: {what} */
 static void snn_layer_{i}(snn_ctx *c)
 {{
@@ -637,7 +656,10 @@ static void snn_layer_{i}(snn_ctx *c)
 {guard_open}        const {self.src_t} *in = c->o{self.index[lay.inputs[0]]};
         const {self.wtype} *W = c->w{i};
         memset(z, 0, {n_z} * sizeof *z);
+{parallel}
+        {{{band}
 {loops}
+        }}
     }}
 {epilogue}
 }}
@@ -670,12 +692,13 @@ static void snn_layer_{i}(snn_ctx *c)
                                              (sh, sw), (dh, dw), (pt, pl))
             what = (f"conv {c_in}->{c_out} k{kh}x{kw} s{sh},{sw} pads {[pt, pl, pb, pr]} d{dh},{dw} g{group} "
                     f"{h_in}x{w_in}->{h_out}x{w_out}, input channel outer")
-            self._emit_connection(lay, i, what, loops, acc, zdecl, input_only, c_out * h_out * w_out)
+            self._emit_connection(lay, i, what, loops, acc, zdecl, input_only, c_out * h_out * w_out, h_out)
             return
         ycheck = f"if (ny % {sh}) continue;\n" if sh > 1 else ""
         xcheck = f"if (nx % {sw}) continue;\n" if sw > 1 else ""
         gsel = f"(ci / {cin_g}) * {cout_g}" if group > 1 else "0"
-        loops = f"""        for (int iy = 0; iy < {h_in}; ++iy)
+        loops = f"""{_conv_rows(h_in, sh, pt, dh, kh)}
+        for (int iy = iy_lo; iy < iy_hi; ++iy)
         for (int ix = 0; ix < {w_in}; ++ix) {{
           const {self.src_t} *ip = in + (iy * {w_in} + ix) * {c_in};
           for (int ci = 0; ci < {c_in}; ++ci) {{
@@ -687,8 +710,8 @@ static void snn_layer_{i}(snn_ctx *c)
             zg = z + {gsel};
             for (int ky = 0; ky < {kh}; ++ky) {{
               const int ny = iy + {pt} - ky * {dh};
-              if (ny < 0) break;
-              {ycheck}              if (ny / {sh} >= {h_out}) continue;
+              if (ny < r_lo * {sh}) break;
+              {ycheck}              if (ny / {sh} >= r_hi) continue;
               for (int kx = 0; kx < {kw}; ++kx) {{
                 const int nx = ix + {pl} - kx * {dw};
                 {acc} *restrict zp;
@@ -704,7 +727,7 @@ static void snn_layer_{i}(snn_ctx *c)
         }}"""
         what = (f"conv {c_in}->{c_out} k{kh}x{kw} s{sh},{sw} pads {[pt, pl, pb, pr]} d{dh},{dw} g{group} "
                 f"{h_in}x{w_in}->{h_out}x{w_out}")
-        self._emit_connection(lay, i, what, loops, acc, zdecl, input_only, c_out * h_out * w_out)
+        self._emit_connection(lay, i, what, loops, acc, zdecl, input_only, c_out * h_out * w_out, h_out)
 
     @staticmethod
     def _weights_outer(weight_bytes: int, n_z: int, acc: str) -> bool:
@@ -722,16 +745,17 @@ static void snn_layer_{i}(snn_ctx *c)
         (sh, sw), (dh, dw), (pt, pl) = stride, dilation, pad
         ycheck = f"if (ny % {sh}) continue;\n" if sh > 1 else ""
         xcheck = f"if (nx % {sw}) continue;\n" if sw > 1 else ""
-        return f"""        for (int ci = 0; ci < {c_in}; ++ci) {{
+        return f"""{_conv_rows(h_in, sh, pt, dh, kh)}
+        for (int ci = 0; ci < {c_in}; ++ci) {{
           const {self.wtype} *wc = W + ci * {kh * kw * c_out};
-          for (int iy = 0; iy < {h_in}; ++iy)
+          for (int iy = iy_lo; iy < iy_hi; ++iy)
           for (int ix = 0; ix < {w_in}; ++ix) {{
             const {self.src_t} v = in[(iy * {w_in} + ix) * {c_in} + ci];
             if (v == 0) continue;
             for (int ky = 0; ky < {kh}; ++ky) {{
               const int ny = iy + {pt} - ky * {dh};
-              if (ny < 0) break;
-              {ycheck}              if (ny / {sh} >= {h_out}) continue;
+              if (ny < r_lo * {sh}) break;
+              {ycheck}              if (ny / {sh} >= r_hi) continue;
               for (int kx = 0; kx < {kw}; ++kx) {{
                 const int nx = ix + {pl} - kx * {dw};
                 {acc} *restrict zp;
@@ -769,7 +793,11 @@ static void snn_layer_{i}(snn_ctx *c)
         wt = w.transpose(0, 2, 3, 1)  # (C_in, C_out/g, kh, kw) -> [ci][ky][kx][co within the group]
         self.param(f"w{i}", self.wtype, wt.astype(self.wnp))
         gsel = f"(ci / {cin_g}) * {cout_g}" if group > 1 else "0"
-        loops = f"""        for (int iy = 0; iy < {h_in}; ++iy)
+        # input rows that reach output rows [r_lo, r_hi): oy = iy * sh - pt + ky * dh (a conservative range;
+        # the ky loop checks each oy)
+        loops = f"""        const int iy_lo = SNN_MAX(0, (r_lo + {pt} - {dh * (kh - 1)}) / {sh});
+        const int iy_hi = SNN_MIN({h_in}, (r_hi - 1 + {pt}) / {sh} + 1);
+        for (int iy = iy_lo; iy < iy_hi; ++iy)
         for (int ix = 0; ix < {w_in}; ++ix) {{
           const {self.src_t} *ip = in + (iy * {w_in} + ix) * {c_in};
           for (int ci = 0; ci < {c_in}; ++ci) {{
@@ -781,8 +809,8 @@ static void snn_layer_{i}(snn_ctx *c)
             zg = z + {gsel};
             for (int ky = 0; ky < {kh}; ++ky) {{
               const int oy = iy * {sh} - {pt} + ky * {dh};
-              if (oy < 0) continue;
-              if (oy >= {h_out}) break;
+              if (oy < r_lo) continue;
+              if (oy >= r_hi) break;
               for (int kx = 0; kx < {kw}; ++kx) {{
                 const int ox = ix * {sw} - {pl} + kx * {dw};
                 {acc} *restrict zp;
@@ -798,7 +826,7 @@ static void snn_layer_{i}(snn_ctx *c)
         }}"""
         what = (f"deconv {c_in}->{c_out} k{kh}x{kw} s{sh},{sw} pads {[pt, pl, pb, pr]} d{dh},{dw} g{group} "
                 f"out_pad {oph},{opw} {h_in}x{w_in}->{h_out}x{w_out}")
-        self._emit_connection(lay, i, what, loops, acc, zdecl, input_only, c_out * h_out * w_out)
+        self._emit_connection(lay, i, what, loops, acc, zdecl, input_only, c_out * h_out * w_out, h_out)
 
     def _layer_dense(self, lay: Layer, i: int) -> None:
         acc, zdecl, input_only, update = self._connection_common(lay, i)
@@ -820,7 +848,7 @@ static void snn_layer_{i}(snn_ctx *c)
             wp = W + (ci * {h_in * w_in} + p) * {c_out};
             {update.format(n=c_out)}
           }}"""
-        self._emit_connection(lay, i, f"dense {feats}->{c_out}", loops, acc, zdecl, input_only, c_out)
+        self._emit_connection(lay, i, f"dense {feats}->{c_out}", loops, acc, zdecl, input_only, c_out, None)
 
     # ---- files -----------------------------------------------------------------------------------------
     def _header(self, outputs, neuron_layers) -> str:
@@ -982,6 +1010,20 @@ void snn_rate_encode(snn_pcg64 *rng, const double *x, snn_input_t *spikes, size_
 #include <string.h>
 #include "snn_model.h"
 {include_w}
+/* Built with OpenMP (-fopenmp), connection layers split their output rows over the threads and neuron
+ * updates their positions; without it the same code runs in one thread. */
+#ifdef _OPENMP
+#include <omp.h>
+#define SNN_THREADS omp_get_num_threads()
+#define SNN_THREAD_ID omp_get_thread_num()
+#else
+#define SNN_THREADS 1
+#define SNN_THREAD_ID 0
+#endif
+#define SNN_SLICE(n, k, parts) ((int)((long)(n) * (k) / (parts)))
+#define SNN_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define SNN_MIN(a, b) ((a) < (b) ? (a) : (b))
+
 #define SNN_NUM_PARAMS {len(self.params)}u
 
 static const char snn_layout_hash[33] = "@LAYOUT_HASH@";

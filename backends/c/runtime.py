@@ -428,6 +428,7 @@ int main(int argc, char **argv)
 """
 
 MAKEFILE = """# Builds the snnc model library and its command-line driver with any C99 compiler.
+# Multi-core hosts: make CFLAGS="-O3 -fopenmp" (threads from OMP_NUM_THREADS; results do not depend on them).
 CC ?= cc
 CFLAGS ?= -O2
 SNN_CFLAGS = -std=c99 $(CFLAGS)
