@@ -41,6 +41,7 @@ from snnc.backends.numpy.sim import (DEFAULT_MAX_BYTES, _chunks, _fingerprint, _
                                      _inputs_by_layer, _per_neuron, _to_input_values, _with_overrides,
                                      default_threads)
 from snnc.backends.torch.graded import graded_values
+from snnc.backends.torch.running import running_sum_
 from snnc.ir import fixedpoint
 from snnc.ir.errors import SnncError
 from snnc.ir.network import Layer, Network
@@ -292,10 +293,11 @@ def _count_maxpool(x: torch.Tensor, layer: Layer, const: bool, tc: int, batch: i
     k, st = layer.attrs["kernel_shape"], layer.attrs["strides"]
     if const:  # a constant input: out(t) = max every step
         return F.max_pool2d(x.to(torch.float64), k, st).to(x.dtype)
-    s = torch.cumsum(x.reshape((tc, batch) + tuple(x.shape[1:])).to(torch.float64), dim=0)
+    s = x.reshape((tc, batch) + tuple(x.shape[1:])).to(torch.float64, copy=True)
     prev = state.get(layer.name)
     if prev is not None:
-        s += prev[0]
+        s[0] += prev[0]
+    running_sum_(s)
     m = F.max_pool2d(s.reshape((tc * batch,) + tuple(x.shape[1:])), k, st).reshape((tc, batch) + layer.shape)
     m_prev = prev[1] if prev is not None else torch.zeros_like(m[0])
     state[layer.name] = (s[-1].clone(), m[-1].clone())
