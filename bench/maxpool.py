@@ -28,6 +28,7 @@ from snnc.compiler.api import compile_model
 from snnc.compiler.cost import FIGURES, cost_report
 from snnc.compiler.darknet import darknet_to_onnx
 from snnc.compiler.loihi import fit
+from snnc.ir.errors import SnncError
 from snnc.compiler.samples import sample_photo, write_photos
 from snnc.compiler.split import split_model
 from snnc.compiler.zoo import fetch_yolov3_tiny
@@ -113,4 +114,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except SnncError as exc:  # a bad --photos name, a missing download: one line
+        raise SystemExit(f"maxpool.py: error: {exc}") from None
