@@ -5,11 +5,12 @@
     python bench/maxpool.py --maxpool exact,count --leaky split,signed       # every pair of the two choices
     python bench/maxpool.py --maxpool count --leaky signed,graded --T 16,64 --photos motorcycle,china
 
-Per `--maxpool` choice (and `--leaky` choice, each pair): the compiled network's parameters, neurons, synapses and dense MACs per step as ratios
+Per `--maxpool` choice (and `--leaky` and `--norm` choice, each combination): the compiled network's parameters, neurons, synapses and dense MACs per step as ratios
 to the ANN's (`snnc.compiler.cost`), the Loihi 2 chip estimate (`snnc.compiler.loihi`, 8-bit weights), and, on
 real photos that the calibration did not see, at every T of one simulation (torch backend, float): the head
 error, sum |SNN head - ANN head| / sum |ANN head| over both raw heads, and fidelity mAP@0.5 (the ANN's
-detections with score >= --ref-thr as ground truth). All figures are measured in this one run.
+detections with score >= --ref-thr as ground truth), and both for the rate-limit ANN (T -> infinity: what the
+normalization's clipping alone costs). All figures are measured in this one run.
 """
 
 from __future__ import annotations
@@ -45,9 +46,10 @@ def _dets(batch) -> list[list[tuple]]:
     return [[(d.cls, d.score, *d.box) for d in dets] for dets in batch]
 
 
-def ann_heads(net, x: np.ndarray) -> dict[str, np.ndarray]:
-    """The ANN's raw heads (its spiking part, onnxruntime), keyed by the network's output layer names."""
-    spiking = split_model(onnx.load_from_string(net.ann_onnx)).spiking
+def ann_heads(net, x: np.ndarray, model: onnx.ModelProto | None = None) -> dict[str, np.ndarray]:
+    """The raw heads of the ANN's spiking part (or of `model`, e.g. the rate-limit ANN, which has the same
+    outputs), onnxruntime, keyed by the network's output layer names."""
+    spiking = model if model is not None else split_model(onnx.load_from_string(net.ann_onnx)).spiking
     sess = ort_session(spiking.SerializeToString(), what="the ANN's spiking part")
     name = sess.get_inputs()[0].name
     want = [net.output_names[o] for o in net.outputs]
@@ -56,8 +58,8 @@ def ann_heads(net, x: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def run(choice: str, onnx_path: Path, calib: Path, photos: list[np.ndarray], ts: list[int], ref_thr: float,
-        names: list[str], leaky: str = "split") -> dict:
-    res = compile_model(onnx_path, calib_dir=calib, maxpool=choice, leaky=leaky, progress=False)
+        names: list[str], leaky: str = "split", norm: str = "channel") -> dict:
+    res = compile_model(onnx_path, calib_dir=calib, maxpool=choice, leaky=leaky, norm=norm, progress=False)
     net = res.network
     rep = cost_report(net)
     f = fit(net)
@@ -66,12 +68,13 @@ def run(choice: str, onnx_path: Path, calib: Path, photos: list[np.ndarray], ts:
     ann = _dets(ann_detections(net, x, lbs, score_thr=0.001))
     sim = get_backend("torch").simulate(net, x, ts, progress=False)
     err, fid = {}, {}
-    for t in ts:
-        out = sim.outputs[t]
+    outputs = {**sim.outputs, "rate limit": ann_heads(net, x, res.ratelimit)}  # T -> infinity: the clipping alone
+    for t in [*ts, "rate limit"]:
+        out = outputs[t]
         err[t] = float(sum(np.abs(out[k] - ref[k]).sum() for k in ref) / sum(np.abs(ref[k]).sum() for k in ref))
         dets = _dets(detect(net, out, lbs, score_thr=0.001))
         fid[t] = evaluate_fidelity(ann, dets, names, score_thr=ref_thr)["mAP50"]
-    return {"maxpool": choice, "leaky": leaky, "snn": rep["snn"], "ann": rep["ann"], "ratio": rep["ratio"], "chips": f.chips,
+    return {"maxpool": choice, "leaky": leaky, "norm": norm, "snn": rep["snn"], "ann": rep["ann"], "ratio": rep["ratio"], "chips": f.chips,
             "cores": f.cores, "loihi_neurons": f.neurons, "head_error": err, "fidelity_mAP50": fid}
 
 
@@ -81,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--T", default="16,64")
     ap.add_argument("--maxpool", default="exact,count,approximate", help="comma-separated --maxpool choices")
     ap.add_argument("--leaky", default="split", help="comma-separated --leaky choices (default split)")
+    ap.add_argument("--norm", default="channel", help="comma-separated --norm choices (default channel)")
     ap.add_argument("--photos", default=",".join(PHOTOS), help="photos to measure (not used for calibration)")
     ap.add_argument("--ref-thr", type=float, default=0.1)
     ap.add_argument("--out", type=Path, default=Path("build/bench"))
@@ -98,13 +102,15 @@ def main(argv: list[str] | None = None) -> int:
         imgs = [sample_photo(n) for n in photos]
         print(f"yolov3-tiny {args.size} px; calibration {[c for c in CALIB if c not in photos]}; photos {photos}; "
               f"T {ts}; torch backend")
-        for choice, leaky in itertools.product(args.maxpool.split(","), args.leaky.split(",")):
-            r = run(choice, onnx_path, calib, imgs, ts, args.ref_thr, names, leaky)
+        for choice, leaky, norm in itertools.product(args.maxpool.split(","), args.leaky.split(","),
+                                                     args.norm.split(",")):
+            r = run(choice, onnx_path, calib, imgs, ts, args.ref_thr, names, leaky, norm)
             results.append(r)
             ratios = "  ".join(f"{k} {r['ratio'][k]:.2f}x" for k in FIGURES)
-            per_t = "  ".join(f"T={t}: head err {r['head_error'][t]:.3f} fid {r['fidelity_mAP50'][t]:.3f}" for t in ts)
-            label = f"{choice}/{leaky}"
-            print(f"{label:<16}{ratios}  chips {r['chips']} ({r['cores']} cores)\n{'':<16}{per_t}", flush=True)
+            per_t = "  ".join(f"T={t}: head err {r['head_error'][t]:.3f} fid {r['fidelity_mAP50'][t]:.3f}"
+                              for t in [*ts, "rate limit"])
+            label = f"{choice}/{leaky}/{norm}"
+            print(f"{label:<24}{ratios}  chips {r['chips']} ({r['cores']} cores)\n{'':<24}{per_t}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"maxpool_{args.size}.json"
     path.write_text(json.dumps({"size": args.size, "T": ts, "photos": photos, "results": results}, indent=1,
