@@ -8,8 +8,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from models import Builder, tiny_yolo
-from PIL import Image
+from models import Builder, random_photos, tiny_yolo
 
 torch = pytest.importorskip("torch")  # the `train` extra; CI installs it with `test`
 
@@ -126,19 +125,12 @@ def test_qcfs_chain_is_what_activations_to_neurons_matches():
     assert vals["a_qcfs_scale"] == 4.0 and vals["a_qcfs_levels"] == 8.0 and vals["a_qcfs_lam"] == 2.0
 
 
-def _photos(folder, n=4, size=32):
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
-    return folder
-
-
 def test_finetune_cli_end_to_end(tmp_path, capsys):
     model = tmp_path / "tiny.onnx"
     onnx.save(tiny_yolo(leaky=False), model)
     out = tmp_path / "tiny_T4.onnx"
-    rc = main(["finetune", str(model), "--images", str(_photos(tmp_path / "photos")), "-T", "4", "--epochs", "2",
+    photos = random_photos(tmp_path / "photos", 4, size=32)
+    rc = main(["finetune", str(model), "--images", str(photos), "-T", "4", "--epochs", "2",
                "--batch", "2", "-o", str(out), "-q", "--threads", "1"])
     assert rc == 0 and out.exists()
     log = json.loads(out.with_suffix(".json").read_text())
@@ -159,7 +151,7 @@ def _sigmoid_model():
 def test_finetune_cli_bad_input(tmp_path, capsys, case):
     model = tmp_path / "m.onnx"
     onnx.save(_sigmoid_model() if case == "sigmoid" else tiny_yolo(leaky=False), model)
-    photos = _photos(tmp_path / "photos", n=2) if case != "no_photos" else tmp_path / "empty"
+    photos = random_photos(tmp_path / "photos", 2, size=32) if case != "no_photos" else tmp_path / "empty"
     photos.mkdir(exist_ok=True)
     out = tmp_path / "out.onnx"
     rc = main(["finetune", str(model), "--images", str(photos), "-T", "0" if case == "T0" else "4",

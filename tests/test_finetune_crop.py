@@ -7,22 +7,13 @@ import json
 import numpy as np
 import onnx
 import pytest
-from models import tiny_yolo
-from PIL import Image
+from models import random_photos, tiny_yolo
 
 torch = pytest.importorskip("torch")  # the `train` extra; CI installs it with `test`
 
 from snnc.apps.cli import main  # noqa: E402
 from snnc.compiler.api import compile_model  # noqa: E402
 from snnc.training.finetune import random_crop  # noqa: E402
-
-
-def _photos(folder, n=3, size=40):
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
-    return folder
 
 
 def test_random_crop_windows_come_from_the_image():
@@ -44,7 +35,8 @@ def test_finetune_cli_crop_trains_on_windows_and_compiles(tmp_path):
     model = tmp_path / "tiny.onnx"
     onnx.save(tiny_yolo(leaky=True), model)
     out = tmp_path / "tiny_T4.onnx"
-    rc = main(["finetune", str(model), "--images", str(_photos(tmp_path / "photos")), "-T", "4", "--epochs", "2",
+    photos = random_photos(tmp_path / "photos", 3, size=40)
+    rc = main(["finetune", str(model), "--images", str(photos), "-T", "4", "--epochs", "2",
                "--batch", "2", "--size", "16", "--crop", "-o", str(out), "-q", "--threads", "1"])
     assert rc == 0
     log = json.loads(out.with_suffix(".json").read_text())
@@ -60,8 +52,8 @@ def test_finetune_cli_crop_needs_size(tmp_path, capsys):
     model = tmp_path / "tiny.onnx"
     onnx.save(tiny_yolo(leaky=False), model)
     out = tmp_path / "out.onnx"
-    rc = main(["finetune", str(model), "--images", str(_photos(tmp_path / "photos", n=1)), "-T", "4", "--crop",
-               "-o", str(out), "-q"])
+    photos = random_photos(tmp_path / "photos", 1, size=40)
+    rc = main(["finetune", str(model), "--images", str(photos), "-T", "4", "--crop", "-o", str(out), "-q"])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("snnc: error: ") and "--size" in err[0], err
     assert not out.exists()
