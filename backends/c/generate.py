@@ -694,8 +694,6 @@ static void snn_layer_{i}(snn_ctx *c)
                     f"{h_in}x{w_in}->{h_out}x{w_out}, input channel outer")
             self._emit_connection(lay, i, what, loops, acc, zdecl, input_only, c_out * h_out * w_out, h_out)
             return
-        ycheck = f"if (ny % {sh}) continue;\n" if sh > 1 else ""
-        xcheck = f"if (nx % {sw}) continue;\n" if sw > 1 else ""
         gsel = f"(ci / {cin_g}) * {cout_g}" if group > 1 else "0"
         loops = f"""{_conv_rows(h_in, sh, pt, dh, kh)}
         for (int iy = iy_lo; iy < iy_hi; ++iy)
@@ -708,21 +706,7 @@ static void snn_layer_{i}(snn_ctx *c)
             if (v == 0) continue;
             wc = W + ci * {kh * kw * cout_g};
             zg = z + {gsel};
-            for (int ky = 0; ky < {kh}; ++ky) {{
-              const int ny = iy + {pt} - ky * {dh};
-              if (ny < r_lo * {sh}) break;
-              {ycheck}              if (ny / {sh} >= r_hi) continue;
-              for (int kx = 0; kx < {kw}; ++kx) {{
-                const int nx = ix + {pl} - kx * {dw};
-                {acc} *restrict zp;
-                const {self.wtype} *restrict wp;
-                if (nx < 0) break;
-                {xcheck}                if (nx / {sw} >= {w_out}) continue;
-                zp = zg + ((ny / {sh}) * {w_out} + nx / {sw}) * {c_out};
-                wp = wc + (ky * {kw} + kx) * {cout_g};
-                {update.format(n=cout_g)}
-              }}
-            }}
+{self._conv_taps(acc, update, 'zg', cout_g, c_out, w_out, kh, kw, (sh, sw), (dh, dw), (pt, pl))}
           }}
         }}"""
         what = (f"conv {c_in}->{c_out} k{kh}x{kw} s{sh},{sw} pads {[pt, pl, pb, pr]} d{dh},{dw} g{group} "
@@ -743,8 +727,6 @@ static void snn_layer_{i}(snn_ctx *c)
         """The scatter loops of an ungrouped conv with the input channel outermost. (Tiling the output channels
         so that z's slice fits in L2 was measured 6-17 % slower per step on yolov3-tiny: not done.)"""
         (sh, sw), (dh, dw), (pt, pl) = stride, dilation, pad
-        ycheck = f"if (ny % {sh}) continue;\n" if sh > 1 else ""
-        xcheck = f"if (nx % {sw}) continue;\n" if sw > 1 else ""
         return f"""{_conv_rows(h_in, sh, pt, dh, kh)}
         for (int ci = 0; ci < {c_in}; ++ci) {{
           const {self.wtype} *wc = W + ci * {kh * kw * c_out};
@@ -752,7 +734,18 @@ static void snn_layer_{i}(snn_ctx *c)
           for (int ix = 0; ix < {w_in}; ++ix) {{
             const {self.src_t} v = in[(iy * {w_in} + ix) * {c_in} + ci];
             if (v == 0) continue;
-            for (int ky = 0; ky < {kh}; ++ky) {{
+{self._conv_taps(acc, update, 'z', c_out, c_out, w_out, kh, kw, (sh, sw), (dh, dw), (pt, pl))}
+          }}
+        }}"""
+
+    def _conv_taps(self, acc: str, update: str, z_base: str, n: int, c_out: int, w_out: int, kh: int, kw: int,
+                   stride: tuple[int, int], dilation: tuple[int, int], pad: tuple[int, int]) -> str:
+        """The (ky, kx) loops of a conv's scatter for one nonzero input v at (iy, ix): the output position of
+        each tap, kept inside this thread's rows [r_lo, r_hi), and the update of its n channels at z_base."""
+        (sh, sw), (dh, dw), (pt, pl) = stride, dilation, pad
+        ycheck = f"if (ny % {sh}) continue;\n" if sh > 1 else ""
+        xcheck = f"if (nx % {sw}) continue;\n" if sw > 1 else ""
+        return f"""            for (int ky = 0; ky < {kh}; ++ky) {{
               const int ny = iy + {pt} - ky * {dh};
               if (ny < r_lo * {sh}) break;
               {ycheck}              if (ny / {sh} >= r_hi) continue;
@@ -762,13 +755,11 @@ static void snn_layer_{i}(snn_ctx *c)
                 const {self.wtype} *restrict wp;
                 if (nx < 0) break;
                 {xcheck}                if (nx / {sw} >= {w_out}) continue;
-                zp = z + ((ny / {sh}) * {w_out} + nx / {sw}) * {c_out};
-                wp = wc + (ky * {kw} + kx) * {c_out};
-                {update.format(n=c_out)}
+                zp = {z_base} + ((ny / {sh}) * {w_out} + nx / {sw}) * {c_out};
+                wp = wc + (ky * {kw} + kx) * {n};
+                {update.format(n=n)}
               }}
-            }}
-          }}
-        }}"""
+            }}"""
 
     def _layer_deconv(self, lay: Layer, i: int) -> None:
         acc, zdecl, input_only, update = self._connection_common(lay, i)
