@@ -24,7 +24,7 @@ from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from numpy.lib.stride_tricks import sliding_window_view
 
-from snnc.backends.lava.processes.neurons import FIXED_MSG, FIXED_STATE, _PopulationModel
+from snnc.backends.lava.processes.neurons import FIXED_MSG, FIXED_STATE, _PopulationModel, declare_schedule
 
 
 class CountMaxPool(AbstractProcess):
@@ -36,23 +36,13 @@ class CountMaxPool(AbstractProcess):
                  current: np.ndarray | None = None) -> None:
         super().__init__(name=name)
         shape, in_shape = tuple(int(s) for s in shape), tuple(int(s) for s in in_shape)
-        rec_at = np.asarray([0] if rec_at is None else rec_at, dtype=np.int64)
         self.a_in = InPort(shape=in_shape)
         self.s_out = OutPort(shape=shape)
-        cur = np.zeros(1) if current is None else np.asarray(current)  # (samples or 1, *in_shape): from the image
-        self.current = Var(shape=cur.shape, init=cur)
         self.kernel = Var(shape=(2,), init=np.asarray(kernel, dtype=np.int64))
         self.strides = Var(shape=(2,), init=np.asarray(strides, dtype=np.int64))
         self.sum = Var(shape=in_shape, init=0)
         self.max = Var(shape=shape, init=0)
-        self.t = Var(shape=(1,), init=0)
-        self.t_start = Var(shape=(1,), init=int(t_start))
-        self.t_end = Var(shape=(1,), init=int(t_end))
-        self.period = Var(shape=(1,), init=int(period))
-        self.acc = Var(shape=shape, init=0)
-        self.rec_at = Var(shape=rec_at.shape, init=rec_at)
-        self.rec = Var(shape=(max(1, int(samples)),) + rec_at.shape + shape, init=0)
-        self.spikes = Var(shape=(max(1, int(samples)),), init=0)  # unused (no spikes); _PopulationModel reads it
+        declare_schedule(self, shape, current, t_start, t_end, period, rec_at, samples)
 
 
 class _CountMaxPoolModel(_PopulationModel):

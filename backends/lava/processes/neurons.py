@@ -91,22 +91,29 @@ class Population(AbstractProcess):
                  current: np.ndarray | None = None, **kwargs) -> None:
         super().__init__(name=name, **kwargs)
         shape = tuple(int(s) for s in shape)
-        rec_at = np.asarray([0] if rec_at is None else rec_at, dtype=np.int64)
-        samples = max(1, int(samples))
         self.a_in = InPort(shape=shape)
         self.s_out = OutPort(shape=shape)
         self.bias = Var(shape=shape, init=np.broadcast_to(bias, shape).copy())
-        # constant input current per sample, (samples or 1, *shape), added to a_in while active; (1,) zero: none
-        cur = np.zeros(1) if current is None else np.asarray(current)
-        self.current = Var(shape=cur.shape, init=cur)
-        self.t = Var(shape=(1,), init=0)
-        self.t_start = Var(shape=(1,), init=int(t_start))
-        self.t_end = Var(shape=(1,), init=int(t_end))
-        self.period = Var(shape=(1,), init=int(period))
-        self.acc = Var(shape=shape, init=0)
-        self.rec_at = Var(shape=rec_at.shape, init=rec_at)
-        self.rec = Var(shape=(samples,) + rec_at.shape + shape, init=0)
-        self.spikes = Var(shape=(samples,), init=0)
+        declare_schedule(self, shape, current, t_start, t_end, period, rec_at, samples)
+
+
+def declare_schedule(proc: AbstractProcess, shape: tuple[int, ...], current: np.ndarray | None, t_start: int,
+                     t_end: int, period: int, rec_at: np.ndarray | None, samples: int) -> None:
+    """The Vars that _PopulationModel's time gating, per-sample reset and recording read, on `proc` (a
+    Population or another process run by a _PopulationModel subclass); shape is that of its output."""
+    rec_at = np.asarray([0] if rec_at is None else rec_at, dtype=np.int64)
+    samples = max(1, int(samples))
+    # constant input current per sample, (samples or 1, *input shape), added to a_in while active; (1,) zero: none
+    cur = np.zeros(1) if current is None else np.asarray(current)
+    proc.current = Var(shape=cur.shape, init=cur)
+    proc.t = Var(shape=(1,), init=0)
+    proc.t_start = Var(shape=(1,), init=int(t_start))
+    proc.t_end = Var(shape=(1,), init=int(t_end))
+    proc.period = Var(shape=(1,), init=int(period))
+    proc.acc = Var(shape=shape, init=0)
+    proc.rec_at = Var(shape=rec_at.shape, init=rec_at)
+    proc.rec = Var(shape=(samples,) + rec_at.shape + shape, init=0)
+    proc.spikes = Var(shape=(samples,), init=0)  # spikes per sample (a process without spikes leaves it 0)
 
 
 class Linear(Population):
