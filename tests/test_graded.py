@@ -303,8 +303,14 @@ def test_graded_with_count_maxpools_agree_in_every_backend(nb, tb, cbk, lean_net
     ts = [3, 16]
     ref = nb.simulate(lean_net, x, ts, mode="fixed")
     assert_same(cbk.simulate(lean_net, x, ts, mode="fixed"), ref.outputs, ref.spike_counts)
-    got = tb.run(lean_net, x, ts, SimOptions(mode="fixed"))
-    for t in ts:
-        for o in lean_net.outputs:
-            assert np.array_equal(got.outputs[t][o], ref.outputs[t][o]), (t, o)
+    # one chunk per checkpoint, then one step per chunk: the scan's graded values and the count max-pools'
+    # running sums and maxima carry over between chunks
+    for max_bytes in (None, 1):
+        got = tb.run(lean_net, x, ts, SimOptions(mode="fixed", max_bytes=max_bytes))
+        assert got.extra["chunk_steps"] == (1 if max_bytes else 16)
+        for t in ts:
+            for o in lean_net.outputs:
+                assert np.array_equal(got.outputs[t][o], ref.outputs[t][o]), (t, o, max_bytes)
+        for k, v in ref.spike_counts.items():
+            assert np.array_equal(got.spike_counts[k], v), (k, max_bytes)
     assert_close(cbk.simulate(lean_net, x, ts, mode="float"), nb.simulate(lean_net, x, ts, mode="float"))

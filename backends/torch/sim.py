@@ -40,8 +40,6 @@ from snnc.backends.numpy.ops import abs_sum_bound, exact_parts
 from snnc.backends.numpy.sim import (DEFAULT_MAX_BYTES, _chunks, _fingerprint, _input_scale,
                                      _inputs_by_layer, _per_neuron, _to_input_values, _with_overrides,
                                      default_threads)
-from snnc.backends.torch.graded import graded_values
-from snnc.backends.torch.running import running_sum_
 from snnc.ir import fixedpoint
 from snnc.ir.errors import SnncError
 from snnc.ir.network import Layer, Network
@@ -51,6 +49,7 @@ FLOAT64_EXACT = 2**53
 # Neuron values per scan tile on the CPU: 64k float32 membranes (256 KiB) stay in L2 across a chunk's steps, as in
 # the NumPy simulator (measured here: 48-56 ns against 57-132 ns per neuron-step untiled, on a loaded machine).
 TILE_VALUES = 65536
+POOL_TILE_VALUES = 131072  # float64 running sums per count max-pool block (1 MiB)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -107,7 +106,7 @@ class _LayerPlan:
     v0: torch.Tensor | None = None  # (N,)
     memory: bool = False
     last_use: int = -1
-    payload_neg: torch.Tensor | None = None  # (N,) graded neurons: a negative-side spike's magnitude (graded.py)
+    payload_neg: torch.Tensor | None = None  # (N,) graded neurons: a negative-side spike's magnitude (numpy/graded.py)
     payload_pos: float = 1.0
 
 
@@ -289,24 +288,40 @@ def _pad(x: torch.Tensor, layer: Layer) -> torch.Tensor:
 def _count_maxpool(x: torch.Tensor, layer: Layer, const: bool, tc: int, batch: int,
                    state: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
     """The spike-count max-pool (snnc.ir.countpool): out(t) = M(t) - M(t-1), M = window max of running sums.
-    Sums in float64: exact for the integers of spikes and fixed point (below 2**53)."""
+    Sums in float64: exact for the integers of spikes and fixed point (below 2**53).
+
+    The running sums S and maxima M persist from chunk to chunk (state). One block of channels at a time
+    goes through all of the chunk's steps (on the CPU about POOL_TILE_VALUES sums per block, so S and M stay in
+    cache while x streams through once; as whole-chunk passes, running sums, window max and difference took
+    as long as the convolutions of the lean graph's step)."""
     k, st = layer.attrs["kernel_shape"], layer.attrs["strides"]
     if const:  # a constant input: out(t) = max every step
         return F.max_pool2d(x.to(torch.float64), k, st).to(x.dtype)
-    s = x.reshape((tc, batch) + tuple(x.shape[1:])).to(torch.float64, copy=True)
-    prev = state.get(layer.name)
-    if prev is not None:
-        s[0] += prev[0]
-    running_sum_(s)
-    m = F.max_pool2d(s.reshape((tc * batch,) + tuple(x.shape[1:])), k, st).reshape((tc, batch) + layer.shape)
-    m_prev = prev[1] if prev is not None else torch.zeros_like(m[0])
-    state[layer.name] = (s[-1].clone(), m[-1].clone())
-    return torch.diff(m, dim=0, prepend=m_prev.unsqueeze(0)).reshape((tc * batch,) + layer.shape).to(x.dtype)
+    c_in, h, w = x.shape[1:]
+    if layer.name not in state:
+        state[layer.name] = (torch.zeros((batch, c_in, h, w), dtype=torch.float64, device=x.device),
+                             torch.zeros((batch,) + tuple(layer.shape), dtype=torch.float64, device=x.device))
+    sums, maxima = state[layer.name]
+    x5 = x.reshape((tc, batch, c_in, h, w))
+    out = torch.empty((tc, batch) + tuple(layer.shape), dtype=x.dtype, device=x.device)
+    block = c_in if x.device.type != "cpu" else max(1, POOL_TILE_VALUES // (batch * h * w))
+    for c0 in range(0, c_in, block):
+        cb = slice(c0, min(c_in, c0 + block))
+        s_b, m_b = sums[:, cb], maxima[:, cb]
+        for t in range(tc):
+            s_b += x5[t, :, cb]
+            m = F.max_pool2d(s_b, k, st)
+            out[t, :, cb] = m - m_b  # integers (spikes, fixed point) are exact in float64 and in x's dtype
+            m_b.copy_(m)
+    return out.reshape((tc * batch,) + tuple(layer.shape))
 
 
 def _scan(lp: _LayerPlan, V: torch.Tensor, z: torch.Tensor, z_const: bool, steps: int,
-          count: torch.Tensor | None) -> torch.Tensor:
+          count: torch.Tensor | None, graded: torch.Tensor | None = None) -> torch.Tensor:
     """The neuron update of `snnc.backends.numpy.scan`, step after step on all (B, N) neurons: spikes (steps, B, N).
+    A graded layer also writes the values its spikes carry into `graded` (steps, B, N) while the tile is in
+    cache (`snnc.backends.numpy.graded`'s rule; as a separate pass over the chunk it was the largest cost of the
+    lean graph's step).
 
     Masked updates are written as V -= where(mask, theta, 0): subtracting 0 leaves V unchanged exactly, as
     numpy's `where=` does (one kernel; theta * mask first converted the bool mask, a copy and a multiply). On
@@ -316,13 +331,15 @@ def _scan(lp: _LayerPlan, V: torch.Tensor, z: torch.Tensor, z_const: bool, steps
     n = V.shape[1]
     cpu = V.device.type == "cpu"
     width = n if not cpu else max(1024, TILE_VALUES // max(1, V.shape[0]))
+    payload_pos = None if graded is None else torch.tensor(lp.payload_pos, dtype=graded.dtype, device=V.device)
     with _one_thread(cpu):
         for a in range(0, n, width):
             b = min(n, a + width)
             th = lp.theta[a:b]
             tn = None if lp.theta_neg is None else lp.theta_neg[a:b]
             _scan_tile(V[:, a:b], z[..., a:b], z_const, spikes[:, :, a:b], th, tn,
-                       None if count is None else count[:, a:b])
+                       None if count is None else count[:, a:b],
+                       None if graded is None else (graded[:, :, a:b], payload_pos, lp.payload_neg[a:b]))
     return spikes
 
 
@@ -344,7 +361,8 @@ def _one_thread(on: bool) -> Iterator[None]:
 
 
 def _scan_tile(v: torch.Tensor, z: torch.Tensor, z_const: bool, spikes: torch.Tensor, theta: torch.Tensor,
-               theta_neg: torch.Tensor | None, count: torch.Tensor | None) -> None:
+               theta_neg: torch.Tensor | None, count: torch.Tensor | None,
+               graded: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> None:
     minus_neg = None if theta_neg is None else -theta_neg
     for t in range(spikes.shape[0]):
         v += z if z_const else z[t]
@@ -360,6 +378,9 @@ def _scan_tile(v: torch.Tensor, z: torch.Tensor, z_const: bool, spikes: torch.Te
             s = spikes[t]
             torch.sub((pos | back_dn).view(torch.int8), (neg | back).view(torch.int8), out=s)
             count += s
+            if graded is not None:  # dn and back_dn move the count on its negative side: they carry payload_neg
+                values, payload_pos, payload_neg = graded
+                torch.where(neg | back_dn, payload_neg, payload_pos, out=values[t]).mul_(s)
             continue
         pos = v >= theta
         v -= torch.where(pos, theta, 0)
@@ -380,13 +401,12 @@ def _scan_tile(v: torch.Tensor, z: torch.Tensor, z_const: bool, spikes: torch.Te
 
 def _bytes_per_step(plans: list[_LayerPlan], batch: int, fixed: bool) -> int:
     """Device bytes one step of a chunk needs: every non-constant layer's outputs (kept until their last reader)
-    plus the largest layer's temporaries (its input cast to the convolution dtype, z, the int64 z in fixed point)."""
+    plus the largest layer's temporaries (its input cast to the convolution dtype, z, the int64 z in fixed point).
+    A count max-pool's float64 sums and maxima are state, the same for any chunk length."""
     by = {lp.layer.name: lp for lp in plans}
     live = sum(lp.n * (1 if lp.spikes else (8 if fixed else 4)) for lp in plans if not lp.const)
     transient = 0
     for lp in plans:
-        if lp.layer.op == "maxpool" and not lp.const:  # float64 running sums, their window maxima and the diff
-            transient = max(transient, 8 * by[lp.layer.inputs[0]].n + 24 * lp.n)
         if lp.const or lp.weight is None:
             continue
         size = lp.cdtype.itemsize
@@ -500,14 +520,12 @@ def _run(net: Network, plans: list[_LayerPlan], values: dict[str, Any], ts: list
                         data = z.to(vdtype) if fixed else z  # fixed: float64 holds the integers exactly
                     else:
                         zf = z.reshape((batch, lp.n) if src_const else (tc, batch, lp.n))
-                        n_start = emitted[name].clone() if lp.payload_neg is not None else None
-                        spikes = _scan(lp, V[name], zf, src_const, tc, emitted.get(name))
+                        graded = None if lp.payload_neg is None else torch.empty((tc, batch, lp.n), dtype=vdtype,
+                                                                                 device=device)
+                        spikes = _scan(lp, V[name], zf, src_const, tc, emitted.get(name), graded)
                         # per sample: a full reduction is ~15x faster than one over dims (0, 2) in torch 2.13
                         counts[name] += torch.stack([torch.count_nonzero(spikes[:, b]) for b in range(batch)])
-                        data = spikes.reshape((tc * batch,) + layer.shape)
-                        if lp.payload_neg is not None:
-                            data = graded_values(spikes, n_start, lp.payload_pos, lp.payload_neg).to(vdtype)
-                            data = data.reshape((tc * batch,) + layer.shape)
+                        data = (spikes if graded is None else graded).reshape((tc * batch,) + layer.shape)
                     z = zf = None  # free before the next layer
                 if lp.const:
                     const_cache[name] = data
