@@ -58,8 +58,9 @@ def ann_heads(net, x: np.ndarray, model: onnx.ModelProto | None = None) -> dict[
 
 
 def run(choice: str, onnx_path: Path, calib: Path, photos: list[np.ndarray], ts: list[int], ref_thr: float,
-        names: list[str], leaky: str = "split", norm: str = "channel") -> dict:
-    res = compile_model(onnx_path, calib_dir=calib, maxpool=choice, leaky=leaky, norm=norm, progress=False)
+        names: list[str], leaky: str = "split", norm: str = "channel", **options) -> dict:
+    res = compile_model(onnx_path, calib_dir=calib, maxpool=choice, leaky=leaky, norm=norm, progress=False,
+                        **options)
     net = res.network
     rep = cost_report(net)
     f = fit(net)
@@ -74,7 +75,7 @@ def run(choice: str, onnx_path: Path, calib: Path, photos: list[np.ndarray], ts:
         err[t] = float(sum(np.abs(out[k] - ref[k]).sum() for k in ref) / sum(np.abs(ref[k]).sum() for k in ref))
         dets = _dets(detect(net, out, lbs, score_thr=0.001))
         fid[t] = evaluate_fidelity(ann, dets, names, score_thr=ref_thr)["mAP50"]
-    return {"maxpool": choice, "leaky": leaky, "norm": norm, "snn": rep["snn"], "ann": rep["ann"], "ratio": rep["ratio"], "chips": f.chips,
+    return {"maxpool": choice, "leaky": leaky, "norm": norm, **options, "snn": rep["snn"], "ann": rep["ann"], "ratio": rep["ratio"], "chips": f.chips,
             "cores": f.cores, "loihi_neurons": f.neurons, "head_error": err, "fidelity_mAP50": fid}
 
 
@@ -85,6 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--maxpool", default="exact,count,approximate", help="comma-separated --maxpool choices")
     ap.add_argument("--leaky", default="split", help="comma-separated --leaky choices (default split)")
     ap.add_argument("--norm", default="channel", help="comma-separated --norm choices (default channel)")
+    ap.add_argument("--target-T", default="0", help="comma-separated --target-T choices (0: none, the default)")
+    ap.add_argument("--percentile", default="", help="comma-separated --percentile choices (default: compile's)")
     ap.add_argument("--photos", default=",".join(PHOTOS), help="photos to measure (not used for calibration)")
     ap.add_argument("--ref-thr", type=float, default=0.1)
     ap.add_argument("--out", type=Path, default=Path("build/bench"))
@@ -102,14 +105,16 @@ def main(argv: list[str] | None = None) -> int:
         imgs = [sample_photo(n) for n in photos]
         print(f"yolov3-tiny {args.size} px; calibration {[c for c in CALIB if c not in photos]}; photos {photos}; "
               f"T {ts}; torch backend")
-        for choice, leaky, norm in itertools.product(args.maxpool.split(","), args.leaky.split(","),
-                                                     args.norm.split(",")):
-            r = run(choice, onnx_path, calib, imgs, ts, args.ref_thr, names, leaky, norm)
+        for choice, leaky, norm, target_t, pct in itertools.product(
+                args.maxpool.split(","), args.leaky.split(","), args.norm.split(","),
+                [int(t) for t in args.target_T.split(",")], args.percentile.split(",")):
+            options = {"target_T": target_t or None, **({"percentile": float(pct)} if pct else {})}
+            r = run(choice, onnx_path, calib, imgs, ts, args.ref_thr, names, leaky, norm, **options)
             results.append(r)
             ratios = "  ".join(f"{k} {r['ratio'][k]:.2f}x" for k in FIGURES)
             per_t = "  ".join(f"T={t}: head err {r['head_error'][t]:.3f} fid {r['fidelity_mAP50'][t]:.3f}"
                               for t in [*ts, "rate limit"])
-            label = f"{choice}/{leaky}/{norm}"
+            label = f"{choice}/{leaky}/{norm}" + (f"/T{target_t}" if target_t else "") + (f"/p{pct}" if pct else "")
             print(f"{label:<24}{ratios}  chips {r['chips']} ({r['cores']} cores)\n{'':<24}{per_t}", flush=True)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"maxpool_{args.size}.json"

@@ -23,14 +23,21 @@ from snnc.ir.errors import UnsupportedOpError
 
 
 def neuron_scan(z: np.ndarray, T: int, *, kind: str, theta: np.ndarray, v0: np.ndarray, alpha: float = 0.0,
-                memory: bool = False) -> np.ndarray:
-    """out(t) = s(t) * theta for t = 1..T (docs/neurons.md). z: (T or 1, N, C, ...) weighted input with the bias;
-    theta, v0: per channel (C,). Returns (T, N, C, ...) float32."""
+                memory: bool = False, theta_neg: np.ndarray | None = None) -> np.ndarray:
+    """out(t) = s(t) * theta for t = 1..T (docs/neurons.md); a graded neuron (memory SignedIF with its own
+    negative threshold theta_neg per channel) sends alpha theta_neg on its negative side instead. z: (T or 1, N, C,
+    ...) weighted input with the bias; theta, v0: per channel (C,). Returns (T, N, C, ...) float32."""
     shape = (1, 1, -1) + (1,) * (z.ndim - 3)
     th = np.asarray(theta, np.float32).reshape(shape)[0]
     v = np.broadcast_to(np.asarray(v0, np.float32).reshape(shape)[0], z.shape[1:]).copy()
     count = np.zeros(z.shape[1:], np.int32) if memory else None
     th_neg = th / np.float32(alpha) if kind == "SignedIF" else None
+    pay_neg = th  # what a negative-side spike sends
+    if theta_neg is not None:
+        if kind != "SignedIF" or not memory:
+            raise ValueError("theta_neg is for graded neurons: memory SignedIF")
+        th_neg = np.asarray(theta_neg, np.float32).reshape(shape)[0]
+        pay_neg = np.float32(alpha) * th_neg
     out = np.empty((T,) + z.shape[1:], np.float32)
     for t in range(T):
         v += z[t if z.shape[0] > 1 else 0]
@@ -42,7 +49,7 @@ def neuron_scan(z: np.ndarray, T: int, *, kind: str, theta: np.ndarray, v0: np.n
             v -= up * th + back_dn * th_neg - back_up * th - dn * th_neg
             s = (up | back_dn).astype(np.float32) - (back_up | dn)
             count += s.astype(np.int32)
-            out[t] = s * th
+            out[t] = (up.astype(np.float32) - back_up) * th + (back_dn.astype(np.float32) - dn) * pay_neg
             continue
         s = (v >= th).astype(np.float32)
         v -= s * th
@@ -91,8 +98,8 @@ class GraphSim:
     """Simulates a spiking ONNX graph at T steps one node at a time.
 
     `step(node)` computes the node's output from the values already held and stores it; `values` maps tensor
-    names to arrays (T or 1, N, C, H, W). Neurons read theta, alpha, memory and v_init from their attributes.
-    Graded signed neurons (--leaky graded) are refused: this simulator does not send their payloads.
+    names to arrays (T or 1, N, C, H, W). Neurons read theta, alpha, memory, v_init and (graded) threshold_neg
+    from their attributes.
     """
 
     def __init__(self, graph: gs.Graph, x: np.ndarray, T: int) -> None:
@@ -111,14 +118,14 @@ class GraphSim:
 
     def neuron(self, node: gs.Node, z: np.ndarray) -> np.ndarray:
         a = node.attrs
-        if int(a.get("graded", 0)):
-            raise UnsupportedOpError(f"{node_label(node)}: calibrate_to_T (--target-T) does not simulate graded "
-                                     "signed neurons yet; drop --target-T or use --leaky signed")
         c = z.shape[2]
         theta = np.broadcast_to(np.asarray(a.get("threshold", [1.0]), np.float32), (c,))
         v0 = np.asarray(a.get("v_init", 0.0), np.float32) * theta
+        theta_neg = None
+        if int(a.get("graded", 0)):
+            theta_neg = np.broadcast_to(np.asarray(a["threshold_neg"], np.float32), (c,))
         return neuron_scan(z, self.T, kind=node.op, theta=theta, v0=v0, alpha=float(a.get("alpha", 0.0)),
-                           memory=bool(int(a.get("memory", 0))))
+                           memory=bool(int(a.get("memory", 0))), theta_neg=theta_neg)
 
     def step(self, node: gs.Node, value: np.ndarray | None = None) -> np.ndarray:
         """Compute (or store the given) output of `node`; frees inputs no later node reads."""

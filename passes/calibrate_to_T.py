@@ -4,9 +4,9 @@ calibration). Active only with the option `target_T` (`--target-T`).
 
 For neuron layers l in topological order, with every earlier layer already corrected, simulate the spiking
 network up to l at T steps on the calibration inputs (compiler/spikesim.py) and compare the mean output over
-the T steps, m_l = (1/T) sum_t out_l(t), with the rate-limit ANN's output r_l = clip(z_l, 0, theta) on the
-same inputs (the target: what the SNN computes as T -> infinity). Per output channel c, over images and
-positions:
+the T steps, m_l = (1/T) sum_t out_l(t), with the rate-limit ANN's output r_l on the same inputs
+(clip(z_l, 0, theta) for IF neurons, the neuron's own rate limit for signed and graded ones: what the SNN computes
+as T -> infinity). Per output channel c, over images and positions:
 
     e_c = mean(r_l - m_l)                          the expected conversion error of channel c
     bias correction:      b_c <- b_c + e_c         a neuron in its linear range answers a shift of its input by

@@ -50,12 +50,15 @@ def _head_error(net, reference: dict, x: np.ndarray, T: int) -> float:
     return float(np.mean(errs))
 
 
-@pytest.mark.parametrize("T", [4, 8])
-def test_calibrate_to_T_lowers_the_error_at_T(tmp_path, T):
+@pytest.mark.parametrize("T, graph", [(4, "relu"), (8, "relu"), (8, "lean")])
+def test_calibrate_to_T_lowers_the_error_at_T(tmp_path, T, graph):
+    """relu: the default graph of a ReLU detector; lean: a leaky one with graded neurons and count max-pools."""
     path = tmp_path / "tiny.onnx"
-    onnx.save(tiny_yolo(host=False, leaky=False), path)
-    base = compile_model(path, calib_random=16, progress=False)
-    tuned = compile_model(path, calib_random=16, progress=False, target_T=T)
+    onnx.save(tiny_yolo(host=False, leaky=graph == "lean"), path)
+    options = {"leaky": "graded", "maxpool": "count"} if graph == "lean" else {}
+    base = compile_model(path, calib_random=16, progress=False, **options)
+    tuned = compile_model(path, calib_random=16, progress=False, target_T=T, **options)
+    assert graph == "relu" or any(l.neuron is not None and l.neuron.graded for l in tuned.network.layers)
     x = np.random.default_rng(11).random((8, 3, 32, 32), dtype=np.float32)  # not the calibration inputs
     ref = run_model(base.ratelimit, {"images": x})
     before, after = _head_error(base.network, ref, x, T), _head_error(tuned.network, ref, x, T)

@@ -24,6 +24,7 @@ from test_c_backend import assert_close, assert_same, cbk, images, yolo_like  # 
 from snnc.backends.numpy.graded import graded_values
 from snnc.backends.numpy.scan import scan
 from snnc.backends.numpy.sim import rate_limit_forward
+from snnc.compiler.spikesim import neuron_scan
 from snnc.ir import fixedpoint, lavafile
 from snnc.ir.errors import SnncError
 from snnc.ir.network import Layer, Network, Neuron
@@ -58,6 +59,20 @@ def target_count(z, theta, theta_n, v0):
     step is enough."""
     s = v0 + np.cumsum(z)
     return np.trunc(np.where(s >= 0, s / theta, s / theta_n)).astype(int)
+
+
+def test_compiler_scan_sends_the_graded_payloads():
+    """compiler/spikesim.py's scan (what calibrate_to_T simulates) sends what the NumPy backend's graded layer
+    sends: +-theta on the positive side, +-alpha theta_n on the negative side, step by step."""
+    theta, theta_n, alpha = 1.0, 3.0, 0.1
+    z = ZERO_CROSSING.astype(np.float32)
+    s, _, _, values = run_graded(z, theta, theta_n, alpha, 0.5 * theta, np.float32)
+    out = neuron_scan(z.reshape(-1, 1, 1), len(z), kind="SignedIF", theta=np.full(1, theta), v0=np.full(1, 0.5),
+                      alpha=alpha, memory=True, theta_neg=np.full(1, theta_n))[:, 0, 0]
+    assert np.unique(np.round(np.abs(out[out != 0]).astype(float), 6)).tolist() == [0.3, 1.0]  # both sides fired
+    np.testing.assert_allclose(out, values, rtol=1e-6)
+    with pytest.raises(ValueError, match="graded"):
+        neuron_scan(z.reshape(-1, 1, 1), len(z), kind="IF", theta=np.ones(1), v0=np.zeros(1), theta_neg=np.ones(1))
 
 
 # theta 1, theta_n 3, alpha 0.1: crosses zero both ways, so all four rules fire (up, back_up, dn, back_dn)
@@ -251,8 +266,6 @@ def test_option_pipeline_compile_and_lavafile(tmp_path, nb):
     err = {t: sum(float(np.abs(res.outputs[t][o] - rl[o]).sum()) for o in net.outputs)
            / sum(float(np.abs(rl[o]).sum()) for o in net.outputs) for t in (8, 128)}
     assert err[128] < 0.05 and err[128] < err[8] / 3, err
-    with pytest.raises(SnncError, match="calibrate_to_T.*graded"):
-        compile_model(str(path), calib_random=2, leaky="graded", target_T=8, progress=False)
 
 
 def test_validator_refuses_bad_graded_entries():
