@@ -12,6 +12,7 @@ tests/test_graded_lava.py (Python 3.10).
 from __future__ import annotations
 
 import dataclasses
+import threading
 
 import numpy as np
 import onnx
@@ -311,19 +312,28 @@ def lean_net(tmp_path_factory):
     return net
 
 
-def test_graded_with_count_maxpools_agree_in_every_backend(nb, tb, cbk, lean_net):  # noqa: F811
+def test_graded_with_count_maxpools_agree_in_every_backend(nb, tb, cbk, lean_net, monkeypatch):  # noqa: F811
+    from snnc.backends.torch import sim as torch_sim
+
     x = images(lean_net.input_layers[0].shape, batch=2, seed=4)
     ts = [3, 16]
     ref = nb.simulate(lean_net, x, ts, mode="fixed")
     assert_same(cbk.simulate(lean_net, x, ts, mode="fixed"), ref.outputs, ref.spike_counts)
     # one chunk per checkpoint, then one step per chunk: the scan's graded values and the count max-pools'
-    # running sums and maxima carry over between chunks
-    for max_bytes in (None, 1):
-        got = tb.run(lean_net, x, ts, SimOptions(mode="fixed", max_bytes=max_bytes))
+    # running sums and maxima carry over between chunks; then small scan tiles shared out over two threads
+    for max_bytes, tile in ((None, None), (1, None), (None, 2048)):
+        with monkeypatch.context() as m:
+            seen = set()
+            if tile:
+                m.setattr(torch_sim, "TILE_VALUES", tile)
+                m.setattr(torch_sim, "_scan_tile", lambda *a, f=torch_sim._scan_tile: (
+                    seen.add(threading.get_ident()), f(*a)))
+            got = tb.run(lean_net, x, ts, SimOptions(mode="fixed", max_bytes=max_bytes, threads=2))
         assert got.extra["chunk_steps"] == (1 if max_bytes else 16)
+        assert not tile or seen - {threading.get_ident()}  # layers of several tiles ran in the pool's threads
         for t in ts:
             for o in lean_net.outputs:
-                assert np.array_equal(got.outputs[t][o], ref.outputs[t][o]), (t, o, max_bytes)
+                assert np.array_equal(got.outputs[t][o], ref.outputs[t][o]), (t, o, max_bytes, tile)
         for k, v in ref.spike_counts.items():
-            assert np.array_equal(got.spike_counts[k], v), (k, max_bytes)
+            assert np.array_equal(got.spike_counts[k], v), (k, max_bytes, tile)
     assert_close(cbk.simulate(lean_net, x, ts, mode="float"), nb.simulate(lean_net, x, ts, mode="float"))

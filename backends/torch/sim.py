@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -317,7 +318,8 @@ def _count_maxpool(x: torch.Tensor, layer: Layer, const: bool, tc: int, batch: i
 
 
 def _scan(lp: _LayerPlan, V: torch.Tensor, z: torch.Tensor, z_const: bool, steps: int,
-          count: torch.Tensor | None, graded: torch.Tensor | None = None) -> torch.Tensor:
+          count: torch.Tensor | None, graded: torch.Tensor | None = None,
+          pool: ThreadPoolExecutor | None = None) -> torch.Tensor:
     """The neuron update of `snnc.backends.numpy.scan`, step after step on all (B, N) neurons: spikes (steps, B, N).
     A graded layer also writes the values its spikes carry into `graded` (steps, B, N) while the tile is in
     cache (`snnc.backends.numpy.graded`'s rule; as a separate pass over the chunk it was the largest cost of the
@@ -326,20 +328,28 @@ def _scan(lp: _LayerPlan, V: torch.Tensor, z: torch.Tensor, z_const: bool, steps
     Masked updates are written as V -= where(mask, theta, 0): subtracting 0 leaves V unchanged exactly, as
     numpy's `where=` does (one kernel; theta * mask first converted the bool mask, a copy and a multiply). On
     the CPU the neurons go in tiles of about TILE_VALUES values, all steps of a tile before
-    the next, so a tile's membrane stays in cache (as the NumPy simulator does); a GPU takes the whole layer."""
+    the next, so a tile's membrane stays in cache (as the NumPy simulator does), and the tiles are shared out
+    over `pool`'s threads (torch releases the GIL inside each operation); a GPU takes the whole layer."""
     spikes = torch.empty((steps,) + tuple(V.shape), dtype=torch.int8, device=V.device)
     n = V.shape[1]
     cpu = V.device.type == "cpu"
     width = n if not cpu else max(1024, TILE_VALUES // max(1, V.shape[0]))
     payload_pos = None if graded is None else torch.tensor(lp.payload_pos, dtype=graded.dtype, device=V.device)
-    with _one_thread(cpu):
-        for a in range(0, n, width):
-            b = min(n, a + width)
-            th = lp.theta[a:b]
-            tn = None if lp.theta_neg is None else lp.theta_neg[a:b]
-            _scan_tile(V[:, a:b], z[..., a:b], z_const, spikes[:, :, a:b], th, tn,
+
+    def tile(a: int) -> None:
+        b = min(n, a + width)
+        with torch.inference_mode():  # thread-local: a pool thread must enter it too
+            _scan_tile(V[:, a:b], z[..., a:b], z_const, spikes[:, :, a:b], lp.theta[a:b],
+                       None if lp.theta_neg is None else lp.theta_neg[a:b],
                        None if count is None else count[:, a:b],
                        None if graded is None else (graded[:, :, a:b], payload_pos, lp.payload_neg[a:b]))
+
+    with _one_thread(cpu):
+        if pool is not None and cpu and n > width:
+            list(pool.map(tile, range(0, n, width)))
+        else:
+            for a in range(0, n, width):
+                tile(a)
     return spikes
 
 
@@ -452,7 +462,8 @@ def simulate(net: Network, x: Any, ts: list[int], options: SimOptions) -> SimRes
         plans = _plan(net_q, fixed, encoding, input_max, weight_bits, device)
         max_bytes = o.max_bytes or DEFAULT_MAX_BYTES
         steps = int(max(1, min(t_max, max_bytes // _bytes_per_step(plans, batch, fixed))))
-        result = _run(net, plans, values, ts, steps, batch, fixed, encoding, o, device)
+        with ThreadPoolExecutor(threads) if device.type == "cpu" and threads > 1 else contextlib.nullcontext() as pool:
+            result = _run(net, plans, values, ts, steps, batch, fixed, encoding, o, device, pool)
     result.extra.update({"mode": o.mode, "encoding": encoding, "chunk_steps": steps, "device": str(device),
                          "threads": threads if device.type == "cpu" else None,
                          "seconds": time.perf_counter() - started})
@@ -462,7 +473,8 @@ def simulate(net: Network, x: Any, ts: list[int], options: SimOptions) -> SimRes
 
 
 def _run(net: Network, plans: list[_LayerPlan], values: dict[str, Any], ts: list[int], steps: int, batch: int,
-         fixed: bool, encoding: str, o: SimOptions, device: torch.device) -> SimResult:
+         fixed: bool, encoding: str, o: SimOptions, device: torch.device,
+         pool: ThreadPoolExecutor | None = None) -> SimResult:
     from tqdm.auto import tqdm
 
     t_max = ts[-1]
@@ -522,7 +534,7 @@ def _run(net: Network, plans: list[_LayerPlan], values: dict[str, Any], ts: list
                         zf = z.reshape((batch, lp.n) if src_const else (tc, batch, lp.n))
                         graded = None if lp.payload_neg is None else torch.empty((tc, batch, lp.n), dtype=vdtype,
                                                                                  device=device)
-                        spikes = _scan(lp, V[name], zf, src_const, tc, emitted.get(name), graded)
+                        spikes = _scan(lp, V[name], zf, src_const, tc, emitted.get(name), graded, pool)
                         # per sample: a full reduction is ~15x faster than one over dims (0, 2) in torch 2.13
                         counts[name] += torch.stack([torch.count_nonzero(spikes[:, b]) for b in range(batch)])
                         data = (spikes if graded is None else graded).reshape((tc * batch,) + layer.shape)
