@@ -23,7 +23,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     opts = ft.FinetuneOptions(T=args.T, epochs=args.epochs, lr=args.lr, batch=args.batch, size=args.size,
                               dual_error=not args.no_dual_error, unevenness=args.unevenness,
                               augment=not args.no_augment, seed=args.seed,
-                              label_weight=args.label_weight, crop=args.crop).validate()
+                              label_weight=args.label_weight, crop=args.crop,
+                              object_weight=args.object_weight).validate()
     if not Path(args.model).is_file():
         raise SnncError(f"{args.model}: no such file")
     import torch
@@ -50,6 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "loss on their labels (anchor-based heads)")
     f.add_argument("--label-weight", type=float, default=0.01,
                    help="weight of the label loss (per image) against the distillation loss (default %(default)s)")
+    f.add_argument("--object-weight", type=float, default=0.0,
+                   help="distillation: weigh each grid cell 1 + W x the teacher's objectness there, so the cells "
+                   "with objects count more than the background (anchor-based heads; default %(default)s: all alike)")
     f.add_argument("-T", type=int, required=True, help="target time steps (QCFS levels L = T)")
     f.add_argument("-o", "--output", required=True, help="output ONNX file")
     f.add_argument("--epochs", type=int, default=10, help="passes over the photos (default %(default)s)")

@@ -133,6 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--crop", action="store_true", help="fine-tune on random --size crops of the 416 px photos")
+    ap.add_argument("--object-weight", type=float, default=0.0,
+                    help="distillation weight of the teacher's object cells (snnc finetune --object-weight)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ref-thr", type=float, default=0.1, help="original ANN score that makes a reference box")
     ap.add_argument("--ann-only", action="store_true", help="fine-tuned variants: measure the fine-tuned ANN only "
@@ -203,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
                 ft_log = json.loads(path.with_suffix(".json").read_text())
             else:
                 opts = FinetuneOptions(T=args.levels, epochs=args.epochs, lr=args.lr, batch=args.batch,
-                                       size=args.size, dual_error=kind == "qcfs_de", crop=args.crop)
+                                       size=args.size, dual_error=kind == "qcfs_de", crop=args.crop,
+                                       object_weight=args.object_weight)
                 noise = args.noise_from if kind == "qcfs_de" else None
                 ft = finetune(model, train, opts, noise_from=noise, progress=True)
                 write_result(ft, path)

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from models import tiny_yolo
+from models import random_photos, tiny_yolo
 
 torch = pytest.importorskip("torch")  # the `train` extra; CI installs it with `test`
 
@@ -120,3 +120,40 @@ def test_finetune_data_bad_input(tmp_path, capsys, case):
     assert not out.exists() and not out.with_suffix(".json").exists()
     assert {"not_json": "not a COCO", "no_images_key": "not a COCO", "missing_image": "missing.png",
             "no_decoding": "--data needs"}[case] in err[0]
+
+
+def test_object_weight_counts_the_teachers_object_cells_more():
+    """The same error costs more at a cell where the teacher's objectness is high than at a background cell, by
+    about 1 + k there; k = 0 is the plain relative MSE."""
+    from snnc.training.finetune import _head_loss
+
+    ref = torch.full((1, 12, 4, 4), -10.0)  # 2 anchors x (5 + 1): objectness logits at channels 4 and 10
+    ref[0, 10, 1, 2] = 10.0  # the teacher sees an object at cell (1, 2), anchor 1
+    at_object, at_ground = ref.clone(), ref.clone()
+    at_object[0, 0, 1, 2] += 1.0
+    at_ground[0, 0, 3, 3] += 1.0
+    obj = [[4, 10]]
+    plain = [float(_head_loss((g,), (ref,))) for g in (at_object, at_ground)]
+    assert plain[0] == pytest.approx(plain[1])
+    assert float(_head_loss((at_object,), (ref,), obj, 0.0)) == pytest.approx(plain[0])
+    weighted = [float(_head_loss((g,), (ref,), obj, 9.0)) for g in (at_object, at_ground)]
+    assert weighted[0] == pytest.approx(10 * weighted[1], rel=1e-3)
+
+
+def test_finetune_object_weight_runs_and_refuses_heads_without_anchors(tmp_path, capsys):
+    photos = random_photos(tmp_path / "photos", 4, size=32)
+    out = tmp_path / "ft.onnx"
+    rc = main(["finetune", str(_detector(tmp_path)), "--images", str(photos), "-T", "4", "--epochs", "1",
+               "--batch", "2", "--object-weight", "4", "-o", str(out), "-q", "--threads", "1"])
+    assert rc == 0 and out.exists()
+    assert json.loads(out.with_suffix(".json").read_text())["options"]["object_weight"] == 4.0
+    capsys.readouterr()
+    plain = tmp_path / "plain.onnx"
+    onnx.save(tiny_yolo(leaky=False), plain)  # heads end in a plain sigmoid: no objectness channels to find
+    for model, weight in ((plain, "4"), (_detector(tmp_path), "-1")):
+        bad = tmp_path / "bad.onnx"
+        rc = main(["finetune", str(model), "--images", str(photos), "-T", "4", "--epochs", "1",
+                   "--object-weight", weight, "-o", str(bad), "-q"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and "--object-weight" in err[0], err
+        assert not bad.exists()

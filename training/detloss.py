@@ -49,11 +49,13 @@ def _shape(vi: onnx.ValueInfoProto) -> list[int]:
     return [d.dim_value for d in vi.type.tensor_type.shape.dim]
 
 
-def probe_heads(host: onnx.ModelProto, head_names: list[str], source: str = "the model") -> list[HeadGeom]:
-    """The geometry of each raw head (in `head_names` order) read from the host decoding graph."""
+def probe_heads(host: onnx.ModelProto, head_names: list[str], source: str = "the model",
+                why: str = "--data needs") -> list[HeadGeom]:
+    """The geometry of each raw head (in `head_names` order) read from the host decoding graph; `why` starts the
+    refusal (what needs it)."""
     shapes = {i.name: _shape(i) for i in host.graph.input}
     outs = [o.name for o in host.graph.output]
-    unfit = SnncError(f"{source}: --data needs anchor-based YOLO heads decoded on the host to boxes (1, N, 4) and "
+    unfit = SnncError(f"{source}: {why} anchor-based YOLO heads decoded on the host to boxes (1, N, 4) and "
                       f"scores (1, N, C); this model's host part gives {', '.join(outs) or 'nothing'}")
     if len(outs) != 2 or any(n not in shapes or len(shapes[n]) != 4 for n in head_names):
         raise unfit
@@ -70,7 +72,7 @@ def probe_heads(host: onnx.ModelProto, head_names: list[str], source: str = "the
         c, h, w = shapes[name][1:]
         if c % (5 + classes):
             raise SnncError(f"{source}: head '{name}' has {c} channels, not anchors x (5 + {classes} classes): "
-                            "--data needs anchor-based YOLO heads")
+                            f"{why} anchor-based YOLO heads")
         anchors, kinds = [], []
         for a in range(c // (5 + classes)):
             ch = a * (5 + classes)

@@ -59,6 +59,7 @@ class FinetuneOptions:
     seed: int = 0
     label_weight: float = 0.01
     crop: bool = False  # with size: random size x size crops of the photos at the model's input size
+    object_weight: float = 0.0  # distillation: cells weigh 1 + object_weight x the teacher's objectness there
 
     def validate(self) -> "FinetuneOptions":
         if not isinstance(self.T, int) or self.T < 1:
@@ -75,6 +76,8 @@ class FinetuneOptions:
             raise SnncError(f"--unevenness {self.unevenness!r}: expected a fraction of one spike in [0, 1]")
         if not (self.label_weight >= 0 and np.isfinite(self.label_weight)):
             raise SnncError(f"--label-weight {self.label_weight!r}: expected a number >= 0")
+        if not (self.object_weight >= 0 and np.isfinite(self.object_weight)):
+            raise SnncError(f"--object-weight {self.object_weight!r}: expected a number >= 0")
         if self.crop and self.size is None:
             raise SnncError("--crop needs --size (the side of the random crops, smaller than the model's input)")
         if not 0 < self.percentile <= 100:
@@ -246,9 +249,19 @@ def export_qcfs(prepared: onnx.ModelProto, student: OnnxModule) -> onnx.ModelPro
     return out
 
 
-def _head_loss(got: tuple[torch.Tensor, ...], ref: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    """Mean squared error per head, relative to the teacher's mean square (heads of any scale weigh the same)."""
-    return sum(torch.mean((g - r) ** 2) / (torch.mean(r ** 2) + 1e-8) for g, r in zip(got, ref)) / len(ref)
+def _head_loss(got: tuple[torch.Tensor, ...], ref: tuple[torch.Tensor, ...],
+               objectness: list[list[int]] | None = None, object_weight: float = 0.0) -> torch.Tensor:
+    """Mean squared error per head, relative to the teacher's mean square (heads of any scale weigh the same).
+    With `objectness` (per head, its objectness logit channels) and object_weight k, each cell weighs
+    1 + k max_a sigmoid(teacher objectness): the few cells where the teacher sees an object count more than the
+    background, which otherwise dominates the mean."""
+    total = 0
+    for i, (g, r) in enumerate(zip(got, ref)):
+        w = 1.0
+        if objectness and object_weight > 0:
+            w = 1 + object_weight * torch.sigmoid(r[:, objectness[i]]).amax(dim=1, keepdim=True)
+        total = total + torch.mean(w * (g - r) ** 2) / (torch.mean(w * r ** 2) + 1e-8)
+    return total / len(ref)
 
 
 def finetune(model_path: str | Path, images: str | Path | None, options: FinetuneOptions | None = None, *,
@@ -272,8 +285,11 @@ def finetune(model_path: str | Path, images: str | Path | None, options: Finetun
     geoms, targets, sets = None, [], []
     if data is not None and opts.crop:
         raise SnncError("--crop works with --images only (the label loss needs whole images)")
+    heads = [o.name for o in parts.spiking.graph.output]
+    if data is not None or opts.object_weight > 0:
+        geoms = probe_heads(parts.host, heads, Path(model_path).name, why="--data and --object-weight need")
+    objectness = [[a * (5 + g.classes) + 4 for a in range(len(g.anchors))] for g in geoms] if geoms else None
     if data is not None:
-        geoms = probe_heads(parts.host, [o.name for o in parts.spiking.graph.output], Path(model_path).name)
         labelled, targets = load_labels(data, hw)
         sets.append(labelled)
     if images is not None:
@@ -307,7 +323,7 @@ def finetune(model_path: str | Path, images: str | Path | None, options: Finetun
             with torch.no_grad():
                 ref = teacher(xb)
             out = student(xb)
-            loss = _head_loss(out, ref)
+            loss = _head_loss(out, ref, objectness, opts.object_weight)
             if tb and opts.label_weight > 0:  # labelled images come first in x: their rows in the batch
                 rows = (idx < n_lab).nonzero().flatten()
                 det = yolo_loss(tuple(o[rows] for o in out), geoms, tb, hw)
