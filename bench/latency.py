@@ -66,6 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--train-labelled", type=int, default=256, help="labelled train canvases for the _lab variants")
     ap.add_argument("--label-weight", type=float, default=0.01)
+    ap.add_argument("--object-weight", type=float, default=0.0, help="snnc finetune --object-weight")
     ap.add_argument("--no-augment", action="store_true", help="fine-tune without flips, zoom and colour jitter")
     ap.add_argument("--build", type=Path, default=Path("build/latency"))
     args = ap.parse_args(argv)
@@ -102,6 +103,7 @@ def main(argv: list[str] | None = None) -> int:
                     flags = set(variant.split("_"))
                     ft = finetune(model, train, FinetuneOptions(T=T, epochs=args.epochs, dual_error="de" in flags,
                                                                 label_weight=args.label_weight,
+                                                                object_weight=args.object_weight,
                                                                 augment=not args.no_augment),
                                   data=labelled if "lab" in flags else None, progress=False)
                     onnx_path = write_result(ft, b / f"{name}_{variant}_T{T}.onnx")

@@ -287,7 +287,8 @@ def finetune(model_path: str | Path, images: str | Path | None, options: Finetun
         raise SnncError("--crop works with --images only (the label loss needs whole images)")
     heads = [o.name for o in parts.spiking.graph.output]
     if data is not None or opts.object_weight > 0:
-        geoms = probe_heads(parts.host, heads, Path(model_path).name, why="--data and --object-weight need")
+        geoms = probe_heads(parts.host, heads, Path(model_path).name,
+                            why="--data needs" if data is not None else "--object-weight needs")
     objectness = [[a * (5 + g.classes) + 4 for a in range(len(g.anchors))] for g in geoms] if geoms else None
     if data is not None:
         labelled, targets = load_labels(data, hw)
