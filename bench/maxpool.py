@@ -4,6 +4,7 @@
     python bench/maxpool.py --size 160 --T 16,64 --maxpool exact,count --photos motorcycle,astronaut
     python bench/maxpool.py --maxpool exact,count --leaky split,signed       # every pair of the two choices
     python bench/maxpool.py --maxpool count --leaky signed,graded --T 16,64 --photos motorcycle,china
+    python bench/maxpool.py --maxpool count --leaky graded --norm auto --target-T 16 --calib camera,rocket,coffee
 
 Per `--maxpool` choice (and `--leaky` and `--norm` choice, each combination): the compiled network's parameters, neurons, synapses and dense MACs per step as ratios
 to the ANN's (`snnc.compiler.cost`), the Loihi 2 chip estimate (`snnc.compiler.loihi`, 8-bit weights), and, on
@@ -89,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--target-T", default="0", help="comma-separated --target-T choices (0: none, the default)")
     ap.add_argument("--percentile", default="", help="comma-separated --percentile choices (default: compile's)")
     ap.add_argument("--photos", default=",".join(PHOTOS), help="photos to measure (not used for calibration)")
+    ap.add_argument("--calib", default=",".join(CALIB), help="calibration photos (those in --photos are left out)")
     ap.add_argument("--ref-thr", type=float, default=0.1)
     ap.add_argument("--out", type=Path, default=Path("build/bench"))
     args = ap.parse_args(argv)
@@ -101,9 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="snnc-maxpool-") as tmp:
         onnx_path = Path(tmp) / "yolov3-tiny.onnx"
         onnx.save(model, str(onnx_path))
-        calib = write_photos(Path(tmp) / "calib", [c for c in CALIB if c not in photos])[0].parent
+        calib_names = [c for c in args.calib.split(",") if c not in photos]
+        calib = write_photos(Path(tmp) / "calib", calib_names)[0].parent
         imgs = [sample_photo(n) for n in photos]
-        print(f"yolov3-tiny {args.size} px; calibration {[c for c in CALIB if c not in photos]}; photos {photos}; "
+        print(f"yolov3-tiny {args.size} px; calibration {calib_names}; photos {photos}; "
               f"T {ts}; torch backend")
         for choice, leaky, norm, target_t, pct in itertools.product(
                 args.maxpool.split(","), args.leaky.split(","), args.norm.split(","),
