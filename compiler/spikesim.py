@@ -23,10 +23,12 @@ from snnc.ir.errors import UnsupportedOpError
 
 
 def neuron_scan(z: np.ndarray, T: int, *, kind: str, theta: np.ndarray, v0: np.ndarray, alpha: float = 0.0,
-                memory: bool = False, theta_neg: np.ndarray | None = None) -> np.ndarray:
+                memory: bool = False, theta_neg: np.ndarray | None = None,
+                neg_level: np.ndarray | None = None) -> np.ndarray:
     """out(t) = s(t) * theta for t = 1..T (docs/neurons.md); a graded neuron (memory SignedIF with its own
-    negative threshold theta_neg per channel) sends alpha theta_neg on its negative side instead. z: (T or 1, N, C,
-    ...) weighted input with the bias; theta, v0: per channel (C,). Returns (T, N, C, ...) float32."""
+    negative threshold theta_neg per channel) sends alpha theta_neg on its negative side instead and counts that
+    side from the level neg_level (C,) (default 0; Neuron.neg_level). z: (T or 1, N, C, ...) weighted input with
+    the bias; theta, v0: per channel (C,). Returns (T, N, C, ...) float32."""
     shape = (1, 1, -1) + (1,) * (z.ndim - 3)
     th = np.asarray(theta, np.float32).reshape(shape)[0]
     v = np.broadcast_to(np.asarray(v0, np.float32).reshape(shape)[0], z.shape[1:]).copy()
@@ -38,13 +40,15 @@ def neuron_scan(z: np.ndarray, T: int, *, kind: str, theta: np.ndarray, v0: np.n
             raise ValueError("theta_neg is for graded neurons: memory SignedIF")
         th_neg = np.asarray(theta_neg, np.float32).reshape(shape)[0]
         pay_neg = np.float32(alpha) * th_neg
+    level = np.zeros((), np.float32) if neg_level is None else np.asarray(neg_level, np.float32).reshape(shape)[0]
     out = np.empty((T,) + z.shape[1:], np.float32)
     for t in range(T):
         v += z[t if z.shape[0] > 1 else 0]
         if th_neg is not None and count is not None:  # signed memory neuron (docs/neurons.md)
-            up = (v >= th) & (count >= 0)  # the four exclude each other: at most one term below is not 0
-            back_dn = (v > 0) & (count < 0)
-            dn = (v <= -th_neg) & (count <= 0)
+            # on the integrated V the four exclude each other (dn's level r - theta_n < theta): at most one fires
+            up = (v >= th) & (count >= 0)
+            back_dn = (v > level) & (count < 0)
+            dn = (v <= level - th_neg) & (count <= 0) & ~up  # (r - theta_n = theta only at v_init 1: up wins)
             back_up = (v < 0) & (count > 0)
             v -= up * th + back_dn * th_neg - back_up * th - dn * th_neg
             s = (up | back_dn).astype(np.float32) - (back_up | dn)
@@ -121,11 +125,12 @@ class GraphSim:
         c = z.shape[2]
         theta = np.broadcast_to(np.asarray(a.get("threshold", [1.0]), np.float32), (c,))
         v0 = np.asarray(a.get("v_init", 0.0), np.float32) * theta
-        theta_neg = None
+        theta_neg = level = None
         if int(a.get("graded", 0)):
             theta_neg = np.broadcast_to(np.asarray(a["threshold_neg"], np.float32), (c,))
+            level = (float(a.get("v_init", 0.0)) * (theta.astype(np.float64) + theta_neg)).astype(np.float32)
         return neuron_scan(z, self.T, kind=node.op, theta=theta, v0=v0, alpha=float(a.get("alpha", 0.0)),
-                           memory=bool(int(a.get("memory", 0))), theta_neg=theta_neg)
+                           memory=bool(int(a.get("memory", 0))), theta_neg=theta_neg, neg_level=level)
 
     def step(self, node: gs.Node, value: np.ndarray | None = None) -> np.ndarray:
         """Compute (or store the given) output of `node`; frees inputs no later node reads."""

@@ -163,7 +163,8 @@ def split_layer(d: Mapping[str, Any], T: int) -> tuple[np.ndarray, np.ndarray, n
     if signed and d.get("memory"):  # the signed memory neuron: by the sign of its count (module docstring)
         n = d["pos"].astype(np.int64) - d["neg"]
         pos_side = quantization_mask(n, None, d["v"], d["theta"].astype(np.float32), None)
-        neg_side = quantization_mask(np.zeros_like(n), -n, d["v"], d["theta"].astype(np.float32),
+        v_neg = d["v"] if d.get("neg_level") is None else d["v"] - d["neg_level"]  # graded: V from its level r
+        neg_side = quantization_mask(np.zeros_like(n), -n, v_neg, d["theta"].astype(np.float32),
                                      d["theta_neg"].astype(np.float32))
         return phi, e, np.where(n > 0, pos_side, np.where(n < 0, neg_side, pos_side | neg_side))
     mask = quantization_mask(d["pos"], d["neg"] if signed else None, d["v"], d["theta"].astype(np.float32),

@@ -12,7 +12,8 @@ neuron layer's integers are its spikes in {-1, 0, 1} (unit theta_i), concat and 
     b_int      = round(b / s_o)                       theta_int = max(1, round(theta / s_o))
     theta_neg_int = max(1, round(theta / alpha / s_o))  v0_int = round(v_init * theta / s_o)
     graded SignedIF: theta_neg_int = max(1, round(theta_n / s_o)); its spikes are the integers +P and -N_c,
-                  P = 2**GRADED_BITS, N_c = max(1, round(alpha theta_n / theta * P)), in units of theta / P
+                  P = 2**GRADED_BITS, N_c = max(1, round(alpha theta_n / theta * P)), in units of theta / P;
+                  its negative side's level r_int = v0_int + round(v_init * theta_neg_int)
 
 One scale per layer (the older rule) let one channel with large weights, such as a nearly silent channel whose
 small lambda blew its weights up under channel-wise normalization, round every other channel's threshold to a
@@ -59,6 +60,7 @@ class QuantizedLayer:
     theta_int: np.ndarray | None = None  # (C,) int64, neuron layers only
     theta_neg_int: np.ndarray | None = None  # (C,) int64, SignedIF only
     v0_int: np.ndarray | None = None  # (C,) int64, neuron layers only
+    neg_level_int: np.ndarray | None = None  # (C,) int64, SignedIF with memory: r (Neuron.neg_level; 0 unless graded)
     payload_neg: np.ndarray | None = None  # (C,) int64, graded only: a -1 spike's integer is -payload_neg
     payload_pos: int = 1  # a +1 spike's integer (GRADED_PAYLOAD for graded neurons)
     out_unit: np.ndarray | None = None  # (C,) float64: real value of one integer unit of this layer's output
@@ -191,10 +193,13 @@ def quantize(net: Network, weight_bits: int = DEFAULT_WEIGHT_BITS) -> dict[str, 
             if n.kind == "SignedIF":
                 q.theta_neg_int = np.maximum(1, np.round(theta / n.alpha / scales)).astype(np.int64)
             q.v0_int = np.round(n.v_init * theta / scales).astype(np.int64)
+            if n.kind == "SignedIF" and n.memory:
+                q.neg_level_int = np.zeros(c_out, np.int64)
             q.out_unit = theta
             if n.graded:
                 theta_n = n.neg_threshold.astype(np.float64) * np.ones(c_out)
                 q.theta_neg_int = np.maximum(1, np.round(theta_n / scales)).astype(np.int64)
+                q.neg_level_int = q.v0_int + np.round(n.v_init * q.theta_neg_int).astype(np.int64)
                 q.payload_pos = GRADED_PAYLOAD
                 ratio = n.neg_payload.astype(np.float64) / theta  # alpha theta_n / theta
                 q.payload_neg = np.maximum(1, np.round(ratio * GRADED_PAYLOAD)).astype(np.int64)

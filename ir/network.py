@@ -22,7 +22,10 @@ file by `snnc.ir.lavafile`. Semantics of one time step t (docs/neurons.md is the
                       s = -1 where V <= -theta/alpha and n <= 0 (V += theta/alpha), or V < 0 and n > 0
                       (V += theta); n += s (a spike first takes back one of the other sign)
                       graded (SignedIF with memory and graded): the same with theta_n (threshold_neg) in place
-                      of theta/alpha, and a -1 spike's out(t) is -alpha*theta_n, a +1's +theta
+                      of theta/alpha, a -1 spike's out(t) is -alpha*theta_n, a +1's +theta, and the negative
+                      side measured from the level r = v_init (theta + theta_n) instead of 0: -1 where
+                      V <= r - theta_n and n <= 0 (not after a +1), +1 where V > r and n < 0, so V(0) rounds
+                      both sides (docs/neurons.md)
 
 An output (Network.outputs) is decoded as mean over t of out(t) (membrane decoding) by default.
 Shapes are per sample, channels first (C, H, W); a batch axis is added by the simulators.
@@ -77,6 +80,14 @@ class Neuron:
         if self.graded:
             return self.threshold_neg * np.ones_like(self.threshold)
         return self.threshold / np.float32(self.alpha)
+
+    @property
+    def neg_level(self) -> np.ndarray:
+        """r per channel, float32: the membrane level the negative side counts from. Graded: v_init (theta +
+        theta_n), so that V(0) = v_init theta rounds the negative side as it rounds the positive one; else 0."""
+        if self.graded:
+            return (self.v_init * (self.threshold.astype(np.float64) + self.neg_threshold)).astype(np.float32)
+        return np.zeros_like(self.threshold)
 
     @property
     def neg_payload(self) -> np.ndarray:

@@ -76,6 +76,27 @@ def test_compiler_scan_sends_the_graded_payloads():
         neuron_scan(z.reshape(-1, 1, 1), len(z), kind="IF", theta=np.ones(1), v0=np.zeros(1), theta_neg=np.ones(1))
 
 
+def test_v_init_rounds_both_sides():
+    """With V(0) = theta/2 and the level r = (theta + theta_n)/2 the count is the nearest integer on both sides:
+    round(S / theta) above 0 and -round(-S / theta_n) below (S = sum z), while one spike a step is enough; at
+    V(0) = 0 the level is 0 and the rule is the one of the tests below."""
+    theta, theta_n = 1.0, 3.0
+    z = np.concatenate([np.full(10, 0.3), np.full(25, -0.65), np.full(34, 0.45)]).astype(np.float64)  # no ties
+    V, count = np.full((1, 1), 0.5 * theta), np.zeros((1, 1), np.int32)
+    spikes, n = np.zeros((1, 1, 1), np.int8), []
+    for t in range(len(z)):
+        scan(V, z[t:t + 1].reshape(1, 1, 1), False, spikes, np.full(1, theta), np.full(1, theta_n), count=count,
+             neg_level=np.full(1, 0.5 * (theta + theta_n)))
+        n.append(int(count[0, 0]))
+    S = np.cumsum(z)
+    want = np.where(S >= 0, np.floor(S / theta + 0.5), -np.floor(-S / theta_n + 0.5)).astype(int)
+    assert min(n) < -2 and max(n) > 2 and n == list(want)
+    assert Neuron("SignedIF", np.ones(1), alpha=0.1, v_init=0.5, memory=True, graded=True,
+                  threshold_neg=np.full(1, 3.0)).neg_level.tolist() == [2.0]
+    assert Neuron("SignedIF", np.ones(1), alpha=0.1, v_init=0.0, memory=True, graded=True,
+                  threshold_neg=np.full(1, 3.0)).neg_level.tolist() == [0.0]
+
+
 # theta 1, theta_n 3, alpha 0.1: crosses zero both ways, so all four rules fire (up, back_up, dn, back_dn)
 ZERO_CROSSING = np.array([1.5, 0.75, -1.0, -1.5, -2.0, -3.0, -1.0, 2.0, 2.5, 1.5, 1.25, 0.0, -0.5])
 

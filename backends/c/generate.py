@@ -527,6 +527,9 @@ static void snn_layer_{i}(snn_ctx *c)
                 pn = (n.neg_payload * np.ones(c, np.float32) / theta32).astype(np.float32).astype(self.real_np)
             self.param(f"pp{i}", out_t, pp)
             self.param(f"pn{i}", out_t, pn)
+            # the negative side's level r (Neuron.neg_level): dn at v <= r - tn, back_dn at v > r
+            lv = q.neg_level_int if self.fixed else (n.neg_level * np.ones(c, np.float32)).astype(self.real_np)
+            self.param(f"lv{i}", self.mem, np.asarray(lv).reshape(c))
         memory = bool(n.memory)
         if memory:  # the emitted count per neuron (+1 spikes minus -1 spikes, |m| <= steps)
             self.alloc(f"m{i}", "int32_t", c * h * w)
@@ -537,7 +540,7 @@ static void snn_layer_{i}(snn_ctx *c)
         zval = "(int64_t)z[k]" if self.fixed else "z[k]"
         # branch-free so that the compiler vectorizes it; the same arithmetic as docs/neurons.md
         if tn is not None and memory:  # signed memory neuron: the NumPy scan's order, see the module docstring
-            fire = self._signed_memory_fire()
+            fire = self._signed_memory_fire(level=graded)
             if graded:  # the spike's side is that of the count it moves: n_before + n_after = 2 m + s
                 fire = fire.replace("o[k] = (int8_t)s;",
                                     f"o[k] = ({out_t})(s * ((2 * m + s < 0) ? pn[ch] : pp[ch]));")
@@ -585,7 +588,8 @@ static void snn_layer_{i}(snn_ctx *c)
         if memory:
             tn_decl += f"\n        int32_t *M = c->m{i};"
         if graded:
-            tn_decl += f"\n        const {out_t} *pp = c->pp{i}, *pn = c->pn{i};"
+            tn_decl += (f"\n        const {out_t} *pp = c->pp{i}, *pn = c->pn{i};"
+                        f"\n        const {self.mem} *lv = c->lv{i};")
         return f"""    {{
         {self.mem} *V = c->v{i};
         {out_t} *o = c->o{i};
@@ -606,8 +610,16 @@ static void snn_layer_{i}(snn_ctx *c)
         c->n{i} += cnt;
     }}"""
 
-    def _signed_memory_fire(self) -> str:
-        """The signed memory neuron's update of v (already integrated) and its count M[k]."""
+    def _signed_memory_fire(self, level: bool = False) -> str:
+        """The signed memory neuron's update of v (already integrated) and its count M[k]; `level`: the negative
+        side counts from lv[ch] (graded neurons: dn at v <= lv - tn and not after an up, back_dn at v > lv)."""
+        code = self._signed_memory_code()
+        if level:
+            code = (code.replace("(v <= -tn[ch]) & (m <= 0)", "(v <= lv[ch] - tn[ch]) & (m <= 0) & !up")
+                    .replace("(v > 0) & (m < 0)", "(v > lv[ch]) & (m < 0)"))
+        return code
+
+    def _signed_memory_code(self) -> str:
         if self.fixed:
             return """            const int64_t m = M[k];
             const int64_t up = (v >= th[ch]) & (m >= 0);

@@ -187,7 +187,7 @@ def build_plan(plan: Plan, *, steps: int = 0, rec_at: Sequence[int] = (), source
             msg = P.FIXED_MSG if fixed else np.float32
             proc = cls(bias=p.bias.astype(dtype), vth=p.vth.astype(dtype), vth_neg=p.vth_neg.astype(dtype),
                        v_init=p.v0.astype(dtype), pay_pos=p.pay_pos.astype(msg), pay_neg=p.pay_neg.astype(msg),
-                       **common)
+                       neg_level=p.neg_level.astype(dtype), **common)
         else:
             cls = P.SignedMemoryIF if p.kind == "SignedMemoryIF" else P.SignedIF
             proc = cls(bias=p.bias.astype(dtype), vth=p.vth.astype(dtype), vth_neg=p.vth_neg.astype(dtype),

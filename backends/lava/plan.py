@@ -49,6 +49,7 @@ class PopSpec:
     max_out: int = 1  # bound on |output| in fixed point (1 for spikes)
     pay_pos: np.ndarray | None = None  # GradedSignedMemoryIF: what a spike sends on each side, per neuron
     pay_neg: np.ndarray | None = None
+    neg_level: np.ndarray | None = None  # graded: the negative side's level r (Neuron.neg_level)
 
 
 @dataclass
@@ -369,14 +370,15 @@ def make_plan(net: Network, mode: str = "fixed", weight_bits: int | None = None,
             if n.graded:  # graded spikes (docs/neurons.md): integer payloads in fixed point, ratios to theta in float
                 if fixed:
                     pos, neg = np.full(c, ql.payload_pos, np.int64), ql.payload_neg
-                    vneg = ql.theta_neg_int
+                    vneg, level = ql.theta_neg_int, ql.neg_level_int
                 else:
                     pos = np.ones(c, np.float32)
                     neg = (n.neg_payload * np.ones(c, np.float32) / vth).astype(np.float32)
-                    vneg = n.neg_threshold * np.ones(c, np.float32)
+                    vneg, level = n.neg_threshold * np.ones(c, np.float32), n.neg_level * np.ones(c, np.float32)
                 pops[name] = dataclasses.replace(
                     pops[name], kind="GradedSignedMemoryIF", vth_neg=per_neuron(vneg, layer.shape),
                     pay_pos=per_neuron(pos, layer.shape), pay_neg=per_neuron(neg, layer.shape),
+                    neg_level=per_neuron(level, layer.shape),
                     max_out=int(max(pos.max(), neg.max())) if fixed else 1)
         routes[name], chw[name], units[name] = [Route(name)], layer.shape, pops[name].unit
     for out in net.outputs:

@@ -115,6 +115,7 @@ class _LayerPlan:
     memory: bool = False  # memory IF: -1 spikes take back earlier +1 spikes (a spike count per neuron is kept)
     v0: np.ndarray | None = None  # (N,) initial membrane
     payload_neg: np.ndarray | None = None  # (N,) float32, graded neurons: a -1 spike's value is -payload_neg
+    neg_level: np.ndarray | None = None  # (N,) V's dtype, graded neurons: the negative side's level r
     payload_pos: float = 1.0  # a +1 spike's value (in `unit`s)
     last_use: int = -1  # index of the last layer reading this one
 
@@ -217,7 +218,8 @@ def _build_plan(net: Network, mode: str, encoding: str, input_max: int, weight_b
                                     _per_neuron(ql.theta_neg_int, shape, np.int64),
                                     v0=_per_neuron(ql.v0_int, shape, np.int64), memory=n_.memory,
                                     payload_neg=_per_neuron(ql.payload_neg, shape, np.float32) if graded else None,
-                                    payload_pos=float(ql.payload_pos))
+                                    payload_pos=float(ql.payload_pos),
+                                    neg_level=_per_neuron(ql.neg_level_int, shape, np.int64) if graded else None)
             else:
                 w = fixedpoint.fold_units(layer, layer.weight, src.unit).astype(np.float32)
                 op = ops.make_op(layer, w, layer.bias, threads)
@@ -235,7 +237,9 @@ def _build_plan(net: Network, mode: str, encoding: str, input_max: int, weight_b
                                     theta_neg=_per_neuron(n_.neg_threshold * np.ones(c, np.float32), shape,
                                                           np.float32) if n_.kind == "SignedIF" else None,
                                     v0=_per_neuron(v0, shape, np.float32), memory=n_.memory,
-                                    payload_neg=None if ratio is None else _per_neuron(ratio, shape, np.float32))
+                                    payload_neg=None if ratio is None else _per_neuron(ratio, shape, np.float32),
+                                    neg_level=_per_neuron(n_.neg_level * np.ones(c, np.float32), shape, np.float32)
+                                    if n_.graded else None)
         plans[layer.name] = lp
         order.append(lp)
     for lp in order:
@@ -527,7 +531,8 @@ def simulate(net: Network, x: Any, T: int | Sequence[int], *, mode: str = "float
                         zf = z.reshape((batch, lp.n) if src_const else (tc, batch, lp.n))
                         tic_scan = time.perf_counter()
                         n_start = emitted[name].copy() if lp.payload_neg is not None else None
-                        scan(V[name], zf, src_const, spikes, lp.theta, lp.theta_neg, pool, count=emitted.get(name))
+                        scan(V[name], zf, src_const, spikes, lp.theta, lp.theta_neg, pool, count=emitted.get(name),
+                             neg_level=lp.neg_level)
                         timers["neurons"] += time.perf_counter() - tic_scan
                         for b in range(batch):
                             counts[name][b] += np.count_nonzero(spikes[:, b])
@@ -616,7 +621,8 @@ class _Recorder:
                 # graded: what a negative-side spike carries, alpha theta_n, in real units
                 pay_neg = None if lp.payload_neg is None else \
                     lp.payload_neg.astype(np.float64) * _per_neuron(lp.unit, lp.layer.shape, np.float64)
-                self.meta[name] = (theta, theta_neg, v0, to_real, bool(lp.memory), pay_neg)
+                level = None if lp.neg_level is None else lp.neg_level.astype(np.float64) * (to_real if fixed else 1.0)
+                self.meta[name] = (theta, theta_neg, v0, to_real, bool(lp.memory), pay_neg, level)
             elif lp.layer.op == "input" and not lp.const:
                 self.inputs[lp.layer.name] = np.zeros((batch, lp.n), np.float64)
 
@@ -644,7 +650,7 @@ class _Recorder:
     def state(self, V: dict[str, np.ndarray]) -> dict[str, dict]:
         out: dict[str, dict] = {}
         for name, net_sum in self.net_sum.items():
-            theta, theta_neg, v0, to_real, memory, pay_neg = self.meta[name]
+            theta, theta_neg, v0, to_real, memory, pay_neg, level = self.meta[name]
             abs_sum = self.abs_sum[name]
             if abs_sum is None:
                 pos, neg = net_sum, None
@@ -652,7 +658,8 @@ class _Recorder:
                 pos, neg = (abs_sum + net_sum) >> 1, (abs_sum - net_sum) >> 1
             v = V[name] if to_real is None else V[name].astype(np.float64) * to_real
             out[name] = {"pos": pos, "neg": neg, "v": v.astype(np.float32, copy=False), "v0": v0,
-                         "theta": theta, "theta_neg": theta_neg, "memory": memory, "payload_neg": pay_neg}
+                         "theta": theta, "theta_neg": theta_neg, "memory": memory, "payload_neg": pay_neg,
+                         "neg_level": level}
         for name, acc in self.inputs.items():
             out[name] = {"sum": acc}
         return out

@@ -109,6 +109,7 @@ class _LayerPlan:
     last_use: int = -1
     payload_neg: torch.Tensor | None = None  # (N,) graded neurons: a negative-side spike's magnitude (numpy/graded.py)
     payload_pos: float = 1.0
+    neg_level: torch.Tensor | None = None  # (N,) graded neurons: the negative side's level r (numpy/scan.py)
 
 
 def _build_plan(net: Network, fixed: bool, encoding: str, input_max: int, weight_bits: int,
@@ -177,6 +178,7 @@ def _build_plan(net: Network, fixed: bool, encoding: str, input_max: int, weight
                         lp.spikes, lp.out_max = False, int(max(ql.payload_pos, ql.payload_neg.max()))
                         lp.payload_neg = per_neuron(ql.payload_neg, shape, np.float64)
                         lp.payload_pos = float(ql.payload_pos)
+                        lp.neg_level = per_neuron(ql.neg_level_int, shape, np.int64)
             else:
                 w = fixedpoint.fold_units(layer, layer.weight, src.unit).astype(np.float32)
                 bias = None if layer.bias is None else torch.from_numpy(
@@ -195,6 +197,7 @@ def _build_plan(net: Network, fixed: bool, encoding: str, input_max: int, weight
                         lp.spikes = False
                         lp.payload_neg = per_neuron((nrn.neg_payload * np.ones(c, np.float32) / theta)
                                                     .astype(np.float32), shape, np.float32)
+                        lp.neg_level = per_neuron(nrn.neg_level * np.ones(c, np.float32), shape, np.float32)
             if nrn is not None:
                 lp.memory = bool(nrn.memory)
                 lp.v0 = lp.v0.to(vdtype)
@@ -342,7 +345,8 @@ def _scan(lp: _LayerPlan, V: torch.Tensor, z: torch.Tensor, z_const: bool, steps
             _scan_tile(V[:, a:b], z[..., a:b], z_const, spikes[:, :, a:b], lp.theta[a:b],
                        None if lp.theta_neg is None else lp.theta_neg[a:b],
                        None if count is None else count[:, a:b],
-                       None if graded is None else (graded[:, :, a:b], payload_pos, lp.payload_neg[a:b]))
+                       None if graded is None else (graded[:, :, a:b], payload_pos, lp.payload_neg[a:b],
+                                                    lp.neg_level[a:b]))
 
     with _one_thread(cpu):
         if pool is not None and cpu and n > width:
@@ -372,8 +376,12 @@ def _one_thread(on: bool) -> Iterator[None]:
 
 def _scan_tile(v: torch.Tensor, z: torch.Tensor, z_const: bool, spikes: torch.Tensor, theta: torch.Tensor,
                theta_neg: torch.Tensor | None, count: torch.Tensor | None,
-               graded: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> None:
+               graded: tuple[torch.Tensor, ...] | None = None) -> None:
     minus_neg = None if theta_neg is None else -theta_neg
+    level = None  # graded: the negative side counts from r (numpy/scan.py), dn at V <= r - theta_neg, not after up
+    if graded is not None and theta_neg is not None and count is not None:
+        level = graded[3]
+        minus_neg = level - theta_neg
     for t in range(spikes.shape[0]):
         v += z if z_const else z[t]
         if theta_neg is not None and count is not None:  # signed memory neuron: the NumPy scan's order
@@ -382,14 +390,16 @@ def _scan_tile(v: torch.Tensor, z: torch.Tensor, z_const: bool, spikes: torch.Te
             back = (v < 0) & (count > 0)
             v += torch.where(back, theta, 0)
             neg = (v <= minus_neg) & (count <= 0)
+            if level is not None:
+                neg &= ~pos
             v += torch.where(neg, theta_neg, 0)
-            back_dn = (v > 0) & (count < 0)
+            back_dn = (v > (0 if level is None else level)) & (count < 0)
             v -= torch.where(back_dn, theta_neg, 0)
             s = spikes[t]
             torch.sub((pos | back_dn).view(torch.int8), (neg | back).view(torch.int8), out=s)
             count += s
             if graded is not None:  # dn and back_dn move the count on its negative side: they carry payload_neg
-                values, payload_pos, payload_neg = graded
+                values, payload_pos, payload_neg = graded[:3]
                 torch.where(neg | back_dn, payload_neg, payload_pos, out=values[t]).mul_(s)
             continue
         pos = v >= theta

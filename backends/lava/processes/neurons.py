@@ -306,16 +306,21 @@ class _MemoryIFMixin(_IFMixin):
 
 
 class _SignedMemoryIFMixin(_MemoryIFMixin):
+    def neg_level(self) -> np.ndarray | int:
+        """The level the negative side counts from: 0 (a graded population has its own, neg_level)."""
+        return 0
+
     def fire(self, z: np.ndarray) -> np.ndarray:
         self.v += z
         c, dt = self.count, self.v.dtype
+        level = self.neg_level()
         up = (self.v >= self.vth) & (c >= 0)
         self.v -= np.where(up, self.vth, 0).astype(dt)
         back_up = (self.v < 0) & (c > 0)
         self.v += np.where(back_up, self.vth, 0).astype(dt)
-        dn = (self.v <= -self.vth_neg) & (c <= 0)
+        dn = (self.v <= level - self.vth_neg) & (c <= 0) & ~up  # a level > 0 may lie above v - vth after an up
         self.v += np.where(dn, self.vth_neg, 0).astype(dt)
-        back_dn = (self.v > 0) & (c < 0)
+        back_dn = (self.v > level) & (c < 0)
         self.v -= np.where(back_dn, self.vth_neg, 0).astype(dt)
         out = (up | back_dn).astype(np.int8) - (back_up | dn).astype(np.int8)
         self.count += out
