@@ -359,7 +359,8 @@ def _scan(lp: _LayerPlan, V: torch.Tensor, z: torch.Tensor, z_const: bool, steps
 
 @contextlib.contextmanager
 def _one_thread(on: bool) -> Iterator[None]:
-    """The scan's element-wise operations in the calling thread alone. A tile's operation is a few tens of
+    """The scan's element-wise operations one thread per tile (the calling thread, or each pool thread with its
+    own tiles), never one operation split over threads. A tile's operation is a few tens of
     microseconds of work: split over threads, each one waits for the slowest, and on a busy machine a thread
     that lost its core costs a scheduler time slice (measured on yolov3-tiny at 416 x 416 with the two cores
     shared: 4 ms per operation with 2 threads); the convolutions keep all threads."""
