@@ -40,7 +40,7 @@ def cmd_compile(args: argparse.Namespace) -> int:
         args.model, compile_options_from(args),
         input_shape=parse_shape(args.input_shape) if args.input_shape else None, calib_dir=args.calib,
         calib_random=args.calib_random, progress=not args.quiet, include_ann=not args.no_ann, head=head)
-    out = write_output(result, args.output, args.emit)
+    out = write_output(result, args.output, args.emit, embed_ann=args.embed_ann)
     net = result.network
     print(f"wrote {out} ({args.emit}): {len(net.layers)} layers, {len(net.neuron_layers)} spiking populations, "
           f"passes {', '.join(net.meta['passes'])}")
@@ -120,19 +120,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="channel- or layer-wise normalization, or auto: chosen per layer (default %(default)s)")
     c.add_argument("--passes", help="comma-separated passes to run (default: the whole pipeline)")
     c.add_argument("--skip", help="comma-separated passes to leave out of the pipeline")
-    c.add_argument("--maxpool", choices=MAXPOOLS, default=d.maxpool, help="max-pool conversion")
+    c.add_argument("--maxpool", choices=MAXPOOLS, default=d.maxpool,
+                   help="max-pool as a routing layer over spike counts (count, default), a tree of IF neurons "
+                        "(exact) or a window mean (approximate)")
     c.add_argument("--neuron", choices=NEURONS, default=d.neuron,
                    help="IF neurons that take back excess spikes with -1 spikes (memory, default) or plain IF")
     c.add_argument("--leaky", choices=LEAKY, default=d.leaky,
-                   help="LeakyReLU as two IF neurons (split, default), one signed IBT neuron (ibt, Spiking-YOLO's) or one "
-                        "signed memory neuron (signed), or that neuron with its own negative threshold and graded "
-                        "-1 spikes (graded)")
+                   help="LeakyReLU as one signed memory neuron with its own negative threshold and graded -1 spikes "
+                        "(graded, default), two IF neurons (split), one signed IBT neuron (ibt, Spiking-YOLO's) or "
+                        "one signed memory neuron (signed)")
     c.add_argument("--v-init", choices=list(V_INIT), default={v: k for k, v in V_INIT.items()}[d.v_init],
                    help="initial membrane potential: 0 or theta/2 (default %(default)s)")
     c.add_argument("--target-T", type=int, metavar="T",
                    help="calibrate every layer so the SNN at T steps matches the rate-limit ANN (calibrate_to_T)")
-    c.add_argument("--no-ann", action="store_true", help="do not embed the original ANN in the .lava file (smaller; then `snnc run --ann` and "
-                        "`snnc eval`, which compare against it, refuse the file)")
+    ann = c.add_mutually_exclusive_group()
+    ann.add_argument("--no-ann", action="store_true", help="keep no original ANN in the .lava file (then `snnc run --ann` "
+                     "and `snnc eval`, which compare against it, refuse the file)")
+    ann.add_argument("--embed-ann", action="store_true", help="embed the original ANN whole (by default its graph is "
+                     "embedded and its weights are read back from the source ONNX when the .lava file is loaded)")
     c.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     c.add_argument("--head", choices=["yolo", "yolov5", "yolov8-output", "yolov5-output"],
                    help="the model ends at raw YOLO heads (yolo, yolov5) or one candidate tensor (yolov8-output "

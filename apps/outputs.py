@@ -37,11 +37,12 @@ def check_output(output: str | Path, emit: str = "lava") -> Path:
 _SUFFIX = {"lava": "lava", "onnx": "onnx", "ratelimit": "onnx", "c": ""}
 
 
-def write_output(result: CompileResult, output: str | Path, emit: str = "lava") -> Path:
-    """Save one artifact: the .lava file, the spiking ONNX, the rate-limit ANN, or a C project folder."""
+def write_output(result: CompileResult, output: str | Path, emit: str = "lava", embed_ann: bool = False) -> Path:
+    """Save one artifact: the .lava file, the spiking ONNX, the rate-limit ANN, or a C project folder. A .lava file
+    keeps the original ANN by reference to its source ONNX unless embed_ann (snnc.ir.annref)."""
     output = check_output(output, emit)
     if emit == "lava":
-        lavafile.save(result.network, output)
+        lavafile.save(result.network, output, embed_ann=embed_ann)
     elif emit == "onnx":
         atomic_write_bytes(output, result.spiking.SerializeToString())
     elif emit == "ratelimit":

@@ -6,9 +6,10 @@ digits detectors: the figures of docs/results.md ("A lean spiking graph").
     python bench/lean.py --models digits_relu,digits_leaky --json lean.json
 
 Per model, in one run: the cost table (parameters, neurons, synapses, dense MACs per step; SNN, ANN, ratio) and
-the .lava file size in the version-1 layout (every array float32) and the current one, with and without the
-embedded ANN, each as a ratio to the ONNX file. Calibration: yolov3-tiny on `--photos` of the real photos of
-`snnc.compiler.samples`, letterboxed; the digits detectors on 16 train canvases (`snnc.evaluation.digits`).
+the .lava file size in the version-1 layout (every array float32) and the current one, with the ANN embedded whole,
+by reference to the source ONNX (the default) and left out, each as a ratio to the ONNX file. The compile uses
+snnc's default options (others with --options, e.g. --options leaky=split,maxpool=exact,norm=channel).
+Calibration: yolov3-tiny on `--photos` of the real photos of `snnc.compiler.samples`, letterboxed; the digits detectors on 16 train canvases (`snnc.evaluation.digits`).
 """
 
 from __future__ import annotations
@@ -54,18 +55,19 @@ def _digits(work: Path, name: str) -> tuple[Path, Path]:
     return ROOT / "examples" / "digits" / "models" / f"{name}.onnx", calib
 
 
-def measure(model: Path, calib: Path, work: Path) -> dict:
-    res = compile_model(model, calib_dir=calib, progress=sys.stderr.isatty())
+def measure(model: Path, calib: Path, work: Path, options: dict | None = None) -> dict:
+    res = compile_model(model, calib_dir=calib, progress=sys.stderr.isatty(), **(options or {}))
     net = res.network
     sizes = {}
     for version in (1, lavafile.FORMAT_VERSION):
-        for ann in (True, False):
-            path = work / f"{model.stem}.v{version}{'' if ann else '.no-ann'}.lava"
+        # the ANN embedded whole, by reference to the source ONNX (snnc compile's default), left out
+        for ann in ("embedded", "by_ref", "no_ann") if version > 1 else ("embedded", "no_ann"):
+            path = work / f"{model.stem}.v{version}.{ann}.lava"
             keep = net.ann_onnx
-            net.ann_onnx = keep if ann else None
-            lavafile.save(net, path, version=version)
+            net.ann_onnx = None if ann == "no_ann" else keep
+            lavafile.save(net, path, version=version, embed_ann=ann != "by_ref")
             net.ann_onnx = keep
-            sizes[f"v{version}{'' if ann else '_no_ann'}"] = path.stat().st_size
+            sizes[f"v{version}_{ann}"] = path.stat().st_size
             path.unlink()
     onnx_bytes = model.stat().st_size
     return {"model": model.name, "onnx_bytes": onnx_bytes, "cost": net.meta["cost"], "lava_bytes": sizes,
@@ -78,13 +80,15 @@ def main(argv=None) -> int:
     ap.add_argument("--size", type=int, default=416, help="yolov3-tiny input size (default 416)")
     ap.add_argument("--photos", type=int, default=3, help="yolov3-tiny calibration photos (default 3)")
     ap.add_argument("--json", help="also write the figures here")
+    ap.add_argument("--options", default="", help="compile options as name=value,... (default: snnc's defaults)")
     args = ap.parse_args(argv)
     out = {}
     with tempfile.TemporaryDirectory(prefix="snnc-lean-") as tmp:
         work = Path(tmp)
         for name in [m.strip() for m in args.models.split(",") if m.strip()]:
             model, calib = _yolo(work, args.size, args.photos) if name == "yolo" else _digits(work, name)
-            r = measure(model, calib, work)
+            options = dict(kv.split("=", 1) for kv in args.options.split(",") if kv)
+            r = measure(model, calib, work, options)
             out[name] = r
             print(f"== {name}: {model.name}, ONNX {r['onnx_bytes'] / 1e6:.1f} MB")
             print(format_cost(r["cost"]))

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
-from snnc.ir import __version__
+from snnc.ir import __version__, annref
 from snnc.ir.errors import SnncError
 from snnc.ir.limits import MAX_CALIB_RANDOM, MAX_INPUT, limit
 from snnc.compiler.cost import cost_report
@@ -24,6 +24,7 @@ from snnc.ir.network import Network
 from snnc.ir.validate import check_network
 from snnc.ir.options import CompileOptions, compile_options
 from snnc.compiler.pipeline import run_passes, select_passes
+from snnc.compiler.qcfs import match_signed_qcfs
 from snnc.compiler.ratelimit import neurons_to_activations
 from snnc.compiler.registry import PassContext
 from snnc.compiler.split import split_model
@@ -86,6 +87,21 @@ def _class_names(model: onnx.ModelProto) -> list[str] | None:
     return None
 
 
+def _fit_to_finetuned(opts: CompileOptions, spiking: onnx.ModelProto, model_path: str | Path) -> CompileOptions:
+    """A fine-tuned leaky layer (signed QCFS, `snnc finetune`) was trained as relu(z) - alpha relu(-z) with two
+    quantized halves: it converts only as a split IF pair, and a split pair cannot feed a count max-pool (max is
+    not linear). Such a model is compiled with --leaky split --maxpool exact whatever the defaults say."""
+    if opts.leaky not in ("signed", "graded"):
+        return opts  # split converts it; ibt refuses it with its own message
+    tensors = import_graph(spiking).tensors().values()
+    if not any(match_signed_qcfs(t) is not None for t in tensors):
+        return opts
+    fitted = opts.replace(leaky="split", maxpool="exact" if opts.maxpool == "count" else opts.maxpool)
+    log.warning("%s holds fine-tuned leaky layers (signed QCFS): they convert as split IF pairs, so this compile "
+                "uses --leaky split --maxpool %s (docs/training.md)", model_path, fitted.maxpool)
+    return fitted
+
+
 def compile_model(model_path: str | Path, options: CompileOptions | None = None, *,
                   input_shape: Sequence[int] | None = None, calib_dir: str | Path | None = None,
                   calib_random: int | None = None, progress: bool = True, include_ann: bool = True,
@@ -108,6 +124,8 @@ def compile_model(model_path: str | Path, options: CompileOptions | None = None,
     if head is not None:
         prepared = attach_head(prepared, head, source=str(model_path))
     parts = split_model(prepared, source=str(model_path))
+    opts = _fit_to_finetuned(opts, parts.spiking, model_path)
+    names = select_passes(opts)
     in_shape = [d.dim_value for d in parts.spiking.graph.input[0].type.tensor_type.shape.dim][1:]
     calib = load_calibration(calib_dir, calib_random, in_shape)
     ctx = PassContext(options=opts, calibration=calib, progress=progress)
@@ -123,6 +141,7 @@ def compile_model(model_path: str | Path, options: CompileOptions | None = None,
                  {k: round(v, 5) for k, v in stats["clipping_error"].items()})
     net.host_onnx = parts.host.SerializeToString() if parts.host is not None else None
     net.ann_onnx = prepared.SerializeToString() if include_ann else None
+    ann_source = annref.source_record(prepared, model_path) if include_ann else None
     net.input_encoding = {"kind": "direct", "scale": 1.0 / 255.0, "max_value": 1.0}
     net.preprocess = {"color": "RGB", "scale": 1.0 / 255.0, "letterbox": True, "pad_value": 0.5,
                       "input_name": parts.spiking.graph.input[0].name, "shape": [int(d) for d in in_shape]}
@@ -133,6 +152,7 @@ def compile_model(model_path: str | Path, options: CompileOptions | None = None,
                                      "calibration": "folder" if calib_dir else ("random" if calib_random else None)},
         "stats": stats, "class_names": _class_names(prepared),
         **({"head": describe(head)} if head is not None else {}),
+        **({"ann_source": ann_source} if ann_source else {}),  # what lets a .lava keep the ANN by reference
         "host_outputs": [o.name for o in prepared.graph.output],
     }
     # the graph's cost next to the ANN's, kept in the provenance so files compiled --no-ann still have it

@@ -2,11 +2,15 @@
 
     reference            the .lava file's options, recompiled from its embedded ANN on the ablation's calibration
                          images (so every row shares the calibration; the main report shows the file as compiled)
-    norm                 channel-wise <-> layer-wise normalization (Spiking-YOLO's channel-norm, Spiking YOLOv3 eq. 15)
+    norm                 channel-wise <-> layer-wise normalization (Spiking-YOLO's channel-norm, Spiking YOLOv3 eq. 15);
+                         a file compiled with norm=auto (chosen per layer) is compared against both
     negatives dropped    leaky-ReLU replaced by ReLU at conversion: what a converter without IBT (or the split)
                          does to a leaky model without retraining (only when the ANN has LeakyRelu nodes)
-    IBT / split leaky    a leaky-ReLU model's other representation: one signed IBT neuron <-> split_leaky_relu's
-                         two IF neurons (when the ANN has LeakyRelu and the pass list says which one the file used)
+    IBT / split leaky    a leaky-ReLU model's other representation: a split file is compared with one signed IBT
+                         neuron, a file with one signed neuron per channel (graded, the default, or signed memory)
+                         with split_leaky_relu's two IF neurons (when the ANN has LeakyRelu)
+    exact / count        the other max-pool conversion: a tree of strided convolutions and IF neurons <-> a
+                         routing layer over running spike counts (when the ANN has MaxPool nodes)
     memory / plain IF    the other IF neuron (docs/neurons.md: the memory IF takes back excess spikes)
     spike-count decoding each linear head gets a signed IF neuron (thresholds +-lambda, lambda = the channel's
                          max |z| over the calibration images in the rate limit, so nothing is clipped there) and is
@@ -89,6 +93,12 @@ def spike_count_heads(net: Network, calib: np.ndarray) -> Network:
     return dataclasses.replace(net, layers=layers)
 
 
+def _has_maxpool(model: bytes) -> bool:
+    import onnx
+
+    return any(n.op_type == "MaxPool" for n in onnx.load_from_string(model).graph.node)
+
+
 def _recompile(model: bytes, folder: Path, name: str, calib: Path, options: dict, passes, **changes) -> Network:
     from snnc.compiler.api import compile_model
     from snnc.ir.options import CompileOptions
@@ -126,12 +136,14 @@ def build_variants(net: Network, evset: EvalSet, calib_dir: str | Path | None, w
     signed_memory = any(l.neuron.kind == "SignedIF" and l.neuron.memory for l in ref.neuron_layers)
     neuron = recorded.neuron
     split = passes is not None and SPLIT_PASS in passes
-    leaky = "signed memory (SignedIF)" if signed_memory else "IBT (SignedIF)" if "SignedIF" in kinds else ("split into IF pairs" if split else "none")
-    variants = [Variant("reference", f"as the file: norm={norm}, {neuron} IF, leaky-ReLU {leaky}, membrane "
-                                     f"decoding, V(0)={v0:g} theta", ref)]
-    other = "layer" if norm == "channel" else "channel"
-    variants.append(Variant(f"{other}-norm", f"norm={other}", _recompile(net.ann_onnx, work, "norm", calib, options,
-                                                                          passes, norm=other)))
+    graded = any(l.neuron.graded for l in ref.neuron_layers)
+    leaky = ("graded signed (SignedIF)" if graded else "signed memory (SignedIF)" if signed_memory else
+             "IBT (SignedIF)" if "SignedIF" in kinds else "split into IF pairs" if split else "none")
+    variants = [Variant("reference", f"as the file: norm={norm}, {neuron} IF, leaky-ReLU {leaky}, "
+                                     f"max-pool {recorded.maxpool}, membrane decoding, V(0)={v0:g} theta", ref)]
+    for other in [o for o in ("channel", "layer") if o != norm]:  # auto (chosen per layer) against both
+        variants.append(Variant(f"{other}-norm", f"norm={other}", _recompile(net.ann_onnx, work, f"norm_{other}",
+                                                                              calib, options, passes, norm=other)))
     skipped = []
     relu, n = relu_instead_of_leaky(net.ann_onnx)
     if n:
@@ -148,9 +160,16 @@ def build_variants(net: Network, evset: EvalSet, calib_dir: str | Path | None, w
             else:
                 alt = None
             if alt is not None:
-                variants.append(Variant(name, change, _recompile(net.ann_onnx, work, "leaky", calib, options, alt)))
+                leaky_opt = {} if split else {"leaky": "split"}  # split: IBT follows from the pass list
+                variants.append(Variant(name, change, _recompile(net.ann_onnx, work, "leaky", calib, options, alt,
+                                                                 **leaky_opt)))
     else:
         skipped.append("negatives dropped: the model has no LeakyRelu")
+    if _has_maxpool(net.ann_onnx):
+        pool = "exact" if recorded.maxpool == "count" else "count"
+        what = "a tree of strided convolutions and IF neurons" if pool == "exact" else "running spike-count maxima"
+        variants.append(Variant(f"{pool} max-pool", f"maxpool={pool}: {what}",
+                                _recompile(net.ann_onnx, work, "maxpool", calib, options, passes, maxpool=pool)))
     if "IF" in kinds:
         flip = "plain" if neuron == "memory" else "memory"
         variants.append(Variant(f"{flip} IF", f"neuron={flip}", _recompile(net.ann_onnx, work, "neuron", calib,

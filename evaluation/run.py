@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from snnc.ir import __version__, lavafile
+from snnc.ir.annref import missing_reason
 from snnc.ir.errors import SnncError
 from snnc.runtime.host import Detection, class_name, detect
 from snnc.compiler.images import letterbox
@@ -378,8 +379,8 @@ def evaluate(lava: str | Path, cfg: EvalConfig) -> dict[str, Any]:
     check_work(network_macs(net), ts[-1], str(lava))  # before the ANN runs on the whole set
     evset = load_set(cfg)
     if net.ann_onnx is None:
-        raise SnncError(f"{lava}: the .lava file carries no ANN (compiled with --no-ann); snnc eval compares against "
-                        "it: recompile without --no-ann")
+        raise SnncError(f"{lava}: snnc eval compares against the original ANN, and this file has none: "
+                        f"{missing_reason(net.meta)}")
     if cfg.calib is not None and not Path(cfg.calib).is_dir():
         raise SnncError(f"--calib {cfg.calib}: no such folder")
     evaluator = evaluator_name()  # fails early without a COCO evaluator

@@ -5,7 +5,8 @@ Readable with the standard library and numpy alone (docs/format.md). Layout:
     manifest.json          {"format": "snnc-lava", "version": 2, "layers": [...], "outputs": [...], ...}
     arrays/<i>.<field>.npy  weights, biases, thresholds, referenced from the manifest
     host.onnx              the host post-processing graph (optional)
-    ann.onnx               the original ANN with static shapes, for side-by-side runs (optional)
+    ann.onnx               the original ANN with static shapes, for side-by-side runs (optional; with "ann_ref"
+                           its large weights are read from the source ONNX: snnc.ir.annref)
 
 Version 2 stores no more than it must (`encode_array`): an array whose values are all the same is a `fill` in the
 manifest (zero biases, the ones of a nearest-upsampling deconvolution), one that a smaller dtype holds exactly is
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from snnc.ir import annref
 from snnc.ir.errors import FormatError, SnncError
 from snnc.ir.files import atomic_path
 from snnc.ir.network import Layer, Network, Neuron
@@ -199,9 +201,10 @@ def _store(zf: zipfile.ZipFile, name: str, arr: np.ndarray, version: int) -> Any
     return ref
 
 
-def save(net: Network, path: str | os.PathLike, version: int = FORMAT_VERSION) -> None:
+def save(net: Network, path: str | os.PathLike, version: int = FORMAT_VERSION, embed_ann: bool = True) -> None:
     """Write atomically: a failure leaves no half-written file behind. version 1 writes the older layout (every
-    array a float32 member), for comparisons and older readers."""
+    array a float32 member), for comparisons and older readers. embed_ann=False stores the ANN by reference
+    where compile recorded its source (meta["ann_source"], snnc.ir.annref): its graph here, its weights there."""
     if version not in READS_VERSIONS:
         raise ValueError(f"unknown .lava version {version}")
     path = Path(path)
@@ -230,14 +233,19 @@ def save(net: Network, path: str | os.PathLike, version: int = FORMAT_VERSION) -
                 layers.append(entry)
             if net.host_onnx is not None:
                 zf.writestr("host.onnx", net.host_onnx)
+            by_ref = (not embed_ann and net.ann_onnx is not None
+                      and bool((net.meta.get("ann_source") or {}).get("tensors")))
             if net.ann_onnx is not None:
-                zf.writestr("ann.onnx", net.ann_onnx)
+                zf.writestr("ann.onnx", annref.strip(net.ann_onnx, net.meta["ann_source"]) if by_ref
+                            else net.ann_onnx)
+            meta = {k: v for k, v in net.meta.items() if k != "ann_missing"}  # a load-time note, not provenance
             manifest = {
                 "format": FORMAT_NAME, "version": version, "layers": layers, "outputs": list(net.outputs),
                 "output_names": dict(net.output_names), "input_encoding": _jsonable(net.input_encoding),
                 "preprocess": _jsonable(net.preprocess), "host": "host.onnx" if net.host_onnx is not None else None,
                 "ann": "ann.onnx" if net.ann_onnx is not None else None,
-                "meta": _jsonable(net.meta),
+                **({"ann_ref": True} if by_ref else {}),
+                "meta": _jsonable(meta),
             }
             # The manifest goes first so `unzip -p net.lava manifest.json` and format sniffing stay cheap.
             zf.writestr("manifest.json", json.dumps(manifest, indent=1))
@@ -310,6 +318,11 @@ def load(path: str | os.PathLike) -> Network:
                       input_encoding=manifest.get("input_encoding", {}), preprocess=manifest.get("preprocess", {}),
                       output_names=manifest.get("output_names", {}), host_onnx=host, ann_onnx=ann,
                       meta=manifest.get("meta", {}))
+        if ann is not None and manifest.get("ann_ref"):
+            ann, why = annref.restore(ann, net.meta.get("ann_source") or {"tensors": {}}, path)
+            net.ann_onnx = ann
+            if why:
+                net.meta["ann_missing"] = why
     except FormatError:
         raise
     except _READ_ERRORS as exc:

@@ -61,10 +61,10 @@ class CompileOptions:
     """
 
     percentile: float = 99.99
-    norm: str = "channel"
-    leaky: str = "split"
+    norm: str = "auto"
+    leaky: str = "graded"
     neuron: str = "memory"
-    maxpool: str = "exact"
+    maxpool: str = "count"
     v_init: float = 0.5
     passes: tuple[str, ...] | None = None
     skip: tuple[str, ...] = ()

@@ -4,7 +4,8 @@
     LeakyRelu(alpha)   -> snnc.SignedIF(threshold=1, alpha)           rate limit clip(leaky(z), -theta, theta)
                           memory=1 with `--leaky signed` (the signed memory neuron) and for the
                           leaky layers `--leaky split` leaves unsplit; 0 (IBT) with `--leaky ibt`;
-                          `--leaky graded` adds graded=1 (channel_norm then sets threshold_neg)
+                          `--leaky graded` adds graded=1 and threshold_neg=1/alpha (the signed
+                          memory neuron's negative side, until channel_norm sets it from data)
     Clip(0, lam)       -> snnc.IF(threshold=lam, calibrated=1)        exact in the rate limit
     QCFS(lam, L)       -> snnc.IF(threshold=lam, v_init=0.5, calibrated=1)   (Bu et al.: zero expected error at T=L)
 
@@ -150,6 +151,8 @@ class ActivationsToNeurons(Pass):
                 _check_source(node, x)
                 # IBT: no attribute (memory 0), as before
                 extra = {"memory": 1, **graded} if signed_memory else {}
+                if graded:  # theta/alpha: the signed memory neuron's negative side, for graphs that skip channel_norm
+                    extra["threshold_neg"] = [1.0 / alpha]
                 new = _neuron("SignedIF", node.name, x, node.outputs[0], threshold=[1.0], alpha=alpha, v_init=v_init,
                               calibrated=0, **extra)
             elif node.op == "Clip":

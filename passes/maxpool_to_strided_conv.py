@@ -1,4 +1,5 @@
-"""maxpool_to_strided_conv: MaxPool -> strided convolutions and ReLUs. Exact by default.
+"""maxpool_to_strided_conv: MaxPool -> strided convolutions and ReLUs (`--maxpool exact`), or a routing layer over
+spike counts (`--maxpool count`, the default: no neurons; docs/results.md has the measurements).
 
 A spike train has no max, but max(a, b) = b + relu(a - b) = relu(a - b) + relu(b) - relu(-b), so a k x k
 max-pool is a tree of pairwise maxima over its K = k*k taps (docs/methods.md section 4):
@@ -131,8 +132,8 @@ def _conv(graph: gs.Graph, base: str, x: gs.Tensor, w: np.ndarray, attrs: dict, 
 @register_pass
 class MaxPoolToStridedConv(Pass):
     name = "maxpool_to_strided_conv"
-    summary = ("MaxPool -> strided convs + ReLUs computing the exact max (option maxpool=approximate: mean conv; "
-               "count: a spike-count max-pool routing layer)")
+    summary = ("MaxPool -> a spike-count max-pool routing layer (maxpool=count, default), or strided convs + ReLUs "
+               "computing the exact max (exact), or a mean conv (approximate)")
     exact = True
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> gs.Graph:

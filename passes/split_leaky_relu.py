@@ -112,7 +112,8 @@ def _detach(node: gs.Node) -> None:
 @register_pass
 class SplitLeakyRelu(Pass):
     name = "split_leaky_relu"
-    summary = "LeakyRelu -> relu(z) - alpha*relu(-z), two IF channels folded into consumers (not with --leaky ibt/signed)"
+    summary = ("LeakyRelu -> relu(z) - alpha*relu(-z), two IF channels folded into consumers (--leaky split; the "
+               "default graded keeps one neuron)")
     exact = True
 
     def run(self, graph: gs.Graph, ctx: PassContext) -> gs.Graph:

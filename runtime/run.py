@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from snnc.ir.annref import missing_reason
 from snnc.ir.errors import SnncError
 from snnc.ir.ort import ort_session
 from snnc.runtime.host import IOU_THR, SCORE_THR, Detection, detect, detections_from
@@ -80,7 +81,7 @@ def ann_detections(net: Network, x: np.ndarray, letterboxes: Sequence[Letterbox]
                    iou_thr: float = IOU_THR) -> list[list[Detection]]:
     """The original ANN (net.ann_onnx) on the same input tensors, through onnxruntime with optimizations off."""
     if net.ann_onnx is None:
-        raise SnncError("this .lava file has no embedded ANN (compiled with --no-ann); recompile without it")
+        raise SnncError(f"this .lava file has no ANN: {missing_reason(net.meta)}")
     from snnc.runtime.host import class_name
 
     sess = ort_session(net.ann_onnx, what="the .lava file's embedded ANN (ann.onnx; recompile the model)")

@@ -107,3 +107,19 @@ def random_photos(folder, n: int, size: int = 32, seed: int = 0):
     for i in range(n):
         Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(folder / f"p{i}.png")
     return folder
+
+
+# The classic conversion (split leaky-ReLU, max-pool trees, channel-wise norm): the pass-level golden dumps were
+# taken with it, and the lean defaults (graded / count / auto) have golden tests of their own.
+CLASSIC = {"leaky": "split", "maxpool": "exact", "norm": "channel"}
+
+
+def run_pass(model: onnx.ModelProto, name: str, **options):
+    """snnc.compiler.pipeline.run_pass with the classic choices unless the test names others."""
+    from snnc.compiler import pipeline
+
+    return pipeline.run_pass(model, name, **{**CLASSIC, **options})
+
+
+def apply_pass(model: onnx.ModelProto, name: str, **options) -> onnx.ModelProto:
+    return run_pass(model, name, **options).model

@@ -13,7 +13,8 @@ from snnc.backends import get_backend
 from snnc.compiler.api import compile_model
 from snnc.compiler.dump import graph_dump
 from snnc.compiler.graph import run_model
-from snnc.compiler.pipeline import apply_pass, select_passes
+from models import apply_pass  # the classic choices unless a test names others
+from snnc.compiler.pipeline import select_passes
 from snnc.ir.errors import SnncError
 from snnc.ir.options import CompileOptions
 
@@ -52,11 +53,12 @@ def _head_error(net, reference: dict, x: np.ndarray, T: int) -> float:
 
 @pytest.mark.parametrize("T, graph", [(4, "relu"), (8, "relu"), (8, "lean")])
 def test_calibrate_to_T_lowers_the_error_at_T(tmp_path, T, graph):
-    """relu: the default graph of a ReLU detector; lean: a leaky one with graded neurons and count max-pools,
+    """relu: the classic graph of a ReLU detector (max-pool trees, channel norm); lean: a leaky one with graded
+    neurons and count max-pools (the defaults),
     whose error at T is smaller to begin with (both sides of its neurons round), so less is left to correct."""
     path = tmp_path / "tiny.onnx"
     onnx.save(tiny_yolo(host=False, leaky=graph == "lean"), path)
-    options = {"leaky": "graded", "maxpool": "count"} if graph == "lean" else {}
+    options = {"leaky": "graded", "maxpool": "count"} if graph == "lean" else {"maxpool": "exact", "norm": "channel"}
     base = compile_model(path, calib_random=16, progress=False, **options)
     tuned = compile_model(path, calib_random=16, progress=False, target_T=T, **options)
     assert graph == "relu" or any(l.neuron is not None and l.neuron.graded for l in tuned.network.layers)

@@ -55,9 +55,15 @@ def test_compile_inspect_passes(tmp_path, tiny_onnx, calib_dir):
     assert "clipping error" in res.stdout
     net = lavafile.load(out)
     assert net.outputs and net.host_onnx and net.ann_onnx
-    assert {layer.neuron.kind for layer in net.neuron_layers} == {"IF"}  # leaky-ReLU split into two IF neurons
+    # the defaults: a leaky-ReLU is one graded signed neuron, max-pools route spike counts (no neurons)
+    assert {layer.neuron.kind for layer in net.neuron_layers} == {"SignedIF"}
+    assert all(layer.neuron.graded for layer in net.neuron_layers) and any(l.op == "maxpool" for l in net.layers)
+    res = snnc("compile", str(tiny_onnx), "-o", str(tmp_path / "split.lava"), "--calib", str(calib_dir), "-q",
+               "--leaky", "split", "--maxpool", "exact")
+    assert res.returncode == 0, res.stderr
+    assert {layer.neuron.kind for layer in lavafile.load(tmp_path / "split.lava").neuron_layers} == {"IF"}
     res = snnc("compile", str(tiny_onnx), "-o", str(tmp_path / "ibt.lava"), "--calib", str(calib_dir), "-q",
-               "--leaky", "ibt")
+               "--leaky", "ibt", "--maxpool", "exact")
     assert res.returncode == 0, res.stderr
     assert {layer.neuron.kind for layer in lavafile.load(tmp_path / "ibt.lava").neuron_layers} == {"IF", "SignedIF"}
     res = snnc("inspect", str(tmp_path / "ibt.lava"))
@@ -84,6 +90,11 @@ def test_emit_onnx_and_ratelimit(tmp_path, tiny_onnx, calib_dir):
 def test_passes_subset_without_calibration(tmp_path, tiny_onnx):
     out = tmp_path / "partial.onnx"
     res = snnc("compile", str(tiny_onnx), "-o", str(out), "--skip", "channel_norm", "--emit", "onnx")
+    assert res.returncode == 0, res.stderr
+    ops = {n.op_type for n in onnx.load(out).graph.node}
+    assert "BatchNormalization" not in ops and "SignedIF" in ops  # graded neurons, theta_n = 1 / alpha
+    res = snnc("compile", str(tiny_onnx), "-o", str(out), "--skip", "channel_norm", "--emit", "onnx",
+               "--leaky", "split", "--maxpool", "exact")
     assert res.returncode == 0, res.stderr
     ops = {n.op_type for n in onnx.load(out).graph.node}
     assert "MaxPool" not in ops and "BatchNormalization" not in ops and "IF" in ops

@@ -40,16 +40,17 @@ SPLIT = {"parameters": 8 * 27 + 8 + 2 * 8 + 2, "neurons": 8 * 64, "synapses": 8 
          "macs": 8 * 64 * 27 + 2 * 64 * 8}
 
 
-@pytest.mark.parametrize("leaky", [False, True], ids=["relu", "leaky_split"])
-def test_cost_figures_by_hand(tmp_path, leaky):
-    res = compile_model(_model(tmp_path / "m.onnx", leaky), calib_random=2, progress=False)
+@pytest.mark.parametrize("leaky, options", [(False, {}), (True, {"leaky": "split"}), (True, {})],
+                         ids=["relu", "leaky_split", "leaky_graded"])
+def test_cost_figures_by_hand(tmp_path, leaky, options):
+    res = compile_model(_model(tmp_path / "m.onnx", leaky), calib_random=2, progress=False, **options)
     assert ann_cost(res.ann) == ANN
-    want = SPLIT if leaky else ANN
+    want = SPLIT if options.get("leaky") == "split" else ANN  # the default graded neuron: one per channel
     assert network_cost(res.network) == want
     rep = res.network.meta["cost"]
     assert rep["snn"] == want and rep["ann"] == ANN
     assert rep["ratio"]["neurons"] == pytest.approx(want["neurons"] / ANN["neurons"])
-    if leaky:
+    if want is SPLIT:
         assert rep["ratio"]["synapses"] == pytest.approx(2.0) and rep["ratio"]["macs"] == pytest.approx(2.0)
 
 
@@ -78,7 +79,7 @@ def test_dominant_shares_by_hand():
 def test_compile_prints_and_inspect_reads_the_cost_without_the_ann(tmp_path, capsys):
     model = _model(tmp_path / "m.onnx", leaky=True)
     out = tmp_path / "m.lava"
-    assert main(["compile", model, "-o", str(out), "--calib-random", "2", "--no-ann", "-q"]) == 0
+    assert main(["compile", model, "-o", str(out), "--calib-random", "2", "--no-ann", "-q", "--leaky", "split"]) == 0
     text = capsys.readouterr().out
     assert "dense MACs / step" in text and "2.00x" in text
     net = lavafile.load(out)

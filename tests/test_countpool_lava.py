@@ -111,7 +111,7 @@ def test_compiled_tiny_yolo_with_signed_memory_neurons_fixed_bit_exact(tmp_path)
 
     path = tmp_path / "tiny.onnx"
     onnx.save(tiny_yolo(leaky=True, host=False), str(path))
-    net = compile_model(path, calib_random=4, maxpool="count", progress=False).network
+    net = compile_model(path, calib_random=4, maxpool="count", leaky="split", progress=False).network
     kinds = {p.name: p.kind for p in make_plan(net, "fixed").pops}
     assert list(kinds.values()).count("CountMaxPool") == 3 and "SignedMemoryIF" in kinds.values()
     assert any(l.op == "pad" and l.attrs.get("mode") == "edge" for l in net.layers)

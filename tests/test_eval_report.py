@@ -344,10 +344,11 @@ def test_ablation_and_fidelity_mode(digits, capsys):
     assert rc == 0, capsys.readouterr().err
     m = json.loads((out / "metrics.json").read_text())
     names = [v["name"] for v in m["ablation"]["variants"]]
-    # every comparison a leaky model with IF neurons has; the flipped side of each depends on the compile defaults
-    assert names[0] == "reference" and len(names) == 7, names
-    assert {"layer-norm", "negatives dropped", "spike-count decoding"} <= set(names)
-    assert {"IBT", "split leaky"} & set(names) and {"plain IF", "memory IF"} & set(names)
+    # every comparison a leaky model with max-pools has (the defaults: norm auto, graded neurons, count max-pools,
+    # so no IF neuron to flip); the flipped side of each depends on the compile defaults
+    assert names[0] == "reference" and len(names) == 8, names
+    assert {"layer-norm", "channel-norm", "negatives dropped", "spike-count decoding", "exact max-pool"} <= set(names)
+    assert "split leaky" in names
     assert any(n.startswith("V(0)=") for n in names)
     assert m["ablation"]["ann"] == m["accuracy"]["ann"]["mAP50"]  # labelled: the ANN line is the measured mAP
     for v in m["ablation"]["variants"]:

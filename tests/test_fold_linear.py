@@ -16,7 +16,7 @@ from test_passes import assert_exact, check_pass, ops
 import snnc.backends.c as c_backend
 from snnc.backends import get_backend
 from snnc.compiler.api import compile_model
-from snnc.compiler.pipeline import apply_pass
+from models import apply_pass  # the classic choices unless a test names others
 from snnc.compiler.ratelimit import neurons_to_activations
 from snnc.evaluation.digits import make_digits
 from snnc.ir.errors import SnncError

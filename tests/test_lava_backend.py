@@ -286,7 +286,10 @@ def yolo96(tmp_path_factory):
     cfg, weights = fetch_yolov3_tiny()
     model = work / "yolov3-tiny-96.onnx"
     onnx.save(darknet_to_onnx(cfg, weights, input_size=YOLO_SIZE, decode=True), model)
-    result = compile_model(model, calib_dir=calib, v_init=0.5, progress=False, include_ann=False)
+    # the classic graph (split leaky-ReLU, max-pool trees), whose depthwise trees stress lava-nc's Conv groups;
+    # test_yolov3_tiny_reduced_defaults runs the default (lean) graph
+    result = compile_model(model, calib_dir=calib, v_init=0.5, progress=False, include_ann=False, leaky="split",
+                           maxpool="exact", norm="channel")
     return write_output(result, work / "yolov3-tiny-96.lava"), photos
 
 
@@ -302,7 +305,7 @@ def test_yolov3_tiny_reduced(yolo96):
     plan = make_plan(net, "fixed")
     assert max(c.conv.get("groups", 1) for c in plan.conns if c.kind == "conv") >= 256
     assert {c.kind for c in plan.conns} == {"conv", "sparse"} and any(c.delay for c in plan.conns)
-    # the default pipeline: memory IF neurons from every ReLU (the split leaky-ReLU channels too), graded messages
+    # the classic pipeline: memory IF neurons from every ReLU (the split leaky-ReLU channels too), graded messages
     assert {p.kind for p in plan.pops} == {"source", "MemoryIF", "Linear"}
     assert all(c.num_message_bits > 0 for c in plan.conns)
     x = np.stack([letterbox(_photo(n), (YOLO_SIZE, YOLO_SIZE))[0] for n in ("astronaut", "rocket")])
@@ -312,6 +315,27 @@ def test_yolov3_tiny_reduced(yolo96):
     assert set(counts) == {layer.name for layer in net.neuron_layers}
     assert all(int(v.sum()) > 0 for v in counts.values()), counts  # every layer fires: the check is not vacuous
     assert not np.array_equal(counts["conv_0"][0], counts["conv_0"][1])  # two different samples of one run
+    for t in (2, 5):
+        assert all(np.abs(cmp.lava.extra["sums"][t][o]).max() > 0 for o in net.outputs)
+
+
+@needs_lava
+def test_yolov3_tiny_reduced_defaults(yolo96, tmp_path):
+    """The default (lean) graph of the same model: graded signed neurons and count max-pools on Lava, every layer's
+    spike count and both heads' integer sums equal to NumPy's in fixed point."""
+    from snnc.compiler.api import compile_model
+    from snnc.compiler.images import letterbox
+
+    path, photos = yolo96
+    model = path.parent / "yolov3-tiny-96.onnx"
+    net = compile_model(model, calib_dir=path.parent / "calib", progress=False, include_ann=False).network
+    plan = make_plan(net, "fixed")
+    assert {p.kind for p in plan.pops} == {"source", "GradedSignedMemoryIF", "CountMaxPool", "Linear"}
+    x = np.stack([letterbox(_photo(n), (YOLO_SIZE, YOLO_SIZE))[0] for n in ("astronaut", "rocket")])
+    cmp = compare_with_numpy(net, x, [2, 5], mode="fixed").check()
+    counts = cmp.lava.spike_counts
+    assert set(counts) == {layer.name for layer in net.neuron_layers}
+    assert all(int(np.abs(v).sum()) > 0 for v in counts.values()), counts
     for t in (2, 5):
         assert all(np.abs(cmp.lava.extra["sums"][t][o]).max() > 0 for o in net.outputs)
 

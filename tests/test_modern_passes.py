@@ -11,7 +11,7 @@ from models import Builder
 from test_passes import assert_exact, check_pass, ops
 
 from snnc.compiler.graph import run_model
-from snnc.compiler.pipeline import apply_pass
+from models import apply_pass  # the classic choices unless a test names others
 from snnc.compiler.ratelimit import neurons_to_activations
 from snnc.compiler.split import split_model
 

@@ -23,7 +23,7 @@ from snnc.compiler.darknet import darknet_to_onnx
 from snnc.compiler.frontend import prepare
 from snnc.compiler.graph import run_model
 from snnc.compiler.images import letterbox
-from snnc.compiler.pipeline import apply_pass
+from models import apply_pass  # the classic choices: max-pool trees (exact)
 from snnc.compiler.split import split_model
 from snnc.compiler.zoo import fetch_yolov3_tiny
 
@@ -102,9 +102,11 @@ def test_default_pipeline_compiles(ours, calib_dir, workdir):
     result = compile_model(ours, calib_dir=calib_dir, progress=False)
     net = result.network
     assert [net.output_names[o] for o in net.outputs] == ["head_0", "head_1"]
-    kinds = {layer.neuron.kind for layer in net.neuron_layers}
-    assert kinds == {"IF"}  # leaky layers split into two IF neurons (the default), max-pool trees -> IF
-    assert result.stats["split_leaky_relu"] == {"split": 11, "kept_signed": []}  # all 11 leaky layers
+    # the defaults: each of the 11 leaky layers one graded signed neuron per channel, the 6 max-pools count
+    # max-pools (no neurons)
+    assert [l.neuron.kind for l in net.neuron_layers] == ["SignedIF"] * 11
+    assert all(l.neuron.graded for l in net.neuron_layers)
+    assert sum(l.op == "maxpool" for l in net.layers) == 6 and "split_leaky_relu" not in result.stats
     assert len(net.meta["class_names"]) == 80 and net.host_onnx is not None
     clip = result.stats["clipping_error"]
     assert set(clip) == {"head_0", "head_1"} and all(0 < v < 10 for v in clip.values())
@@ -114,7 +116,8 @@ def test_default_pipeline_compiles(ours, calib_dir, workdir):
 
 
 def test_percentile_100_rate_limit_equals_ann_on_calibration(ours, calib_dir):
-    result = compile_model(ours, calib_dir=calib_dir, percentile=100.0, progress=False, include_ann=False)
+    result = compile_model(ours, calib_dir=calib_dir, percentile=100.0, norm="channel", progress=False,
+                           include_ann=False)
     x = np.stack([letterbox(_photo(n), (SIZE, SIZE))[0] for n in CALIB])
     assert max(result.stats["clipping_error"].values()) <= 1e-5
     feeds = {"images": x}
