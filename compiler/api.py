@@ -24,7 +24,6 @@ from snnc.ir.network import Network
 from snnc.ir.validate import check_network
 from snnc.ir.options import CompileOptions, compile_options
 from snnc.compiler.pipeline import run_passes, select_passes
-from snnc.compiler.qcfs import match_signed_qcfs
 from snnc.compiler.ratelimit import neurons_to_activations
 from snnc.compiler.registry import PassContext
 from snnc.compiler.split import split_model
@@ -87,21 +86,6 @@ def _class_names(model: onnx.ModelProto) -> list[str] | None:
     return None
 
 
-def _fit_to_finetuned(opts: CompileOptions, spiking: onnx.ModelProto, model_path: str | Path) -> CompileOptions:
-    """A fine-tuned leaky layer (signed QCFS, `snnc finetune`) was trained as relu(z) - alpha relu(-z) with two
-    quantized halves: it converts only as a split IF pair, and a split pair cannot feed a count max-pool (max is
-    not linear). Such a model is compiled with --leaky split --maxpool exact whatever the defaults say."""
-    if opts.leaky not in ("signed", "graded"):
-        return opts  # split converts it; ibt refuses it with its own message
-    tensors = import_graph(spiking).tensors().values()
-    if not any(match_signed_qcfs(t) is not None for t in tensors):
-        return opts
-    fitted = opts.replace(leaky="split", maxpool="exact" if opts.maxpool == "count" else opts.maxpool)
-    log.warning("%s holds fine-tuned leaky layers (signed QCFS): they convert as split IF pairs, so this compile "
-                "uses --leaky split --maxpool %s (docs/training.md)", model_path, fitted.maxpool)
-    return fitted
-
-
 def compile_model(model_path: str | Path, options: CompileOptions | None = None, *,
                   input_shape: Sequence[int] | None = None, calib_dir: str | Path | None = None,
                   calib_random: int | None = None, progress: bool = True, include_ann: bool = True,
@@ -124,8 +108,6 @@ def compile_model(model_path: str | Path, options: CompileOptions | None = None,
     if head is not None:
         prepared = attach_head(prepared, head, source=str(model_path))
     parts = split_model(prepared, source=str(model_path))
-    opts = _fit_to_finetuned(opts, parts.spiking, model_path)
-    names = select_passes(opts)
     in_shape = [d.dim_value for d in parts.spiking.graph.input[0].type.tensor_type.shape.dim][1:]
     calib = load_calibration(calib_dir, calib_random, in_shape)
     ctx = PassContext(options=opts, calibration=calib, progress=progress)

@@ -8,6 +8,10 @@
                           memory neuron's negative side, until channel_norm sets it from data)
     Clip(0, lam)       -> snnc.IF(threshold=lam, calibrated=1)        exact in the rate limit
     QCFS(lam, L)       -> snnc.IF(threshold=lam, v_init=0.5, calibrated=1)   (Bu et al.: zero expected error at T=L)
+    signed QCFS        -> snnc.SignedIF(threshold=lam+, threshold_neg=lam-, graded=1, memory=1, v_init=0.5,
+    (lam+, lam-, L)       calibrated=1) under `--leaky graded`: counts floor(T z/lam+ + 1/2) above 0 and
+                          -floor(-T z/lam- + 1/2) below, the trained QCFS at T = L (compiler/qcfs.py);
+                          `--leaky split` splits it into IF pairs first
 
 Every new neuron starts at V(0) = v_init * theta, option `v_init` (`--v-init`, default 0.5: theta/2).
 IF neurons get memory=1 (option `neuron`, `--neuron memory`, the default; `plain` for the papers' IF): they emit
@@ -168,9 +172,21 @@ class ActivationsToNeurons(Pass):
                               memory=memory)
             elif node.op == "Mul" and producer(node.inputs[0]) is not None \
                     and producer(node.inputs[0]).op in NEURON_SOURCES:
-                if match_signed_qcfs(x) is not None:
-                    raise UnsupportedOpError(f"{node_label(node)}: a signed QCFS (a fine-tuned LeakyReLU) becomes two "
-                                             "IF neurons in split_leaky_relu; drop --leaky ibt / --skip split_leaky_relu")
+                signed = match_signed_qcfs(x)
+                if signed is not None and not graded:
+                    raise UnsupportedOpError(f"{node_label(node)}: a signed QCFS (a fine-tuned LeakyReLU) becomes one "
+                                             "graded neuron (--leaky graded, the default) or two IF neurons "
+                                             "(--leaky split); drop --leaky ibt / signed / --skip split_leaky_relu")
+                if signed is not None:  # theta = lam+, theta_n = lam-: the count at T = L is the trained QCFS's
+                    new = _neuron("SignedIF", node.name + "_qcfs", x, signed.out, threshold=[signed.lam_pos],
+                                  threshold_neg=[signed.lam_neg], alpha=signed.alpha, v_init=0.5, calibrated=1,
+                                  qcfs_levels=signed.levels, memory=1, graded=1)
+                    for n in signed.nodes:
+                        n.inputs.clear()
+                        n.outputs.clear()
+                    graph.nodes.append(new)
+                    counts[new.op] += 1
+                    continue
                 match = _match_qcfs(graph, node)
                 if match is None:
                     continue

@@ -123,6 +123,10 @@ def _calibrate(graph: gs.Graph, neurons: list[gs.Node], ctx: PassContext,
     need = [n for n in neurons if int(n.attrs.get("calibrated", 0)) == 0]
     lambdas = {n.name: np.broadcast_to(neuron_thresholds(n).astype(np.float64),
                                        (n.outputs[0].shape[1],)).copy() for n in neurons if n not in need}
+    for n in neurons:  # a fine-tuned graded neuron (signed QCFS) brings its trained negative lambda too
+        if n not in need and _graded(n):
+            neg_lambdas[n.name] = np.broadcast_to(np.asarray(n.attrs["threshold_neg"], np.float64),
+                                                  (n.outputs[0].shape[1],)).copy()
     if not need:
         return lambdas
     percentile = float(ctx.options.percentile)

@@ -158,7 +158,8 @@ class SplitLeakyRelu(Pass):
                     or is_graph_output(graph, m.z) or not _splittable(graph, m.out)):
                 raise UnsupportedOpError(f"the signed QCFS activation on '{m.z.name}' (a fine-tuned LeakyReLU) needs "
                                          "a convolution before it and convolutions after it to split into two IF "
-                                         "neurons")
+                                         "neurons (a count max-pool is not one: add --maxpool exact, or use the "
+                                         "default --leaky graded)")
             y2 = _double_producer(graph, conv)
             for n in m.nodes:
                 _detach(n)

@@ -1,5 +1,6 @@
-"""A fine-tuned LeakyReLU keeps its trained lambdas: the signed QCFS export, split into two IF neurons per channel
-with theta = lam+ and lam- by snnc compile, equal to the QCFS ANN at T = L; refused with one line under --leaky ibt."""
+"""A fine-tuned LeakyReLU keeps its trained lambdas: the signed QCFS export becomes one graded neuron per channel
+(theta = lam+, theta_n = lam-; the default) or two IF neurons per channel (--leaky split) in snnc compile, equal to
+the QCFS ANN at T = L; refused with one line under --leaky ibt."""
 
 from __future__ import annotations
 
@@ -42,21 +43,36 @@ def _leaky_qcfs(tmp_path):
     return out, qmodel, student.eval(), head
 
 
-def test_signed_qcfs_export_round_trip_through_compile(tmp_path):
+@pytest.mark.parametrize("leaky", ["graded", "split"])
+def test_signed_qcfs_export_round_trip_through_compile(tmp_path, leaky):
+    """graded (the default): one graded neuron per channel with theta = lam+, theta_n = lam-; split: IF pairs."""
     path, qmodel, student, head = _leaky_qcfs(tmp_path)
     assert "LeakyRelu" not in {n.op_type for n in qmodel.graph.node}
     x = np.random.default_rng(5).uniform(-1, 1, (3, 3, 8, 8)).astype(np.float32)
     ref = run_model(qmodel, {"images": x})[head]
     with torch.no_grad():  # the ONNX chain computes the trained module
         assert np.abs(student(torch.from_numpy(x))[0].numpy() - ref).max() < 1e-5
-    res = compile_model(path, calib_random=2, progress=False)
+    res = compile_model(path, calib_random=2, progress=False, leaky=leaky)
     ifs = [n for n in res.spiking.graph.node if n.domain == "snnc"]
-    assert [n.op_type for n in ifs] == ["IF"]  # one layer of IF neurons: the split, no signed IBT neuron
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in ifs[0].attribute}
     assert attrs["qcfs_levels"] == L and attrs["v_init"] == 0.5
-    assert np.allclose(attrs["lambda"], [LAM_POS, LAM_NEG] * 5, rtol=1e-6)  # z, -z pairs, both trained lambdas
+    if leaky == "split":
+        assert [n.op_type for n in ifs] == ["IF"]  # one layer of IF neurons: the split, no signed IBT neuron
+        assert np.allclose(attrs["lambda"], [LAM_POS, LAM_NEG] * 5, rtol=1e-6)  # z, -z pairs, both lambdas
+    else:
+        assert [n.op_type for n in ifs] == ["SignedIF"] and attrs["graded"] == 1 and attrs["memory"] == 1
+        assert np.allclose(attrs["lambda"], [LAM_POS] * 5, rtol=1e-6)  # 5 channels, not 10
+        assert np.allclose(attrs["threshold_neg"], [LAM_NEG / LAM_POS], rtol=1e-6)  # in units of theta = 1
     got = get_backend("numpy").simulate(res.network, x, [L], progress=False).outputs[L][res.network.outputs[0]]
-    assert np.abs(got - ref).max() < 1e-4 * max(1.0, np.abs(ref).max())
+    assert np.abs(got - ref).max() < 1e-4 * max(1.0, np.abs(ref).max())  # the trained QCFS at T = L
+
+
+def test_graded_qcfs_is_refused_under_leaky_signed(tmp_path):
+    from snnc.ir.errors import UnsupportedOpError
+
+    path = _leaky_qcfs(tmp_path)[0]
+    with pytest.raises(UnsupportedOpError, match="--leaky graded"):
+        compile_model(path, calib_random=2, progress=False, leaky="signed")
 
 
 def test_signed_qcfs_refused_under_leaky_ibt(tmp_path, capsys):
@@ -79,9 +95,17 @@ def test_finetune_leaky_model_keeps_every_lambda(tmp_path):
     assert main(["finetune", str(model), "--images", str(photos), "-T", "4", "--epochs", "1", "--batch", "2",
                  "-o", str(out), "-q", "--threads", "1"]) == 0
     trained = json.loads(out.with_suffix(".json").read_text())["lambda_final"]
-    res = compile_model(out, calib_random=2, progress=False)
+    want = sorted(tuple(np.round(v, 4)) for v in trained.values())  # all six, both signs
+    res = compile_model(out, calib_random=2, progress=False, leaky="split", maxpool="exact")
     got = sorted(tuple(np.round(onnx.helper.get_attribute_value(a)[:2], 4))
                  for n in res.spiking.graph.node
                  if n.domain == "snnc" and any(a.name == "qcfs_levels" for a in n.attribute)
                  for a in n.attribute if a.name == "lambda")
-    assert got == sorted(tuple(np.round(v, 4)) for v in trained.values())  # all six, both signs
+    assert got == want
+    res = compile_model(out, calib_random=2, progress=False)  # the defaults: graded neurons, count max-pools
+    graded = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in res.spiking.graph.node
+              if n.domain == "snnc" and n.op_type == "SignedIF"]
+    assert len(graded) == len(want) and all(g["graded"] == 1 and "qcfs_levels" in g for g in graded)
+    assert sorted((round(g["lambda"][0], 4), round(g["lambda"][0] * g["threshold_neg"][0], 4))
+                  for g in graded) == want
+    assert any(layer.op == "maxpool" for layer in res.network.layers)
