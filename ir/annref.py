@@ -74,7 +74,10 @@ def restore(stripped: bytes, record: dict[str, Any], lava_path: str | Path) -> t
                 by_digest[tensor_digest(arr)] = arr
         if not all(d in by_digest for d in record["tensors"].values()):
             continue
-        model = onnx.load_from_string(stripped)
+        try:
+            model = onnx.load_from_string(stripped)
+        except Exception:  # noqa: BLE001 - a damaged ann.onnx: the file loads without its ANN, as with no source
+            return None, "its embedded ann.onnx is damaged; recompile the model"
         for i, t in enumerate(model.graph.initializer):
             if t.name in record["tensors"]:
                 model.graph.initializer[i].CopyFrom(numpy_helper.from_array(by_digest[record["tensors"][t.name]],

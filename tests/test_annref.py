@@ -83,3 +83,16 @@ def test_no_ann_and_embed_ann_exclude_each_other(compiled, tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["compile", str(src), "-o", str(tmp_path / "x.lava"), "--no-ann", "--embed-ann"])
     assert exc.value.code == 2 and not (tmp_path / "x.lava").exists()
+
+
+def test_damaged_stripped_ann_loads_without_it(compiled, tmp_path):
+    import zipfile
+
+    by_ref = compiled[2]
+    bad = tmp_path / "bad.lava"
+    with zipfile.ZipFile(by_ref) as src, zipfile.ZipFile(bad, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item.filename)
+            dst.writestr(item, b"\x08\xff\xff garbage" if item.filename == "ann.onnx" else data)
+    net = lavafile.load(bad)
+    assert net.ann_onnx is None and "damaged" in net.meta["ann_missing"]
