@@ -153,6 +153,21 @@ def test_activations_to_neurons_signed_golden(golden):
     assert not [a for n in ibt.graph.node if n.op_type == "SignedIF" for a in n.attribute if a.name == "memory"]
 
 
+def test_activations_to_neurons_graded_golden(golden):
+    """The defaults' graph (count max-pools): every leaky layer one graded SignedIF with theta_n = 1/alpha until
+    channel_norm sets it from data."""
+    m = apply_pass(apply_pass(apply_pass(tiny_yolo(host=False), "fold_batchnorm"), "upsample_to_deconv"),
+                   "maxpool_to_strided_conv", maxpool="count")
+    out = check_pass("activations_to_neurons", m, golden, "activations_tiny_yolo_graded",
+                     rewrites=ops(m).count("Relu") + ops(m).count("LeakyRelu"), leaky="graded", maxpool="count")
+    graded = [n for n in out.graph.node if n.op_type == "SignedIF"]
+    assert len(graded) == ops(m).count("LeakyRelu") and "MaxPool" in ops(out)
+    for n in graded:
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+        assert attrs["graded"] == 1 and attrs["memory"] == 1
+        assert attrs["threshold_neg"] == pytest.approx([1 / attrs["alpha"]])
+
+
 def test_rate_limit_equals_onnxruntime_leaky_relu():
     """Thresholds 1 (not yet calibrated): the unclipped rate-limit network is the ANN, and the clipped one is the
     ANN with every leaky activation clipped to [-1, 1], on random inputs, several seeds."""

@@ -67,6 +67,21 @@ def test_signed_qcfs_export_round_trip_through_compile(tmp_path, leaky):
     assert np.abs(got - ref).max() < 1e-4 * max(1.0, np.abs(ref).max())  # the trained QCFS at T = L
 
 
+def test_signed_qcfs_to_graded_golden(tmp_path, golden):
+    """activations_to_neurons on the fine-tuned graph: the signed QCFS chains become one graded SignedIF."""
+    from test_passes import check_pass
+
+    from snnc.compiler.frontend import prepare
+    from snnc.compiler.split import split_model
+
+    path = _leaky_qcfs(tmp_path)[0]
+    m = split_model(prepare(path)).spiking
+    out = check_pass("activations_to_neurons", m, golden, "activations_signed_qcfs_graded", rewrites=1,
+                     leaky="graded")
+    assert [n.op_type for n in out.graph.node if n.domain == "snnc"] == ["SignedIF"]
+    assert not {"Floor", "Sub", "Clip"} & {n.op_type for n in out.graph.node}
+
+
 def test_graded_qcfs_is_refused_under_leaky_signed(tmp_path):
     from snnc.ir.errors import UnsupportedOpError
 
