@@ -10,7 +10,7 @@
     python bench/speed.py --conv                            # onnxruntime vs numpy im2col convolutions
 
 The network is the Darknet yolov3-tiny (COCO weights, `snnc.compiler.zoo`) converted at --size and compiled with
-the default pipeline (channel-wise 99.9th percentiles calibrated on letterboxed skimage photos), unless --lava or
+snnc's default options (calibrated on letterboxed skimage photos; docs/passes.md), unless --lava or
 --synthetic. The input is --images letterboxed skimage photos.
 
 Each backend runs in a subprocess of its own (the same interpreter), so its peak memory is its own: the worker's
