@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from snnc.ir import annref
 from snnc.ir.network import Layer, Network
 
 
@@ -82,6 +83,7 @@ def format_table(net: Network) -> str:
         if clip:
             lines.append("clipping error (rate-limit ANN vs ANN): " +
                          ", ".join(f"{k} {v:.4f}" for k, v in clip.items()))
+    lines.append(annref.describe(net.ann_onnx, net.ann_note))
     return "\n".join(lines)
 
 

@@ -55,8 +55,9 @@ def strip(ann_onnx: bytes, record: dict[str, Any]) -> bytes:
     return model.SerializeToString()
 
 
-def restore(stripped: bytes, record: dict[str, Any], lava_path: str | Path) -> tuple[bytes | None, str | None]:
-    """(the whole ANN, None), or (None, why not): the source next to the .lava file or at its recorded path."""
+def restore(stripped: bytes, record: dict[str, Any], lava_path: str | Path) -> tuple[bytes | None, str]:
+    """(the whole ANN, the source file it was read from), or (None, why not): the source is looked up next to
+    the .lava file, then at its recorded path."""
     candidates = [Path(lava_path).resolve().parent / str(record.get("name", "")), Path(str(record.get("path", "")))]
     tried = []
     for path in dict.fromkeys(candidates):
@@ -82,13 +83,20 @@ def restore(stripped: bytes, record: dict[str, Any], lava_path: str | Path) -> t
             if t.name in record["tensors"]:
                 model.graph.initializer[i].CopyFrom(numpy_helper.from_array(by_digest[record["tensors"][t.name]],
                                                                             t.name))
-        return model.SerializeToString(), None
+        return model.SerializeToString(), str(path)
     where = f"{record.get('name')} next to the .lava file or at {record.get('path')}"
     why = f"changed ({', '.join(tried)} lacks its weights)" if tried else f"not found ({where})"
     return None, (f"its original ANN is stored by reference and the source ONNX is {why}; put the model back or "
                   "recompile with --embed-ann")
 
 
-def missing_reason(meta: dict[str, Any]) -> str:
+def describe(ann_onnx: bytes | None, note: str) -> str:
+    """One line for `snnc inspect`: where the network's original ANN comes from (note: `Network.ann_note`)."""
+    if ann_onnx is not None:
+        return f"original ANN: by reference, its weights read from {note}" if note else "original ANN: embedded"
+    return f"original ANN: not available ({missing_reason(None, note)})"
+
+
+def missing_reason(ann_onnx: bytes | None, note: str) -> str:
     """Why a loaded network has no ANN, for the one-line errors of the commands that need it."""
-    return meta.get("ann_missing") or "compiled with --no-ann; recompile without it"
+    return note if ann_onnx is None and note else "compiled with --no-ann; recompile without it"

@@ -238,14 +238,13 @@ def save(net: Network, path: str | os.PathLike, version: int = FORMAT_VERSION, e
             if net.ann_onnx is not None:
                 zf.writestr("ann.onnx", annref.strip(net.ann_onnx, net.meta["ann_source"]) if by_ref
                             else net.ann_onnx)
-            meta = {k: v for k, v in net.meta.items() if k != "ann_missing"}  # a load-time note, not provenance
             manifest = {
                 "format": FORMAT_NAME, "version": version, "layers": layers, "outputs": list(net.outputs),
                 "output_names": dict(net.output_names), "input_encoding": _jsonable(net.input_encoding),
                 "preprocess": _jsonable(net.preprocess), "host": "host.onnx" if net.host_onnx is not None else None,
                 "ann": "ann.onnx" if net.ann_onnx is not None else None,
                 **({"ann_ref": True} if by_ref else {}),
-                "meta": _jsonable(meta),
+                "meta": _jsonable(net.meta),
             }
             # The manifest goes first so `unzip -p net.lava manifest.json` and format sniffing stay cheap.
             zf.writestr("manifest.json", json.dumps(manifest, indent=1))
@@ -319,10 +318,7 @@ def load(path: str | os.PathLike) -> Network:
                       output_names=manifest.get("output_names", {}), host_onnx=host, ann_onnx=ann,
                       meta=manifest.get("meta", {}))
         if ann is not None and manifest.get("ann_ref"):
-            ann, why = annref.restore(ann, net.meta.get("ann_source") or {"tensors": {}}, path)
-            net.ann_onnx = ann
-            if why:
-                net.meta["ann_missing"] = why
+            net.ann_onnx, net.ann_note = annref.restore(ann, net.meta.get("ann_source") or {"tensors": {}}, path)
     except FormatError:
         raise
     except _READ_ERRORS as exc:

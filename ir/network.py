@@ -135,6 +135,8 @@ class Network:
     host_onnx: bytes | None = None  # serialized ONNX host graph (box decoding, NMS), or None
     ann_onnx: bytes | None = None  # the original ANN (static shapes, whole model) for side-by-side runs
     meta: dict[str, Any] = field(default_factory=dict)  # provenance, calibration statistics, class names
+    # set by lavafile.load, not saved: the source file an ANN kept by reference was read from, or why it is missing
+    ann_note: str = ""
 
     def __post_init__(self) -> None:
         names = [layer.name for layer in self.layers]
