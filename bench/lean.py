@@ -9,7 +9,8 @@ Per model, in one run: the cost table (parameters, neurons, synapses, dense MACs
 the .lava file size in the version-1 layout (every array float32) and the current one, with the ANN embedded whole,
 by reference to the source ONNX (the default) and left out, each as a ratio to the ONNX file. The compile uses
 snnc's default options (others with --options, e.g. --options leaky=split,maxpool=exact,norm=channel).
-Calibration: yolov3-tiny on `--photos` of the real photos of `snnc.compiler.samples`, letterboxed; the digits detectors on 16 train canvases (`snnc.evaluation.digits`).
+Calibration: yolov3-tiny on `--photos` of the real photos of `snnc.compiler.samples`, letterboxed; the digits
+detectors on 16 train canvases (`snnc.evaluation.digits`).
 """
 
 from __future__ import annotations
@@ -82,12 +83,12 @@ def main(argv=None) -> int:
     ap.add_argument("--json", help="also write the figures here")
     ap.add_argument("--options", default="", help="compile options as name=value,... (default: snnc's defaults)")
     args = ap.parse_args(argv)
+    options = dict(kv.split("=", 1) for kv in args.options.split(",") if kv)
     out = {}
     with tempfile.TemporaryDirectory(prefix="snnc-lean-") as tmp:
         work = Path(tmp)
         for name in [m.strip() for m in args.models.split(",") if m.strip()]:
             model, calib = _yolo(work, args.size, args.photos) if name == "yolo" else _digits(work, name)
-            options = dict(kv.split("=", 1) for kv in args.options.split(",") if kv)
             r = measure(model, calib, work, options)
             out[name] = r
             print(f"== {name}: {model.name}, ONNX {r['onnx_bytes'] / 1e6:.1f} MB")

@@ -380,7 +380,7 @@ def evaluate(lava: str | Path, cfg: EvalConfig) -> dict[str, Any]:
     evset = load_set(cfg)
     if net.ann_onnx is None:
         raise SnncError(f"{lava}: snnc eval compares against the original ANN, and this file has none: "
-                        f"{missing_reason(net.ann_onnx, net.ann_note)}")
+                        f"{missing_reason(net.ann_note)}")
     if cfg.calib is not None and not Path(cfg.calib).is_dir():
         raise SnncError(f"--calib {cfg.calib}: no such folder")
     evaluator = evaluator_name()  # fails early without a COCO evaluator

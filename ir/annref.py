@@ -29,18 +29,21 @@ def tensor_digest(arr: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def _large_tensors(model: onnx.ModelProto) -> dict[str, tuple[str, np.ndarray]]:
+    """name -> (digest, values) of the initializers with MIN_ELEMENTS or more values."""
+    out = {}
+    for t in model.graph.initializer:
+        if int(np.prod(t.dims)) >= MIN_ELEMENTS:
+            arr = numpy_helper.to_array(t)
+            out[t.name] = (tensor_digest(arr), arr)
+    return out
+
+
 def source_record(prepared: onnx.ModelProto, source_path: str | Path) -> dict[str, Any]:
     """What `strip` may leave out of `prepared` (the ANN as compiled): its large initializers that the source file
     holds with the same values, by name -> digest, and where the source is."""
-    source = onnx.load(str(source_path))
-    have = {tensor_digest(numpy_helper.to_array(t)) for t in source.graph.initializer
-            if int(np.prod(t.dims)) >= MIN_ELEMENTS}
-    tensors = {}
-    for t in prepared.graph.initializer:
-        if int(np.prod(t.dims)) >= MIN_ELEMENTS:
-            d = tensor_digest(numpy_helper.to_array(t))
-            if d in have:
-                tensors[t.name] = d
+    have = {d for d, _ in _large_tensors(onnx.load(str(source_path))).values()}
+    tensors = {name: d for name, (d, _) in _large_tensors(prepared).items() if d in have}
     p = Path(source_path).resolve()
     return {"path": str(p), "name": p.name, "tensors": tensors}
 
@@ -68,11 +71,7 @@ def restore(stripped: bytes, record: dict[str, Any], lava_path: str | Path) -> t
             source = onnx.load(str(path))
         except Exception:  # noqa: BLE001 - not an ONNX file any more: try the next candidate
             continue
-        by_digest = {}
-        for t in source.graph.initializer:
-            if int(np.prod(t.dims)) >= MIN_ELEMENTS:
-                arr = numpy_helper.to_array(t)
-                by_digest[tensor_digest(arr)] = arr
+        by_digest = dict(_large_tensors(source).values())
         if not all(d in by_digest for d in record["tensors"].values()):
             continue
         try:
@@ -94,9 +93,10 @@ def describe(ann_onnx: bytes | None, note: str) -> str:
     """One line for `snnc inspect`: where the network's original ANN comes from (note: `Network.ann_note`)."""
     if ann_onnx is not None:
         return f"original ANN: by reference, its weights read from {note}" if note else "original ANN: embedded"
-    return f"original ANN: not available ({missing_reason(None, note)})"
+    return f"original ANN: not available ({missing_reason(note)})"
 
 
-def missing_reason(ann_onnx: bytes | None, note: str) -> str:
-    """Why a loaded network has no ANN, for the one-line errors of the commands that need it."""
-    return note if ann_onnx is None and note else "compiled with --no-ann; recompile without it"
+def missing_reason(note: str) -> str:
+    """Why a loaded network has no ANN (note: its `Network.ann_note`), for the one-line errors of the commands that
+    need it."""
+    return note or "compiled with --no-ann; recompile without it"

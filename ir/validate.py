@@ -176,12 +176,12 @@ def check_manifest(m: dict[str, Any], path: Any) -> None:
         _optional(m, "host", "manifest", _member)
         _optional(m, "ann", "manifest", _member)
         _need(isinstance(m.get("ann_ref", False), bool), "ann_ref", "true or false", m.get("ann_ref"))
-        src = m.get("meta", {}).get("ann_source") if isinstance(m.get("meta"), dict) else None
+        meta = m.get("meta", {})
+        _need(isinstance(meta, dict), "meta", "an object", meta)
+        src = meta.get("ann_source")
         _need(not m.get("ann_ref") or isinstance(src, dict) and isinstance(src.get("tensors"), dict)
               and all(isinstance(v, str) for v in src["tensors"].values()),
               "meta.ann_source", "an object with tensors {name: sha256}", src)
-        meta = m.get("meta", {})
-        _need(isinstance(meta, dict), "meta", "an object", meta)
         for key in ("options", "stats"):
             _need(isinstance(meta.get(key, {}), dict), f"meta.{key}", "an object", meta.get(key))
         for key in ("source", "source_sha256", "snnc_version"):

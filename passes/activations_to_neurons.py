@@ -178,22 +178,18 @@ class ActivationsToNeurons(Pass):
                                              "graded neuron (--leaky graded, the default) or two IF neurons "
                                              "(--leaky split); drop --leaky ibt / signed / --skip split_leaky_relu")
                 if signed is not None:  # theta = lam+, theta_n = lam-: the count at T = L is the trained QCFS's
+                    chain = signed.nodes
                     new = _neuron("SignedIF", node.name + "_qcfs", x, signed.out, threshold=[signed.lam_pos],
                                   threshold_neg=[signed.lam_neg], alpha=signed.alpha, v_init=0.5, calibrated=1,
                                   qcfs_levels=signed.levels, memory=1, graded=1)
-                    for n in signed.nodes:
-                        n.inputs.clear()
-                        n.outputs.clear()
-                    graph.nodes.append(new)
-                    counts[new.op] += 1
-                    continue
-                match = _match_qcfs(graph, node)
-                if match is None:
-                    continue
-                chain, lam, levels = match
-                new = _neuron("IF", node.name + "_qcfs", x, chain[-1].outputs[0],
-                              threshold=[float(v) for v in lam], v_init=0.5,
-                              calibrated=1, qcfs_levels=levels, memory=memory)
+                else:
+                    match = _match_qcfs(graph, node)
+                    if match is None:
+                        continue
+                    chain, lam, levels = match
+                    new = _neuron("IF", node.name + "_qcfs", x, chain[-1].outputs[0],
+                                  threshold=[float(v) for v in lam], v_init=0.5,
+                                  calibrated=1, qcfs_levels=levels, memory=memory)
                 for n in chain:
                     n.inputs.clear()
                     n.outputs.clear()

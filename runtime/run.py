@@ -81,7 +81,7 @@ def ann_detections(net: Network, x: np.ndarray, letterboxes: Sequence[Letterbox]
                    iou_thr: float = IOU_THR) -> list[list[Detection]]:
     """The original ANN (net.ann_onnx) on the same input tensors, through onnxruntime with optimizations off."""
     if net.ann_onnx is None:
-        raise SnncError(f"this .lava file has no ANN: {missing_reason(net.ann_onnx, net.ann_note)}")
+        raise SnncError(f"this .lava file has no ANN: {missing_reason(net.ann_note)}")
     from snnc.runtime.host import class_name
 
     sess = ort_session(net.ann_onnx, what="the .lava file's embedded ANN (ann.onnx; recompile the model)")

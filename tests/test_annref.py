@@ -65,7 +65,7 @@ def test_missing_or_changed_source_says_what_to_do(compiled, tmp_path, capsys):
     t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t) + 1, t.name))
     onnx.save(model, src)  # same path, other weights
     net = lavafile.load(by_ref)
-    assert net.ann_onnx is None and "changed" in annref.missing_reason(net.ann_onnx, net.ann_note)
+    assert net.ann_onnx is None and "changed" in annref.missing_reason(net.ann_note)
     src.unlink()
     net = lavafile.load(by_ref)
     assert net.ann_onnx is None and "not found" in net.ann_note
