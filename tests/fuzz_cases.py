@@ -135,13 +135,17 @@ def corrupt_lava(rng: np.random.Generator, src: bytes) -> bytes:
         else:
             members[name] = bytes(rng.integers(0, 256, int(rng.integers(0, 500)), dtype=np.uint8))
     out = io.BytesIO()
+
+    def member(name: str) -> zipfile.ZipInfo:  # a fixed timestamp: the same case gives the same bytes at any time
+        return zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+
     with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
         for name, data in members.items():
-            zf.writestr(name, data)
+            zf.writestr(member(name), data, compress_type=zipfile.ZIP_DEFLATED)
         text = json.dumps(m)
         if rng.random() < 0.05:
             text = text[: int(rng.integers(len(text)))]
-        zf.writestr("manifest.json", text)
+        zf.writestr(member("manifest.json"), text, compress_type=zipfile.ZIP_DEFLATED)
     return out.getvalue()
 
 
