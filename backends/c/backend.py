@@ -35,12 +35,14 @@ from snnc.backends.c.generate import Project, render
 log = logging.getLogger(__name__)
 
 # The backend builds for the machine it runs on: -march=native is ~30% faster than plain -O2 on yolov3-tiny;
-# -ffp-contract=off keeps float mode free of fused multiply-adds (the NumPy reference does not fuse); -fopenmp
+# -ffp-contract=off keeps float mode free of fused multiply-adds (the NumPy reference does not fuse);
+# -fno-trapping-math lets GCC turn the float neuron update's selects into vector blends (no value changes: nothing
+# here reads floating-point exception flags); -fopenmp
 # runs each layer on all cores (results do not depend on the thread count, see generate._emit_connection). Where
 # the compiler refuses these flags the build retries without OpenMP, then with FALLBACK_CFLAGS. The generated
 # Makefile uses plain -O2.
-DEFAULT_CFLAGS = "-O3 -march=native -ffp-contract=off -fopenmp"
-FALLBACK_CFLAGS = ("-O3 -march=native -ffp-contract=off", "-O2")
+DEFAULT_CFLAGS = "-O3 -march=native -ffp-contract=off -fno-trapping-math -fopenmp"
+FALLBACK_CFLAGS = ("-O3 -march=native -ffp-contract=off -fno-trapping-math", "-O2")
 _BUILD_LOG = "build.log"
 # Rendered projects of the last few networks (quantizing and rendering yolov3-tiny takes seconds), with their weight
 # blob written once under the cache folder; each entry holds the blob (about 2 bytes per weight in fixed point).
