@@ -381,7 +381,8 @@ static void snn_layer_{i}(snn_ctx *c)
         self.step_calls.append(f"snn_layer_{i}(c);")
 
     def _layer_maxpool(self, lay: Layer, i: int) -> None:
-        """The spike-count max-pool (snnc.ir.countpool): S += in; M = window max of S; out = M - M_prev."""
+        """The spike-count max-pool (snnc.ir.countpool): S += in; M = window max of S; out = M - M_prev. Both loops
+        over the threads (every element on its own: the same results for any thread count)."""
         self._routing_common(lay, i)
         self.input_only[lay.name] = False  # it keeps state (the running sums), so it runs every step
         (kh, kw), (sh, sw) = lay.attrs["kernel_shape"], lay.attrs["strides"]
@@ -401,8 +402,14 @@ static void snn_layer_{i}(snn_ctx *c)
     {self.otype[lay.name]} *o = c->o{i};
     const {self.otype[src]} *in = c->o{self.index[src]};
     {acc} *s = c->ps{i}, *m = c->pm{i};
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static)
+#endif
     for (int k = 0; k < {cs * hs * ws}; ++k)
         s[k] += ({acc})in[k];
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static)
+#endif
     for (int oy = 0; oy < {h}; ++oy)
         for (int ox = 0; ox < {w}; ++ox)
             for (int ch = 0; ch < {c}; ++ch) {{
