@@ -696,3 +696,40 @@ def test_yolov3_tiny_float_within_1e5(yolo96):
     res = bk.simulate(net, x, 8, mode="float")
     for name, want in ref.spike_counts.items():
         assert want.min() > 0 and np.all(np.abs(res.spike_counts[name] - want) <= 0.005 * want), name
+
+
+def gather_net() -> Network:
+    """Two ungrouped convs with 40 input channels (a full block of GATHER_BLOCK = 32 and a remainder of 8): one
+    whose weights outweigh its z (the input-channel-outer loops), one on a larger map with few weights (position
+    outer); graded signed memory neurons (payloads, not +-1, scattered) and plain IF spikes."""
+    rng = np.random.default_rng(11)
+    gr = lambda c: Neuron("SignedIF", rng.uniform(0.3, 1.2, c).astype(np.float32), alpha=0.1, v_init=0.5,
+                          memory=True, graded=True, threshold_neg=rng.uniform(0.5, 2.0, c).astype(np.float32))
+    one = {"strides": [1, 1], "pads": [0, 0, 0, 0], "dilations": [1, 1], "group": 1}
+    return Network([inp((3, 12, 12)),
+                    dataclasses.replace(conv("c0", "x", 3, 40, (12, 12), rng), neuron=gr(40)),
+                    dataclasses.replace(conv("wo", "c0", 40, 24, (12, 12), rng), neuron=gr(24)),
+                    conv("po", "c0", 40, 8, (12, 12), rng, k=1, pads=(0, 0, 0, 0)),
+                    Layer("h", "conv", ["wo"], (4, 12, 12), rng.normal(0, 0.3, (4, 24, 1, 1)).astype(np.float32),
+                          None, one)], ["h", "po"])
+
+
+def test_gathered_blocks_bit_exact_with_default_flags(tmp_path):
+    """The gathered scatter (blocks of input channels, their nonzeros four at a time) in both loop orders, with a
+    block remainder, built with the backend's default flags (OpenMP, omp simd neuron updates) on 2 threads: fixed
+    point bit-exact with the NumPy reference, float within float rounding."""
+    from snnc.backends.c.generate import GATHER_BLOCK
+
+    net = gather_net()
+    assert 40 % GATHER_BLOCK and 40 > GATHER_BLOCK
+    src = c_backend.render(net, "fixed").files["snn_model.c"].decode()
+    assert "input channel outer" in src.split("/* wo:")[1].split("*/")[0]
+    assert "input channel outer" not in src.split("/* po:")[1].split("*/")[0]
+    x = images((3, 12, 12), batch=2, seed=9)
+    bk = c_backend.CBackend(cache_dir=tmp_path)
+    ref = numpy_backend().simulate(net, x, [2, 7], mode="fixed")
+    res = bk.simulate(net, x, [2, 7], mode="fixed", threads=2)
+    assert_same(res, ref.outputs, ref.spike_counts)
+    assert all(0 < r < 1 for r in res.firing_rates().values())
+    assert_close(bk.simulate(net, x, [2, 7], mode="float", threads=2),
+                 numpy_backend().simulate(net, x, [2, 7], mode="float"))
