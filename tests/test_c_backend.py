@@ -8,6 +8,7 @@ fixed-point results independently of the NumPy simulator as well.
 from __future__ import annotations
 
 import dataclasses
+import re
 import shutil
 import subprocess
 import sys
@@ -699,17 +700,18 @@ def test_yolov3_tiny_float_within_1e5(yolo96):
 
 
 def gather_net() -> Network:
-    """Two ungrouped convs with 40 input channels (a full block of GATHER_BLOCK = 32 and a remainder of 8): one
-    whose weights outweigh its z (the input-channel-outer loops), one on a larger map with few weights (position
+    """Two ungrouped convs with 168 input channels (five full blocks of GATHER_BLOCK = 32 and a remainder of 8): one
+    whose weights outweigh its z (the input-channel-outer loops; in fixed point its sums need int64 and its
+    blocks' sums fit int32, so it adds them in z32 and flushes), one on a larger map with few weights (position
     outer); graded signed memory neurons (payloads, not +-1, scattered) and plain IF spikes."""
     rng = np.random.default_rng(11)
     gr = lambda c: Neuron("SignedIF", rng.uniform(0.3, 1.2, c).astype(np.float32), alpha=0.1, v_init=0.5,
                           memory=True, graded=True, threshold_neg=rng.uniform(0.5, 2.0, c).astype(np.float32))
     one = {"strides": [1, 1], "pads": [0, 0, 0, 0], "dilations": [1, 1], "group": 1}
     return Network([inp((3, 12, 12)),
-                    dataclasses.replace(conv("c0", "x", 3, 40, (12, 12), rng), neuron=gr(40)),
-                    dataclasses.replace(conv("wo", "c0", 40, 24, (12, 12), rng), neuron=gr(24)),
-                    conv("po", "c0", 40, 8, (12, 12), rng, k=1, pads=(0, 0, 0, 0)),
+                    dataclasses.replace(conv("c0", "x", 3, 168, (12, 12), rng), neuron=gr(168)),
+                    dataclasses.replace(conv("wo", "c0", 168, 24, (12, 12), rng), neuron=gr(24)),
+                    conv("po", "c0", 168, 8, (12, 12), rng, k=1, pads=(0, 0, 0, 0)),
                     Layer("h", "conv", ["wo"], (4, 12, 12), rng.normal(0, 0.3, (4, 24, 1, 1)).astype(np.float32),
                           None, one)], ["h", "po"])
 
@@ -721,10 +723,12 @@ def test_gathered_blocks_bit_exact_with_default_flags(tmp_path):
     from snnc.backends.c.generate import GATHER_BLOCK
 
     net = gather_net()
-    assert 40 % GATHER_BLOCK and 40 > GATHER_BLOCK
+    assert 168 % GATHER_BLOCK and 168 > 5 * GATHER_BLOCK
     src = c_backend.render(net, "fixed").files["snn_model.c"].decode()
-    assert "input channel outer" in src.split("/* wo:")[1].split("*/")[0]
-    assert "input channel outer" not in src.split("/* po:")[1].split("*/")[0]
+    wo, po = (src.split(f"/* {name}:")[1].split("\n/* ")[0] for name in ("wo", "po"))
+    assert "input channel outer" in wo.split("*/")[0] and "input channel outer" not in po.split("*/")[0]
+    flush = re.search(r"% (\d+) == \d+ \|\|", wo)  # int32 blocks flushed into the int64 z every `flush` blocks
+    assert "int64_t *z" in wo and "z32[k] = 0" in wo and flush and 1 < int(flush.group(1)) < 6, flush
     x = images((3, 12, 12), batch=2, seed=9)
     bk = c_backend.CBackend(cache_dir=tmp_path)
     ref = numpy_backend().simulate(net, x, [2, 7], mode="fixed")

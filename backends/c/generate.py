@@ -208,6 +208,7 @@ class _Generator:
         self.step_calls: list[str] = []
         self.reset_lines: list[str] = []
         self.scratch_elems = 1
+        self.scratch32_elems = 0  # int32 partial sums of the fixed-point blocked convs (_conv_weights_outer)
         self._choose_types()
         # fixed point: bound on |output integer| of each layer (1 for spikes), None where unbounded (direct input)
         self.vmax: dict[str, int | None] = {}
@@ -712,7 +713,7 @@ static void snn_layer_{i}(snn_ctx *c)
         self.param(f"w{i}", self.wtype, wt.astype(self.wnp))
         if group == 1 and self._weights_outer(wt.size * _CTYPE_BYTES[self.wtype], c_out * h_out * w_out, acc):
             loops = self._conv_weights_outer(lay, acc, update, c_in, c_out, h_in, w_in, h_out, w_out, kh, kw,
-                                             (sh, sw), (dh, dw), (pt, pl))
+                                             (sh, sw), (dh, dw), (pt, pl), wt)
             what = (f"conv {c_in}->{c_out} k{kh}x{kw} s{sh},{sw} pads {[pt, pl, pb, pr]} d{dh},{dw} g{group} "
                     f"{h_in}x{w_in}->{h_out}x{w_out}, input channel outer")
             self._emit_connection(lay, i, what, loops, acc, zdecl, input_only, c_out * h_out * w_out, h_out)
@@ -762,22 +763,54 @@ static void snn_layer_{i}(snn_ctx *c)
 
     def _conv_weights_outer(self, lay: Layer, acc: str, update: str, c_in: int, c_out: int, h_in: int, w_in: int,
                             h_out: int, w_out: int, kh: int, kw: int, stride: tuple[int, int],
-                            dilation: tuple[int, int], pad: tuple[int, int]) -> str:
+                            dilation: tuple[int, int], pad: tuple[int, int], wt: np.ndarray) -> str:
         """The scatter loops of an ungrouped conv with blocks of GATHER_BLOCK input channels outermost (their
         weights stay in cache while the block's nonzeros scatter them). (Tiling the output channels so that z's
-        slice fits in L2 was measured 6-17 % slower per step on yolov3-tiny: not done.)"""
+        slice fits in L2 was measured 6-17 % slower per step on yolov3-tiny: not done.)
+
+        Fixed point whose sums need int64 (yolov3-tiny's deep layers: 16-bit weights times graded payloads) but
+        whose blocks' sums fit int32: the blocks add into an int32 z32 of their own, flushed into the int64 z by
+        each thread for its rows every `flush` blocks, before |z32| could pass 2**31 - 1 (exact: integers)."""
         (sh, sw), (dh, dw), (pt, pl) = stride, dilation, pad
         block = min(c_in, GATHER_BLOCK)
-        taps = self._conv_taps(acc, update, "z", c_out, c_out, w_out, kh, kw, stride, dilation, pad,
-                               body=self._gathered_update(acc, c_out))
-        return f"""{_conv_rows(h_in, sh, pt, dh, kh)}
-        for (int cb = 0; cb < {c_in}; cb += {block})
-        for (int iy = iy_lo; iy < iy_hi; ++iy)
+        flush = self._int32_blocks(acc, wt, block, self.vmax[lay.inputs[0]])
+        part, zname = (acc, "z") if flush is None else ("int32_t", "z32")
+        taps = self._conv_taps(part, update, zname, c_out, c_out, w_out, kh, kw, stride, dilation, pad,
+                               body=self._gathered_update(part, c_out))
+        scatter = f"""        for (int iy = iy_lo; iy < iy_hi; ++iy)
         for (int ix = 0; ix < {w_in}; ++ix) {{
-{self._gather(acc, f"in + (iy * {w_in} + ix) * {c_in} + cb", f"SNN_MIN({block}, {c_in} - cb)", block,
+{self._gather(part, f"in + (iy * {w_in} + ix) * {c_in} + cb", f"SNN_MIN({block}, {c_in} - cb)", block,
               kh * kw * c_out)}
 {taps}
         }}"""
+        if flush is None:
+            return f"""{_conv_rows(h_in, sh, pt, dh, kh)}
+        for (int cb = 0; cb < {c_in}; cb += {block})
+{scatter}"""
+        self.scratch32_elems = max(self.scratch32_elems, c_out * h_out * w_out)
+        return f"""{_conv_rows(h_in, sh, pt, dh, kh)}
+        int32_t *z32 = c->scratch32;
+        for (long k = (long)r_lo * {w_out * c_out}; k < (long)r_hi * {w_out * c_out}; ++k)
+          z32[k] = 0;
+        for (int cb = 0; cb < {c_in}; cb += {block}) {{
+{scatter}
+        if ((cb / {block}) % {flush} == {flush - 1} || cb + {block} >= {c_in})
+          for (long k = (long)r_lo * {w_out * c_out}; k < (long)r_hi * {w_out * c_out}; ++k) {{
+            z[k] += z32[k];
+            z32[k] = 0;
+          }}
+        }}"""
+
+    def _int32_blocks(self, acc: str, wt: np.ndarray, block: int, vmax: int | None) -> int | None:
+        """How many blocks of input channels may add into an int32 before a flush (None: not applicable)."""
+        if not self.fixed or acc != "int64_t" or vmax is None:
+            return None
+        a = np.abs(wt.astype(np.int64))  # [ci][ky][kx][co]
+        per_block = max(int(a[c0:c0 + block].sum(axis=(0, 1, 2)).max(initial=0)) for c0 in range(0, len(a), block))
+        most = per_block * int(vmax)
+        if most == 0 or most >= _INT32_MAX:
+            return None
+        return int(_INT32_MAX // most)
 
     def _gather(self, acc: str, at: str, count: str, block: int, stride: int) -> str:
         """The nonzero inputs among `count` channels at `at` (one position) as values val[] and weight rows wc[]
@@ -1013,6 +1046,8 @@ void snn_rate_encode(snn_pcg64 *rng, const double *x, snn_input_t *spikes, size_
         scale = float(net.input_encoding.get("scale", 1.0))
         header_mode = self.weights == "header"
         self.alloc("scratch_mem", "int64_t", self.scratch_elems)  # 8 bytes per element covers every acc type
+        if self.scratch32_elems:
+            self.alloc("scratch32", "int32_t", self.scratch32_elems)
 
         out_meta_names = ", ".join(_c_string(n) for n, _ in outputs)
         out_shapes = ", ".join("{%d, %d, %d}" % self.shapes[n] for n, _ in outputs)
