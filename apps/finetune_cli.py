@@ -57,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("-T", type=int, required=True, help="target time steps (QCFS levels L = T)")
     f.add_argument("-o", "--output", required=True, help="output ONNX file")
     f.add_argument("--epochs", type=int, default=10, help="passes over the photos (default %(default)s)")
-    f.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate, cosine decay (default %(default)s)")
+    f.add_argument("--lr", type=float, default=1e-4, help="Adam learning rate, cosine decay (default %(default)s)")
     f.add_argument("--batch", type=int, default=8, help="photos per step (default %(default)s)")
     f.add_argument("--size", type=int, help="train at this square input size (default: the model's)")
     f.add_argument("--crop", action="store_true", help="with --size: train on random SIZE x SIZE crops of the "

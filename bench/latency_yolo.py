@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--size", type=int, default=192, help="fine-tuning input size (the model is fully convolutional)")
     ap.add_argument("--batch", type=int, default=4)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=1e-4, help="snnc finetune --lr (the runs before 2026-12-07: 1e-3)")
     ap.add_argument("--crop", action="store_true", help="fine-tune on random --size crops of the 416 px photos")
     ap.add_argument("--object-weight", type=float, default=0.0,
                     help="distillation weight of the teacher's object cells (snnc finetune --object-weight)")

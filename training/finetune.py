@@ -49,7 +49,7 @@ class FinetuneOptions:
 
     T: int = 8
     epochs: int = 10
-    lr: float = 1e-3
+    lr: float = 1e-4  # 1e-3 wrecked yolov3-tiny's pretrained weights within 80 steps (docs/results.md)
     batch: int = 8
     size: int | None = None
     dual_error: bool = True
