@@ -711,14 +711,13 @@ static void snn_layer_{i}(snn_ctx *c)
         # (C_out, C_in/g, kh, kw) -> [ci][ky][kx][co within the group]
         wt = w.reshape(group, cout_g, cin_g, kh, kw).transpose(0, 2, 3, 4, 1).reshape(c_in, kh, kw, cout_g)
         self.param(f"w{i}", self.wtype, wt.astype(self.wnp))
+        what = (f"conv {c_in}->{c_out} k{kh}x{kw} s{sh},{sw} pads {[pt, pl, pb, pr]} d{dh},{dw} g{group} "
+                f"{h_in}x{w_in}->{h_out}x{w_out}")
         if group == 1 and self._weights_outer(wt.size * _CTYPE_BYTES[self.wtype], c_out * h_out * w_out, acc):
-            loops = self._conv_weights_outer(lay, acc, update, c_in, c_out, h_in, w_in, h_out, w_out, kh, kw,
+            loops = self._conv_weights_outer(lay, acc, c_in, c_out, h_in, w_in, h_out, w_out, kh, kw,
                                              (sh, sw), (dh, dw), (pt, pl), wt)
-            what = (f"conv {c_in}->{c_out} k{kh}x{kw} s{sh},{sw} pads {[pt, pl, pb, pr]} d{dh},{dw} g{group} "
-                    f"{h_in}x{w_in}->{h_out}x{w_out}, input channel outer")
-            self._emit_connection(lay, i, what, loops, acc, zdecl, input_only, c_out * h_out * w_out, h_out)
-            return
-        if group == 1:  # input channels in blocks of GATHER_BLOCK at each position, their nonzeros four at a time
+            what += ", input channel outer"
+        elif group == 1:  # input channels in blocks of GATHER_BLOCK at each position, their nonzeros four at a time
             taps = self._conv_taps(acc, "", "z", c_out, c_out, w_out, kh, kw, (sh, sw), (dh, dw), (pt, pl),
                                    body=self._gathered_update(acc, c_out))
             block = min(c_in, GATHER_BLOCK)
@@ -730,12 +729,9 @@ static void snn_layer_{i}(snn_ctx *c)
               kh * kw * c_out)}
 {taps}
         }}"""
-            what = (f"conv {c_in}->{c_out} k{kh}x{kw} s{sh},{sw} pads {[pt, pl, pb, pr]} d{dh},{dw} g{group} "
-                    f"{h_in}x{w_in}->{h_out}x{w_out}")
-            self._emit_connection(lay, i, what, loops, acc, zdecl, input_only, c_out * h_out * w_out, h_out)
-            return
-        gsel = f"(ci / {cin_g}) * {cout_g}"
-        loops = f"""{_conv_rows(h_in, sh, pt, dh, kh)}
+        else:
+            gsel = f"(ci / {cin_g}) * {cout_g}"
+            loops = f"""{_conv_rows(h_in, sh, pt, dh, kh)}
         for (int iy = iy_lo; iy < iy_hi; ++iy)
         for (int ix = 0; ix < {w_in}; ++ix) {{
           const {self.src_t} *ip = in + (iy * {w_in} + ix) * {c_in};
@@ -749,8 +745,6 @@ static void snn_layer_{i}(snn_ctx *c)
 {self._conv_taps(acc, update, 'zg', cout_g, c_out, w_out, kh, kw, (sh, sw), (dh, dw), (pt, pl))}
           }}
         }}"""
-        what = (f"conv {c_in}->{c_out} k{kh}x{kw} s{sh},{sw} pads {[pt, pl, pb, pr]} d{dh},{dw} g{group} "
-                f"{h_in}x{w_in}->{h_out}x{w_out}")
         self._emit_connection(lay, i, what, loops, acc, zdecl, input_only, c_out * h_out * w_out, h_out)
 
     @staticmethod
@@ -761,7 +755,7 @@ static void snn_layer_{i}(snn_ctx *c)
         of yolov3-tiny: 56 MB of weights, 1.4 MB of z)."""
         return weight_bytes > n_z * _CTYPE_BYTES[acc]
 
-    def _conv_weights_outer(self, lay: Layer, acc: str, update: str, c_in: int, c_out: int, h_in: int, w_in: int,
+    def _conv_weights_outer(self, lay: Layer, acc: str, c_in: int, c_out: int, h_in: int, w_in: int,
                             h_out: int, w_out: int, kh: int, kw: int, stride: tuple[int, int],
                             dilation: tuple[int, int], pad: tuple[int, int], wt: np.ndarray) -> str:
         """The scatter loops of an ungrouped conv with blocks of GATHER_BLOCK input channels outermost (their
@@ -775,7 +769,7 @@ static void snn_layer_{i}(snn_ctx *c)
         block = min(c_in, GATHER_BLOCK)
         flush = self._int32_blocks(acc, wt, block, self.vmax[lay.inputs[0]])
         part, zname = (acc, "z") if flush is None else ("int32_t", "z32")
-        taps = self._conv_taps(part, update, zname, c_out, c_out, w_out, kh, kw, stride, dilation, pad,
+        taps = self._conv_taps(part, "", zname, c_out, c_out, w_out, kh, kw, stride, dilation, pad,
                                body=self._gathered_update(part, c_out))
         scatter = f"""        for (int iy = iy_lo; iy < iy_hi; ++iy)
         for (int ix = 0; ix < {w_in}; ++ix) {{
@@ -805,8 +799,9 @@ static void snn_layer_{i}(snn_ctx *c)
         """How many blocks of input channels may add into an int32 before a flush (None: not applicable)."""
         if not self.fixed or acc != "int64_t" or vmax is None:
             return None
-        a = np.abs(wt.astype(np.int64))  # [ci][ky][kx][co]
-        per_block = max(int(a[c0:c0 + block].sum(axis=(0, 1, 2)).max(initial=0)) for c0 in range(0, len(a), block))
+        a = np.abs(wt)  # [ci][ky][kx][co], int32 w_int (|w| <= 2**15): no int64 copy of the weights; sums in int64
+        per_block = max(int(a[c0:c0 + block].sum(axis=(0, 1, 2), dtype=np.int64).max(initial=0))
+                        for c0 in range(0, len(a), block))
         most = per_block * int(vmax)
         if most == 0 or most >= _INT32_MAX:
             return None
