@@ -24,7 +24,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                               dual_error=not args.no_dual_error, unevenness=args.unevenness,
                               augment=not args.no_augment, seed=args.seed,
                               label_weight=args.label_weight, crop=args.crop,
-                              object_weight=args.object_weight).validate()
+                              object_weight=args.object_weight, tandem=args.tandem).validate()
     if not Path(args.model).is_file():
         raise SnncError(f"{args.model}: no such file")
     import torch
@@ -38,6 +38,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     print(f"wrote {out} (QCFS, L = T = {args.T}) and its training log {args.log or out.with_suffix('.json')}: "
           f"{len(result.log['history'])} epochs on {result.log['photos']} photos, distillation loss "
           f"{h['eval_loss_qcfs']:.4f}"
+          + (f" (its SNN at T = {args.T}: {h['eval_loss_snn']:.4f})" if "eval_loss_snn" in h else "")
           + (f", label loss {h['train_label_loss']:.3f}" if "train_label_loss" in h else "")
           + f", {result.log['seconds']:.0f} s")
     return 0
@@ -67,6 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="dual error model: order-dependent error as a fraction of one spike (default %(default)s)")
     f.add_argument("--noise-from", metavar="METRICS", help="dual error model: the unevenness per layer from an snnc "
                    "eval metrics.json of the converted model (default: --unevenness everywhere)")
+    f.add_argument("--tandem", type=int, default=0, metavar="N",
+                   help="train the last N epochs on the spiking network's own values at T (tandem learning: "
+                        "about (T + 3) / 3 times the time per epoch; default 0)")
     f.add_argument("--no-augment", action="store_true", help="no flips, scale or colour jitter")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")

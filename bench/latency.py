@@ -69,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     # the digits recipes of docs/results.md were measured at 1e-3 (snnc finetune's default until 2026-12-07)
     ap.add_argument("--lr", type=float, default=1e-3, help="snnc finetune --lr")
     ap.add_argument("--object-weight", type=float, default=0.0, help="snnc finetune --object-weight")
+    ap.add_argument("--tandem", type=int, default=0, help="snnc finetune --tandem: the last N epochs on the SNN's "
+                    "own values at T")
     ap.add_argument("--no-augment", action="store_true", help="fine-tune without flips, zoom and colour jitter")
     ap.add_argument("--build", type=Path, default=Path("build/latency"))
     args = ap.parse_args(argv)
@@ -107,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                 dual_error="de" in flags,
                                                                 label_weight=args.label_weight,
                                                                 object_weight=args.object_weight,
+                                                                tandem=args.tandem,
                                                                 augment=not args.no_augment),
                                   data=labelled if "lab" in flags else None, progress=False)
                     onnx_path = write_result(ft, b / f"{name}_{variant}_T{T}.onnx")

@@ -5,7 +5,8 @@
 
 Photos: every real photo that ships with the installed packages (`snnc.compiler.samples` and a few more
 scikit-image colour photos), split by name into a fine-tune / calibration set (TRAIN) and a held-out test set
-(TEST); no test photo is used to fine-tune or calibrate. The reference is the ORIGINAL ANN (onnxruntime) on the
+(TEST); no test photo is used to fine-tune or calibrate. `--extra-photos` adds the other real images of
+scikit-image and matplotlib (EXTRA_FINETUNE: textures, grey scenes) to the fine-tuning photos only. The reference is the ORIGINAL ANN (onnxruntime) on the
 test photos at 416 px: its detections scoring >= --ref-thr are the ground truth of the fidelity mAP@0.5, and its
 raw head tensors the reference of the head error (sum |SNN - ANN| / sum |ANN| per head, mean over the two heads).
 
@@ -37,13 +38,25 @@ TRAIN = ("astronaut", "coffee", "chelsea", "rocket", "camera", "immunohistochemi
 TEST = ("motorcycle", "motorcycle_right", "cat", "china", "flower", "grace_hopper")
 EXTRA_SKIMAGE = ("cat", "immunohistochemistry", "hubble_deep_field")  # colour photos not in compiler/samples.py
 VARIANTS = ("orig", "target", "qcfs", "qcfs_de")
+# --extra-photos: the other real images of scikit-image (textures, grey scenes; no COCO objects to speak of) and
+# matplotlib, added to the fine-tuning photos only (never calibration, never test)
+EXTRA_FINETUNE = ("brick", "grass", "gravel", "coins", "clock", "retina", "moon", "page", "text", "cell",
+                  "colorwheel", "Minduka_Present_Blue_Pack")
 
 
 def photo(name: str) -> np.ndarray:
-    if name in EXTRA_SKIMAGE:
+    if name == "Minduka_Present_Blue_Pack":
+        import matplotlib.cbook
+        from PIL import Image
+
+        with matplotlib.cbook.get_sample_data(f"{name}.png") as f:
+            return np.asarray(Image.open(f).convert("RGB"))
+    if name in EXTRA_SKIMAGE or name in EXTRA_FINETUNE:
         from skimage import data
 
         img = np.asarray(getattr(data, name)())
+        if img.ndim == 2:  # grey: the same values in R, G and B
+            img = np.repeat(img[..., None], 3, axis=2)
         return np.ascontiguousarray(img[..., :3].astype(np.uint8))
     return sample_photo(name)
 
@@ -135,6 +148,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crop", action="store_true", help="fine-tune on random --size crops of the 416 px photos")
     ap.add_argument("--object-weight", type=float, default=0.0,
                     help="distillation weight of the teacher's object cells (snnc finetune --object-weight)")
+    ap.add_argument("--tandem", type=int, default=0, help="snnc finetune --tandem: the last N epochs on the SNN's "
+                    "own values at --levels steps")
+    ap.add_argument("--extra-photos", action="store_true", help="fine-tune on EXTRA_FINETUNE too (textures and "
+                    "grey scenes of scikit-image and matplotlib; calibration and test photos unchanged)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ref-thr", type=float, default=0.1, help="original ANN score that makes a reference box")
     ap.add_argument("--ann-only", action="store_true", help="fine-tuned variants: measure the fine-tuned ANN only "
@@ -164,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
         onnx.save(darknet_to_onnx(*fetch_yolov3_tiny(), input_size=416), str(model))
     train_names, test_names = split_photos()
     train = write_train(b / "train", train_names)
+    finetune_photos = train
+    if args.extra_photos:  # its own folder: calibration stays on `train`
+        finetune_photos = write_train(b / "train_extra", train_names + list(EXTRA_FINETUNE))
     print(f"fine-tune / calibration photos: {', '.join(train_names)}; held-out test photos: {', '.join(test_names)}")
 
     def compile_(onnx_path: Path, **opts):
@@ -206,9 +226,9 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 opts = FinetuneOptions(T=args.levels, epochs=args.epochs, lr=args.lr, batch=args.batch,
                                        size=args.size, dual_error=kind == "qcfs_de", crop=args.crop,
-                                       object_weight=args.object_weight)
+                                       object_weight=args.object_weight, tandem=args.tandem)
                 noise = args.noise_from if kind == "qcfs_de" else None
-                ft = finetune(model, train, opts, noise_from=noise, progress=True)
+                ft = finetune(model, finetune_photos, opts, noise_from=noise, progress=True)
                 write_result(ft, path)
                 ft_log = ft.log
             extra["seconds_finetune"] = ft_log["seconds"]

@@ -4,7 +4,8 @@ The target is the original ANN itself: the student (QCFS activations, L = T leve
 outputs on unlabelled photos with augmentation (flips, scale jitter, brightness/contrast), so no labels and no
 detection loss are needed. Every ReLU becomes a QCFS with lambda initialised from the calibration percentile of
 its activations; every LeakyReLU a signed QCFS (two IF neurons, as `split_leaky_relu` converts it). With the
-dual error model the activations also see the SNN's error at T during training (training/qcfs.py).
+dual error model the activations also see the SNN's error at T during training (training/qcfs.py); with
+`tandem` the last epochs train on the SNN's own values at T (training/tandem.py).
 
 The result is the prepared ONNX (the whole detector, host part included) with the trained weights written back
 and each ReLU replaced by the QCFS chain Mul(L/lam) -> Add(0.5) -> Floor -> Div(L) -> Clip(0, 1) -> Mul(lam)
@@ -37,8 +38,10 @@ from snnc.training.detloss import load_labels, probe_heads, yolo_loss
 from snnc.training.importer import OnnxModule, import_onnx
 from snnc.training.noise import layer_of, unevenness_from_metrics
 from snnc.training.qcfs import QCFS, SignedQCFS
+from snnc.training.tandem import spiking_rates, tandem_forward
 
 log = logging.getLogger(__name__)
+SNN_EVAL_PHOTOS = 64  # tandem epochs: the SNN's loss on the first 64 evaluation photos (T forward passes each)
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,7 @@ class FinetuneOptions:
     label_weight: float = 0.01
     crop: bool = False  # with size: random size x size crops of the photos at the model's input size
     object_weight: float = 0.0  # distillation: cells weigh 1 + object_weight x the teacher's objectness there
+    tandem: int = 0  # the last `tandem` epochs train on the SNN's own values at T (training/tandem.py)
 
     def validate(self) -> "FinetuneOptions":
         if not isinstance(self.T, int) or self.T < 1:
@@ -80,6 +84,8 @@ class FinetuneOptions:
             raise SnncError(f"--object-weight {self.object_weight!r}: expected a number >= 0")
         if self.crop and self.size is None:
             raise SnncError("--crop needs --size (the side of the random crops, smaller than the model's input)")
+        if not isinstance(self.tandem, int) or not 0 <= self.tandem <= self.epochs:
+            raise SnncError(f"--tandem {self.tandem!r}: expected a number of epochs in [0, --epochs]")
         if not 0 < self.percentile <= 100:
             raise SnncError(f"percentile {self.percentile!r}: expected (0, 100]")
         return self
@@ -264,6 +270,15 @@ def _head_loss(got: tuple[torch.Tensor, ...], ref: tuple[torch.Tensor, ...],
     return total / len(ref)
 
 
+def _snn_loss(student: OnnxModule, teacher: OnnxModule, x: torch.Tensor, opts: FinetuneOptions) -> float:
+    """The distillation loss of the student's SNN at T on x (in batches: T steps hold every layer's state)."""
+    got, ref = [], []
+    for i in range(0, len(x), opts.batch):
+        got.append(spiking_rates(student, x[i:i + opts.batch], opts.T)[1])
+        ref.append(teacher(x[i:i + opts.batch]))
+    return float(_head_loss(tuple(torch.cat(h) for h in zip(*got)), tuple(torch.cat(h) for h in zip(*ref))))
+
+
 def finetune(model_path: str | Path, images: str | Path | None, options: FinetuneOptions | None = None, *,
              data: str | Path | None = None, noise_from: str | Path | None = None,
              progress: bool = True) -> FinetuneResult:
@@ -311,6 +326,7 @@ def finetune(model_path: str | Path, images: str | Path | None, options: Finetun
     bar = tqdm(total=steps, desc=f"finetune T={opts.T}", unit="batch", disable=not progress)
     for epoch in range(opts.epochs):
         perm = torch.randperm(len(x), generator=gen)
+        tandem = epoch >= opts.epochs - opts.tandem
         student.train()
         total, det_total, count, det_count = 0.0, 0.0, 0, 0
         for i in range(0, len(x), opts.batch):
@@ -323,7 +339,7 @@ def finetune(model_path: str | Path, images: str | Path | None, options: Finetun
                 xb, tb = augment_boxes(xb, gen, tb)
             with torch.no_grad():
                 ref = teacher(xb)
-            out = student(xb)
+            out = tandem_forward(student, xb, opts.T) if tandem else student(xb)
             loss = _head_loss(out, ref, objectness, opts.object_weight)
             if tb and opts.label_weight > 0:  # labelled images come first in x: their rows in the batch
                 rows = (idx < n_lab).nonzero().flatten()
@@ -340,8 +356,11 @@ def finetune(model_path: str | Path, images: str | Path | None, options: Finetun
         student.eval()
         with torch.no_grad():
             ev = float(_head_loss(student(x_eval), teacher(x_eval)))
+            snn = _snn_loss(student, teacher, x_eval[:SNN_EVAL_PHOTOS], opts) if tandem else None
         entry = {"epoch": epoch + 1, "train_loss": total / count, "eval_loss_qcfs": ev,
                  "seconds": round(time.time() - start, 1)}
+        if snn is not None:  # tandem epochs: the loss of the SNN at T on the same windows
+            entry["eval_loss_snn"] = snn
         if det_count:
             entry["train_label_loss"] = det_total / det_count
         history.append(entry)

@@ -87,6 +87,10 @@ class OnnxModule(torch.nn.Module):
     def replace_activation(self, node_name: str, module: torch.nn.Module) -> None:
         self.activations[self._act_keys[node_name]] = module
 
+    def activation(self, node_name: str) -> torch.nn.Module:
+        """The module that computes an activation node."""
+        return self.activations[self._act_keys[node_name]]
+
     def activation_nodes(self) -> list[onnx.NodeProto]:
         return [n for n in self.nodes if n.op_type in ACTIVATIONS]
 
@@ -176,16 +180,30 @@ class OnnxModule(torch.nn.Module):
                                  "ConvTranspose, BatchNormalization, Relu, LeakyRelu, Clip, MaxPool, AveragePool, "
                                  "Resize, Concat, Add, Sub, Mul, Div, Pad)")
 
-    def forward(self, x: torch.Tensor, record: dict | None = None) -> tuple[torch.Tensor, ...]:
+    def forward(self, x: torch.Tensor, record: dict | None = None, overrides: dict[str, Callable] | None = None,
+                snap: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, ...]:
+        """`record`: filled with each activation node's (input name, input). `overrides`: node name -> a function
+        that computes that node instead (the spiking forward of training/tandem.py). `snap`: activation node name
+        -> the value its output takes in the forward pass, its gradient staying the activation's own
+        (straight-through: tandem learning)."""
         env = {self.input_name: x}
         for node, fn in zip(self.nodes, self._fns):
             args = [self._value(env, name) for name in node.input]
             while args and args[-1] is None:
                 args.pop()
-            env[node.output[0]] = fn(*args)
+            if overrides and node.name in overrides:
+                fn = overrides[node.name]
+            y = fn(*args)
+            if snap is not None and node.name in snap:
+                y = y + (snap[node.name] - y).detach()
+            env[node.output[0]] = y
             if record is not None and node.op_type in ACTIVATIONS:
                 record[node.name] = node.input[0], env[node.input[0]]
         return tuple(env[n] for n in self.output_names)
+
+    def node_function(self, node_name: str) -> Callable:
+        """The function that computes a node (its inputs as arguments)."""
+        return self._fns[[n.name for n in self.nodes].index(node_name)]
 
     def trained_initializers(self) -> dict[str, np.ndarray]:
         """The trainable initializers' current values by ONNX name."""
