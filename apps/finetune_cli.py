@@ -69,8 +69,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--noise-from", metavar="METRICS", help="dual error model: the unevenness per layer from an snnc "
                    "eval metrics.json of the converted model (default: --unevenness everywhere)")
     f.add_argument("--tandem", type=int, default=0, metavar="N",
-                   help="train the last N epochs on the spiking network's own values at T (tandem learning: "
-                        "about (T + 3) / 3 times the time per epoch; default 0)")
+                   help="train the last N epochs on the spiking network's own values at T (tandem learning; "
+                        "an epoch costs T + 1 forward passes: 4.6x on yolov3-tiny at T = 8; default 0)")
     f.add_argument("--no-augment", action="store_true", help="no flips, scale or colour jitter")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")

@@ -6,9 +6,10 @@
 Photos: every real photo that ships with the installed packages (`snnc.compiler.samples` and a few more
 scikit-image colour photos), split by name into a fine-tune / calibration set (TRAIN) and a held-out test set
 (TEST); no test photo is used to fine-tune or calibrate. `--extra-photos` adds the other real images of
-scikit-image and matplotlib (EXTRA_FINETUNE: textures, grey scenes) to the fine-tuning photos only. The reference is the ORIGINAL ANN (onnxruntime) on the
-test photos at 416 px: its detections scoring >= --ref-thr are the ground truth of the fidelity mAP@0.5, and its
-raw head tensors the reference of the head error (sum |SNN - ANN| / sum |ANN| per head, mean over the two heads).
+scikit-image and matplotlib (EXTRA_FINETUNE: textures, grey scenes) to the fine-tuning photos only. The
+reference is the ORIGINAL ANN (onnxruntime) on the test photos at 416 px: its detections scoring >= --ref-thr
+are the ground truth of the fidelity mAP@0.5, and its raw head tensors the reference of the head error
+(sum |SNN - ANN| / sum |ANN| per head, mean over the two heads).
 
 Variants (each compiled with --calib TRAIN, simulated once for all T with the torch backend, float):
 `orig` the default conversion; `target` `--target-T T` (one compile per T); `qcfs` `snnc finetune -T L
