@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from snnc.compiler.samples import available_photos, sample_photo
+from snnc.compiler.samples import as_rgb_uint8, available_photos, sample_photo
 
 TRAIN = ("astronaut", "coffee", "chelsea", "rocket", "camera", "immunohistochemistry", "hubble_deep_field")
 # motorcycle and motorcycle_right are one scene: both held out
@@ -55,10 +55,7 @@ def photo(name: str) -> np.ndarray:
     if name in EXTRA_SKIMAGE or name in EXTRA_FINETUNE:
         from skimage import data
 
-        img = np.asarray(getattr(data, name)())
-        if img.ndim == 2:  # grey: the same values in R, G and B
-            img = np.repeat(img[..., None], 3, axis=2)
-        return np.ascontiguousarray(img[..., :3].astype(np.uint8))
+        return as_rgb_uint8(getattr(data, name)())
     return sample_photo(name)
 
 

@@ -60,7 +60,8 @@ _SOURCES: dict[str, tuple[str, Callable[[], np.ndarray]]] = {
 }
 
 
-def _rgb(img: np.ndarray) -> np.ndarray:
+def as_rgb_uint8(img: np.ndarray) -> np.ndarray:
+    """An image as contiguous RGB uint8 (H, W, 3): grey repeated in R, G and B, alpha dropped."""
     img = np.asarray(img)
     if img.ndim == 2:
         img = np.stack([img] * 3, -1)
@@ -80,7 +81,7 @@ def sample_photo(name: str) -> np.ndarray:
         raise SnncError(f"unknown sample photo {name!r}; known: {', '.join(_SOURCES)}")
     pkg, load = _SOURCES[name]
     try:
-        return _rgb(load())
+        return as_rgb_uint8(load())
     except ImportError:
         raise SnncError(f"sample photo {name!r} needs the package {pkg}; pip install it") from None
 

@@ -270,13 +270,11 @@ def _head_loss(got: tuple[torch.Tensor, ...], ref: tuple[torch.Tensor, ...],
     return total / len(ref)
 
 
-def _snn_loss(student: OnnxModule, teacher: OnnxModule, x: torch.Tensor, opts: FinetuneOptions) -> float:
-    """The distillation loss of the student's SNN at T on x (in batches: T steps hold every layer's state)."""
-    got, ref = [], []
-    for i in range(0, len(x), opts.batch):
-        got.append(spiking_rates(student, x[i:i + opts.batch], opts.T)[1])
-        ref.append(teacher(x[i:i + opts.batch]))
-    return float(_head_loss(tuple(torch.cat(h) for h in zip(*got)), tuple(torch.cat(h) for h in zip(*ref))))
+def _snn_loss(student: OnnxModule, x: torch.Tensor, ref: tuple[torch.Tensor, ...], opts: FinetuneOptions) -> float:
+    """The distillation loss of the student's SNN at T on x against the teacher's heads `ref` (in batches: T steps
+    hold every layer's state)."""
+    got = [spiking_rates(student, x[i:i + opts.batch], opts.T)[1] for i in range(0, len(x), opts.batch)]
+    return float(_head_loss(tuple(torch.cat(h) for h in zip(*got)), ref))
 
 
 def finetune(model_path: str | Path, images: str | Path | None, options: FinetuneOptions | None = None, *,
@@ -322,6 +320,8 @@ def finetune(model_path: str | Path, images: str | Path | None, options: Finetun
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(optim, steps)
     # the end-of-epoch loss on fixed windows when cropping (whole photos at the model's size cost ~10x a step)
     x_eval = random_crop(x, opts.size, torch.Generator().manual_seed(opts.seed + 1)) if opts.crop else x
+    with torch.no_grad():  # the frozen teacher on the fixed evaluation photos: once, not every epoch
+        ref_eval = teacher(x_eval)
     history, start = [], time.time()
     bar = tqdm(total=steps, desc=f"finetune T={opts.T}", unit="batch", disable=not progress)
     for epoch in range(opts.epochs):
@@ -355,8 +355,9 @@ def finetune(model_path: str | Path, images: str | Path | None, options: Finetun
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
         student.eval()
         with torch.no_grad():
-            ev = float(_head_loss(student(x_eval), teacher(x_eval)))
-            snn = _snn_loss(student, teacher, x_eval[:SNN_EVAL_PHOTOS], opts) if tandem else None
+            ev = float(_head_loss(student(x_eval), ref_eval))
+            snn = (_snn_loss(student, x_eval[:SNN_EVAL_PHOTOS], tuple(r[:SNN_EVAL_PHOTOS] for r in ref_eval), opts)
+                   if tandem else None)
         entry = {"epoch": epoch + 1, "train_loss": total / count, "eval_loss_qcfs": ev,
                  "seconds": round(time.time() - start, 1)}
         if snn is not None:  # tandem epochs: the loss of the SNN at T on the same windows
