@@ -24,7 +24,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                               dual_error=not args.no_dual_error, unevenness=args.unevenness,
                               augment=not args.no_augment, seed=args.seed,
                               label_weight=args.label_weight, crop=args.crop,
-                              object_weight=args.object_weight, tandem=args.tandem).validate()
+                              object_weight=args.object_weight, tandem=args.tandem,
+                              lambda_per=args.lambda_per).validate()
     if not Path(args.model).is_file():
         raise SnncError(f"{args.model}: no such file")
     import torch
@@ -71,6 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--tandem", type=int, default=0, metavar="N",
                    help="train the last N epochs on the spiking network's own values at T (tandem learning; "
                         "an epoch costs T + 1 forward passes: 4.6x on yolov3-tiny at T = 8; default 0)")
+    f.add_argument("--lambda-per", default="layer", metavar="layer|channel",
+                   help="one trainable QCFS lambda per layer (default) or per channel; snnc compile keeps either "
+                        "as the neurons' thresholds")
     f.add_argument("--no-augment", action="store_true", help="no flips, scale or colour jitter")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")

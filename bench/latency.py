@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--object-weight", type=float, default=0.0, help="snnc finetune --object-weight")
     ap.add_argument("--tandem", type=int, default=0, help="snnc finetune --tandem: the last N epochs on the SNN's "
                     "own values at T")
+    ap.add_argument("--lambda-per", choices=("layer", "channel"), default="layer",
+                    help="snnc finetune --lambda-per: one QCFS lambda per layer or per channel")
     ap.add_argument("--no-augment", action="store_true", help="fine-tune without flips, zoom and colour jitter")
     ap.add_argument("--build", type=Path, default=Path("build/latency"))
     args = ap.parse_args(argv)
@@ -110,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
                                                                 label_weight=args.label_weight,
                                                                 object_weight=args.object_weight,
                                                                 tandem=args.tandem,
+                                                                lambda_per=args.lambda_per,
                                                                 augment=not args.no_augment),
                                   data=labelled if "lab" in flags else None, progress=False)
                     onnx_path = write_result(ft, b / f"{name}_{variant}_T{T}.onnx")

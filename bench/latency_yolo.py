@@ -18,7 +18,8 @@ compiles the fine-tuned model with `--target-T L`; `--reuse` takes the fine-tune
 --build. L = --levels (default 8: the recipe fine-tunes once for the target T and the table shows that model at
 every T). For the fine-tuned variants
 the row "ann" is the fine-tuned ANN's own fidelity and head error against the original ANN (what fine-tuning
-cost). Energy: the estimate of `snnc eval` as a ratio to the ANN's (int and float operation costs).
+cost); with --train-error also on the fine-tuning photos (what it fits, against what generalises). Energy: the
+estimate of `snnc eval` as a ratio to the ANN's (int and float operation costs).
 Results go to BUILD/latency_yolo_VARIANTS.json. Every row's figures come from one run; runs with the same --build
 share the original network (BUILD/orig.lava) and so the same reference and calibration.
 """
@@ -150,10 +151,15 @@ def main(argv: list[str] | None = None) -> int:
                     "own values at --levels steps")
     ap.add_argument("--extra-photos", action="store_true", help="fine-tune on EXTRA_FINETUNE too (textures and "
                     "grey scenes of scikit-image and matplotlib; calibration and test photos unchanged)")
+    ap.add_argument("--lambda-per", choices=("layer", "channel"), default="layer",
+                    help="snnc finetune --lambda-per: one QCFS lambda per layer or per channel")
+    ap.add_argument("--percentile", type=float, default=99.9, help="snnc finetune's lambda initialisation")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--ref-thr", type=float, default=0.1, help="original ANN score that makes a reference box")
     ap.add_argument("--ann-only", action="store_true", help="fine-tuned variants: measure the fine-tuned ANN only "
                     "(a quick recipe search; its SNN at T = L tracks it)")
+    ap.add_argument("--train-error", action="store_true", help="fine-tuned variants: also the fine-tuned ANN's head "
+                    "error and fidelity on the fine-tuning photos (at 416 px): what it fits against what generalises")
     ap.add_argument("--reuse", action="store_true", help="use the fine-tuned ONNX an earlier run left in --build")
     ap.add_argument("--noise-from", type=Path, help="an snnc eval metrics.json for the dual error model's noise")
     ap.add_argument("--build", type=Path, default=Path("build/latency_yolo"))
@@ -195,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         base = compile_(model)
         save_lava(base, base_path)
     ref = Reference(base, [photo(n) for n in test_names], args.ref_thr)
+    ref_train = Reference(base, [photo(n) for n in train_names], args.ref_thr) if args.train_error else None
     n_ref = sum(sum(1 for d in per if d[1] >= args.ref_thr) for per in ref.dets)
     print(f"original ANN: {n_ref} reference boxes (score >= {args.ref_thr}) on {len(test_names)} test photos; "
           f"compile {time.time() - tic:.0f} s")
@@ -206,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
         results.append({"variant": variant, "T": T, **r})
         t = "ann" if T is None else f"{T:3d}"
         rate = "" if "rate" not in r else f" {r['rate']:6.3f} {r['energy_int']:6.3f} {r['energy_float']:6.3f}"
+        if "train_head_error" in r:
+            rate += f"   on the fine-tuning photos: {r['train_fidelity50']:.3f} {r['train_head_error']:.3f}"
         tqdm.write(f"{variant:10} {t:>3} {r['fidelity50']:6.3f} {r['head_error']:7.3f}{rate}")
 
     for variant, T in tqdm(jobs, desc="variants", unit="net"):
@@ -224,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 opts = FinetuneOptions(T=args.levels, epochs=args.epochs, lr=args.lr, batch=args.batch,
                                        size=args.size, dual_error=kind == "qcfs_de", crop=args.crop,
-                                       object_weight=args.object_weight, tandem=args.tandem)
+                                       object_weight=args.object_weight, tandem=args.tandem,
+                                       lambda_per=args.lambda_per, percentile=args.percentile)
                 noise = args.noise_from if kind == "qcfs_de" else None
                 ft = finetune(model, finetune_photos, opts, noise_from=noise, progress=True)
                 write_result(ft, path)
@@ -232,6 +242,10 @@ def main(argv: list[str] | None = None) -> int:
             extra["seconds_finetune"] = ft_log["seconds"]
             extra["final_eval_loss"] = ft_log["history"][-1]["eval_loss_qcfs"]
             dets, heads = ref.ann(path.read_bytes(), base)  # the head tensors keep their names through finetune
+            if ref_train is not None:
+                dets_t, heads_t = ref_train.ann(path.read_bytes(), base)
+                extra.update(train_fidelity50=ref_train.fidelity(dets_t),
+                             train_head_error=ref_train.head_error(heads_t))
             show(variant, None, {"fidelity50": ref.fidelity(dets), "head_error": ref.head_error(heads), **extra})
             if args.ann_only:
                 continue

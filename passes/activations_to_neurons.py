@@ -38,8 +38,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from snnc.ir.errors import UnsupportedOpError
-from snnc.compiler.graph import SNNC_DOMAIN, const_value, node_label, producer, sole_consumer
-from snnc.compiler.qcfs import match_signed_qcfs
+from snnc.compiler.graph import SNNC_DOMAIN, const_value, node_label, producer
+from snnc.compiler.qcfs import match_qcfs_chain, match_signed_qcfs
 from snnc.compiler.registry import Pass, PassContext, register_pass
 
 REFUSED = ("Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "Mish", "Softplus", "Softsign", "Elu", "Selu",
@@ -63,48 +63,6 @@ def _refuse(node: gs.Node) -> None:
 def _scalar(t: gs.Tensor) -> float | None:
     v = const_value(t)
     return None if v is None or v.size != 1 else float(v.reshape(-1)[0])
-
-
-def _other_input(node: gs.Node, x: gs.Tensor) -> gs.Tensor | None:
-    others = [t for t in node.inputs if t is not x]
-    return others[0] if len(others) == 1 else None
-
-
-def _match_qcfs(graph: gs.Graph, mul_in: gs.Node) -> tuple[list[gs.Node], np.ndarray, int] | None:
-    """The QCFS chain starting at Mul(L/lam); returns (nodes, lam (one value or one per channel), L) or None."""
-    chain = [mul_in]
-    a = _values(_other_input(mul_in, mul_in.inputs[0]) or mul_in.inputs[1])
-    add = sole_consumer(graph, mul_in.outputs[0])
-    if a is None or add is None or add.op != "Add" or _scalar(_other_input(add, mul_in.outputs[0])) != 0.5:
-        return None
-    floor = sole_consumer(graph, add.outputs[0])
-    if floor is None or floor.op != "Floor":
-        return None
-    div = sole_consumer(graph, floor.outputs[0])
-    if div is None or div.op not in ("Div", "Mul"):
-        return None
-    d = _scalar(div.inputs[1])
-    if d is None or d == 0:
-        return None
-    levels = d if div.op == "Div" else 1.0 / d
-    clip = sole_consumer(graph, div.outputs[0])
-    if clip is None or clip.op != "Clip" or _scalar(clip.inputs[1]) != 0.0 or _scalar(clip.inputs[2]) != 1.0:
-        return None
-    mul_out = sole_consumer(graph, clip.outputs[0])
-    lam = _values(_other_input(mul_out, clip.outputs[0])) if mul_out is not None and mul_out.op == "Mul" else None
-    if lam is None or lam.shape != a.shape or np.any(lam <= 0) or \
-            np.any(np.abs(a - levels / lam) > 1e-5 * np.maximum(1.0, np.abs(a))):
-        return None
-    chain += [add, floor, div, clip, mul_out]
-    return chain, lam, int(round(levels))
-
-
-def _values(t: gs.Tensor) -> np.ndarray | None:
-    """A scalar or per-channel (1, C, 1, 1) constant as a flat array (per-channel QCFS lambdas), else None."""
-    v = const_value(t)
-    if v is None or not (v.size == 1 or (v.ndim == 4 and v.size == v.shape[1])):
-        return None
-    return v.astype(np.float64).reshape(-1)
 
 
 def _neuron(op: str, name: str, x: gs.Tensor, y: gs.Tensor, **attrs) -> gs.Node:
@@ -179,14 +137,16 @@ class ActivationsToNeurons(Pass):
                                              "(--leaky split); drop --leaky ibt / signed / --skip split_leaky_relu")
                 if signed is not None:  # theta = lam+, theta_n = lam-: the count at T = L is the trained QCFS's
                     chain = signed.nodes
-                    new = _neuron("SignedIF", node.name + "_qcfs", x, signed.out, threshold=[signed.lam_pos],
-                                  threshold_neg=[signed.lam_neg], alpha=signed.alpha, v_init=0.5, calibrated=1,
+                    new = _neuron("SignedIF", node.name + "_qcfs", x, signed.out,
+                                  threshold=[float(v) for v in signed.lam_pos],
+                                  threshold_neg=[float(v) for v in signed.lam_neg], alpha=signed.alpha, v_init=0.5,
+                                  calibrated=1,
                                   qcfs_levels=signed.levels, memory=1, graded=1)
                 else:
-                    match = _match_qcfs(graph, node)
-                    if match is None:
+                    match = match_qcfs_chain(node, graph)
+                    if match is None or np.any(match[1] <= 0):  # a negative scale: half of a signed QCFS
                         continue
-                    chain, lam, levels = match
+                    chain, _, lam, levels = match
                     new = _neuron("IF", node.name + "_qcfs", x, chain[-1].outputs[0],
                                   threshold=[float(v) for v in lam], v_init=0.5,
                                   calibrated=1, qcfs_levels=levels, memory=memory)

@@ -165,7 +165,8 @@ class SplitLeakyRelu(Pass):
                 _detach(n)
             c = y2.shape[1] // 2
             r = make_var(graph, y2.name + "_qcfs", shape=y2.shape)
-            insert_qcfs_chain(graph, conv.name + "_pm_qcfs", y2, r, np.tile([m.lam_pos, m.lam_neg], c), m.levels)
+            pairs = np.stack([np.broadcast_to(m.lam_pos, (c,)), np.broadcast_to(m.lam_neg, (c,))], axis=1)
+            insert_qcfs_chain(graph, conv.name + "_pm_qcfs", y2, r, pairs.reshape(-1), m.levels)
             p = np.zeros((c, 2 * c))
             p[np.arange(c), 2 * np.arange(c)] = 1.0
             p[np.arange(c), 2 * np.arange(c) + 1] = -m.alpha

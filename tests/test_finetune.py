@@ -89,15 +89,16 @@ def test_dual_error_model_bounds_and_eval_mode():
     assert act.lam.grad is not None and torch.isfinite(act.lam.grad)
 
 
-def test_qcfs_export_round_trip_through_compile(tmp_path):
+@pytest.mark.parametrize("lam", [0.8, [0.5, 0.7, 0.9, 1.1, 1.3, 0.6]], ids=["per_layer", "per_channel"])
+def test_qcfs_export_round_trip_through_compile(tmp_path, lam):
     """conv -> ReLU -> conv head as QCFS(L=4): snnc compile gives an IF neuron with theta = lambda (lambda
-    attribute after normalization) and the SNN at T = L equals the QCFS ANN exactly (constant input)."""
+    attribute after normalization; one per layer, or one per channel with --lambda-per channel) and the SNN at
+    T = L equals the QCFS ANN exactly (constant input)."""
     b = Builder(2)
     h = b.node("Relu", [b.conv("images", 3, 6)])
     head = b.conv(h, 6, 5, k=1)
     prepared, spiking = _spiking(b.model([1, 3, 8, 8], [head]), tmp_path)
     student = import_onnx(spiking)
-    lam = 0.8
     for node in student.activation_nodes():
         student.replace_activation(node.name, QCFS(4, lam))
     qmodel = export_qcfs(prepared, student)
@@ -108,7 +109,7 @@ def test_qcfs_export_round_trip_through_compile(tmp_path):
     assert len(ifs) == 1 and ifs[0].op_type == "IF"
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in ifs[0].attribute}
     assert attrs["qcfs_levels"] == 4 and attrs["v_init"] == 0.5
-    assert np.allclose(attrs["lambda"], lam, rtol=1e-6)
+    assert np.allclose(attrs["lambda"], np.broadcast_to(lam, (6,)), rtol=1e-6)
     x = np.random.default_rng(5).uniform(-1, 1, (3, 3, 8, 8)).astype(np.float32)
     ref = run_model(qmodel, {"images": x})[head]
     with torch.no_grad():
@@ -147,7 +148,7 @@ def _sigmoid_model():
     return b.model([1, 3, 16, 16], [b.conv(h, 4, 4, k=1)])
 
 
-@pytest.mark.parametrize("case", ["no_photos", "T0", "sigmoid"])
+@pytest.mark.parametrize("case", ["no_photos", "T0", "sigmoid", "lambda_per"])
 def test_finetune_cli_bad_input(tmp_path, capsys, case):
     model = tmp_path / "m.onnx"
     onnx.save(_sigmoid_model() if case == "sigmoid" else tiny_yolo(leaky=False), model)
@@ -155,8 +156,8 @@ def test_finetune_cli_bad_input(tmp_path, capsys, case):
     photos.mkdir(exist_ok=True)
     out = tmp_path / "out.onnx"
     rc = main(["finetune", str(model), "--images", str(photos), "-T", "0" if case == "T0" else "4",
-               "--epochs", "1", "-o", str(out), "-q"])
+               "--epochs", "1", "-o", str(out), "-q"] + (["--lambda-per", "neuron"] if case == "lambda_per" else []))
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("snnc: error: "), err
     assert not out.exists() and not out.with_suffix(".json").exists()
-    assert {"no_photos": "photos", "T0": "-T", "sigmoid": "Sigmoid"}[case] in err[0]
+    assert {"no_photos": "photos", "T0": "-T", "sigmoid": "Sigmoid", "lambda_per": "--lambda-per"}[case] in err[0]

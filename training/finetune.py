@@ -64,6 +64,7 @@ class FinetuneOptions:
     crop: bool = False  # with size: random size x size crops of the photos at the model's input size
     object_weight: float = 0.0  # distillation: cells weigh 1 + object_weight x the teacher's objectness there
     tandem: int = 0  # the last `tandem` epochs train on the SNN's own values at T (training/tandem.py)
+    lambda_per: str = "layer"  # one QCFS lambda per "layer" or per "channel"
 
     def validate(self) -> "FinetuneOptions":
         if not isinstance(self.T, int) or self.T < 1:
@@ -86,6 +87,8 @@ class FinetuneOptions:
             raise SnncError("--crop needs --size (the side of the random crops, smaller than the model's input)")
         if not isinstance(self.tandem, int) or not 0 <= self.tandem <= self.epochs:
             raise SnncError(f"--tandem {self.tandem!r}: expected a number of epochs in [0, --epochs]")
+        if self.lambda_per not in ("layer", "channel"):
+            raise SnncError(f"--lambda-per {self.lambda_per!r}: expected 'layer' or 'channel'")
         if not 0 < self.percentile <= 100:
             raise SnncError(f"percentile {self.percentile!r}: expected (0, 100]")
         return self
@@ -153,23 +156,27 @@ def random_crop(x: torch.Tensor, size: int, gen: torch.Generator) -> torch.Tenso
     return torch.stack([x[i, :, t:t + size_h, l:l + size_w] for i, (t, l) in enumerate(zip(tops, lefts))])
 
 
-def _init_lambdas(teacher: OnnxModule, x: torch.Tensor, percentile: float, batch: int) -> dict[str, tuple]:
-    """Per activation node: the percentile of relu(z) and of relu(-z) over the photos (the QCFS lambdas)."""
+def _init_lambdas(teacher: OnnxModule, x: torch.Tensor, percentile: float, batch: int,
+                  per_channel: bool = False) -> dict[str, tuple]:
+    """Per activation node: the percentile of relu(z) and of relu(-z) over the photos (the QCFS lambdas), one
+    number each, or with per_channel one list each (per channel of the activation)."""
     pre: dict[str, list[np.ndarray]] = {}
     with torch.no_grad():
         for i in range(0, len(x), batch):
             rec: dict = {}
             teacher(x[i:i + batch], record=rec)
             for name, (_, z) in rec.items():
-                flat = z.flatten().numpy()
-                if flat.size > 200_000:
-                    flat = flat[np.random.default_rng(i).choice(flat.size, 200_000, replace=False)]
+                flat = z.transpose(0, 1).flatten(1).numpy()  # (C, values)
+                if flat.shape[1] > 20_000:  # a sample keeps the percentile cheap on big maps
+                    flat = flat[:, np.random.default_rng(i).choice(flat.shape[1], 20_000, replace=False)]
                 pre.setdefault(name, []).append(flat)
     out = {}
     for name, parts in pre.items():
-        z = np.concatenate(parts)
-        pos, neg = np.maximum(z, 0), np.maximum(-z, 0)
-        out[name] = (max(float(np.percentile(pos, percentile)), 1e-3), max(float(np.percentile(neg, percentile)), 1e-3))
+        z = np.concatenate(parts, axis=1)
+        z = z if per_channel else z.reshape(1, -1)
+        pos = np.maximum(np.percentile(np.maximum(z, 0), percentile, axis=1), 1e-3)
+        neg = np.maximum(np.percentile(np.maximum(-z, 0), percentile, axis=1), 1e-3)
+        out[name] = (pos.tolist(), neg.tolist()) if per_channel else (float(pos[0]), float(neg[0]))
     return out
 
 
@@ -179,7 +186,7 @@ def qcfs_student(spiking: onnx.ModelProto, x: torch.Tensor, opts: FinetuneOption
     `noise`: the dual error model's measured mean order error per neuron (spikes) per layer (convolution name);
     layers it does not name use opts.unevenness."""
     student = import_onnx(spiking)
-    lams = _init_lambdas(student, x, opts.percentile, opts.batch)
+    lams = _init_lambdas(student, x, opts.percentile, opts.batch, opts.lambda_per == "channel")
     dual = opts.T if opts.dual_error else None
     for node in student.activation_nodes():
         pos, neg = lams[node.name]
@@ -192,11 +199,13 @@ def qcfs_student(spiking: onnx.ModelProto, x: torch.Tensor, opts: FinetuneOption
     return student, lams
 
 
-def qcfs_nodes(name: str, x: str, y: str, lam: float, levels: int,
+def qcfs_nodes(name: str, x: str, y: str, lam: float | list[float], levels: int,
                sign: float = 1.0) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     """The ONNX chain activations_to_neurons recognises: Mul(L/lam), Add(0.5), Floor, Div(L), Clip(0, 1), Mul(lam)
-    (sign -1: the chain of -x, Mul(-L/lam) first)."""
-    c = {k: numpy_helper.from_array(np.array(v, np.float32), f"{name}_qcfs_{k}")
+    (sign -1: the chain of -x, Mul(-L/lam) first); a per-channel lam as (1, C, 1, 1) constants."""
+    lam = np.array(lam, np.float32)
+    lam = lam.reshape(1, -1, 1, 1) if lam.ndim else lam
+    c = {k: numpy_helper.from_array(np.asarray(v, np.float32), f"{name}_qcfs_{k}")
          for k, v in (("scale", sign * levels / lam), ("half", 0.5), ("levels", float(levels)), ("zero", 0.0),
                       ("one", 1.0), ("lam", lam))}
     t = [f"{name}_qcfs_t{i}" for i in range(5)]
@@ -209,8 +218,8 @@ def qcfs_nodes(name: str, x: str, y: str, lam: float, levels: int,
     return nodes, list(c.values())
 
 
-def signed_qcfs_nodes(name: str, x: str, y: str, lam_pos: float, lam_neg: float, alpha: float,
-                      levels: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+def signed_qcfs_nodes(name: str, x: str, y: str, lam_pos: float | list[float], lam_neg: float | list[float],
+                      alpha: float, levels: int) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     """A signed QCFS as ONNX (compiler/qcfs.py): QCFS_lam+(x) - alpha QCFS_lam-(-x), which split_leaky_relu turns
     into two IF neurons per channel with theta = lam+ and lam-."""
     pos, c_pos = qcfs_nodes(f"{name}_pos", x, f"{name}_pos_y", lam_pos, levels)
@@ -231,18 +240,17 @@ def export_qcfs(prepared: onnx.ModelProto, student: OnnxModule) -> onnx.ModelPro
         if init.name in trained:
             init.CopyFrom(numpy_helper.from_array(trained[init.name].astype(numpy_helper.to_array(init).dtype),
                                                   init.name))
-    acts = {n.name: student.activations[student._act_keys[n.name]] for n in student.activation_nodes()}
+    acts = {n.name: student.activation(n.name) for n in student.activation_nodes()}
     nodes = []
     for node in out.graph.node:
         act = acts.get(node.name)
         if isinstance(act, QCFS):
-            chain, consts = qcfs_nodes(node.name, node.input[0], node.output[0], float(act.lam_value().detach()), act.levels)
+            chain, consts = qcfs_nodes(node.name, node.input[0], node.output[0], act.lam_list(), act.levels)
             nodes += chain
             out.graph.initializer.extend(consts)
         elif isinstance(act, SignedQCFS):
             chain, consts = signed_qcfs_nodes(node.name, node.input[0], node.output[0],
-                                              float(act.pos.lam_value().detach()), float(act.neg.lam_value().detach()),
-                                              act.alpha, act.pos.levels)
+                                              act.pos.lam_list(), act.neg.lam_list(), act.alpha, act.pos.levels)
             nodes += chain
             out.graph.initializer.extend(consts)
         else:
@@ -368,8 +376,8 @@ def finetune(model_path: str | Path, images: str | Path | None, options: Finetun
         log.info("epoch %d: train %.5f, QCFS (no noise) on the photos %.5f", epoch + 1, total / count, ev)
     bar.close()
     model = export_qcfs(prepared, student)
-    final = {n: float(a.lam_value().detach()) if isinstance(a, QCFS) else [float(a.pos.lam_value().detach()), float(a.neg.lam_value().detach())]
-             for n, a in ((k, student.activations[student._act_keys[k]]) for k in student._act_keys)}
+    final = {n.name: a.lam_list() if isinstance(a, QCFS) else [a.pos.lam_list(), a.neg.lam_list()]
+             for n, a in ((n, student.activation(n.name)) for n in student.activation_nodes())}
     record = {"source": Path(model_path).name, "photos": int(len(x)), "labelled": n_lab, "input_size": list(hw),
               "options": asdict(opts), "order_error_per_layer": noise,
               "history": history, "lambda_init": lams, "lambda_final": final,

@@ -1,6 +1,6 @@
 """The QCFS activation (quantization-clip-floor-shift, Bu et al. 2022) and the dual error model (docs/training.md).
 
-QCFS with L levels and a trainable threshold lambda:
+QCFS with L levels and a trainable threshold lambda (one per layer, or one per channel: `--lambda-per channel`):
 
     y = lambda * clip(floor(z * L / lambda + 1/2) / L, 0, 1)
 
@@ -24,6 +24,8 @@ each batch, at most 1, so the noise's mean |u| over the whole layer is the measu
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 
 EPS = 1e-6
@@ -45,19 +47,27 @@ def quantize(z: torch.Tensor, lam: torch.Tensor, levels: int) -> torch.Tensor:
 
 
 class QCFS(torch.nn.Module):
-    """QCFS with `levels` steps and one trainable lambda per layer; optional dual error model at T steps."""
+    """QCFS with `levels` steps and a trainable lambda per layer (a number) or per channel (a sequence, one per
+    channel of NCHW input); optional dual error model at T steps."""
 
-    def __init__(self, levels: int, lam: float, dual_T: int | None = None, unevenness: float = 0.0,
-                 mean_error: float | None = None) -> None:
+    def __init__(self, levels: int, lam: float | Sequence[float], dual_T: int | None = None,
+                 unevenness: float = 0.0, mean_error: float | None = None) -> None:
         super().__init__()
         self.levels = int(levels)
-        self.lam = torch.nn.Parameter(torch.tensor(float(max(lam, EPS))))
+        self.lam = torch.nn.Parameter(torch.tensor(lam, dtype=torch.float32).clamp_min(EPS))
         self.dual_T = dual_T
         self.unevenness = float(unevenness)
         self.mean_error = mean_error
 
     def lam_value(self) -> torch.Tensor:
-        return self.lam.clamp_min(EPS)
+        """lambda, shaped to broadcast over NCHW activations: () per layer, (1, C, 1, 1) per channel."""
+        lam = self.lam.clamp_min(EPS)
+        return lam.view(1, -1, 1, 1) if lam.ndim == 1 else lam
+
+    def lam_list(self) -> float | list[float]:
+        """lambda as plain numbers (the JSON log, the ONNX export)."""
+        lam = self.lam.detach().clamp_min(EPS)
+        return lam.tolist() if lam.ndim else float(lam)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         lam = self.lam_value()
@@ -77,8 +87,8 @@ class QCFS(torch.nn.Module):
 class SignedQCFS(torch.nn.Module):
     """QCFS_lam_pos(z) - alpha * QCFS_lam_neg(-z): a LeakyReLU(alpha) as snnc's two split IF neurons."""
 
-    def __init__(self, levels: int, lam_pos: float, lam_neg: float, alpha: float, dual_T: int | None = None,
-                 unevenness: float = 0.0, mean_error: float | None = None) -> None:
+    def __init__(self, levels: int, lam_pos: float | Sequence[float], lam_neg: float | Sequence[float], alpha: float,
+                 dual_T: int | None = None, unevenness: float = 0.0, mean_error: float | None = None) -> None:
         super().__init__()
         self.alpha = float(alpha)
         self.pos = QCFS(levels, lam_pos, dual_T, unevenness, mean_error)
