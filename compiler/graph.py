@@ -62,6 +62,12 @@ def const_value(tensor: gs.Tensor | None) -> np.ndarray | None:
     return None
 
 
+def const_scalar(tensor: gs.Tensor | None) -> float | None:
+    """The value of a one-element constant tensor as a float, else None."""
+    v = const_value(tensor)
+    return None if v is None or v.size != 1 else float(v.reshape(-1)[0])
+
+
 def producer(tensor: gs.Tensor) -> gs.Node | None:
     return tensor.inputs[0] if tensor.inputs else None
 

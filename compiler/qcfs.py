@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from snnc.compiler.graph import const_value, is_graph_output, make_const, make_var, unique_name
+from snnc.compiler.graph import const_scalar, const_value, make_const, make_var, sole_consumer, unique_name
 
 
 @dataclass
@@ -37,15 +37,10 @@ class SignedQcfs:
     out: gs.Tensor
 
 
-def _scalar(t: gs.Tensor | None) -> float | None:
-    v = const_value(t) if t is not None else None
-    return None if v is None or v.size != 1 else float(v.reshape(-1)[0])
-
-
 def channel_values(t: gs.Tensor | None) -> np.ndarray | None:
     """A scalar or per-channel (1, C, 1, 1) constant as a flat float64 array (QCFS lambdas per layer or per
     channel), else None."""
-    v = const_value(t) if t is not None else None
+    v = const_value(t)
     if v is None or not (v.size == 1 or (v.ndim == 4 and v.size == v.shape[1])):
         return None
     return v.astype(np.float64).reshape(-1)
@@ -58,9 +53,8 @@ def _other(node: gs.Node, x: gs.Tensor) -> gs.Tensor | None:
 
 def _only(t: gs.Tensor, op: str, graph: gs.Graph | None = None) -> gs.Node | None:
     """The only consumer of t if it is an `op` (and, given the graph, t is not one of its outputs)."""
-    if graph is not None and is_graph_output(graph, t):
-        return None
-    return t.outputs[0] if len(t.outputs) == 1 and t.outputs[0].op == op else None
+    node = sole_consumer(graph, t) if graph is not None else (t.outputs[0] if len(t.outputs) == 1 else None)
+    return node if node is not None and node.op == op else None
 
 
 def match_qcfs_chain(mul: gs.Node, graph: gs.Graph | None = None) -> tuple[list[gs.Node], np.ndarray, np.ndarray,
@@ -71,18 +65,18 @@ def match_qcfs_chain(mul: gs.Node, graph: gs.Graph | None = None) -> tuple[list[
     x = mul.inputs[0]
     scale = channel_values(_other(mul, x))
     add = _only(mul.outputs[0], "Add", graph)
-    if scale is None or add is None or _scalar(_other(add, mul.outputs[0])) != 0.5:
+    if scale is None or add is None or const_scalar(_other(add, mul.outputs[0])) != 0.5:
         return None
     floor = _only(add.outputs[0], "Floor", graph)
     if floor is None:
         return None
     div = _only(floor.outputs[0], "Div", graph) or _only(floor.outputs[0], "Mul", graph)
-    d = _scalar(div.inputs[1]) if div is not None else None
+    d = const_scalar(div.inputs[1]) if div is not None else None
     if not d:
         return None
     levels = d if div.op == "Div" else 1.0 / d
     clip = _only(div.outputs[0], "Clip", graph)
-    if clip is None or len(clip.inputs) < 3 or _scalar(clip.inputs[1]) != 0.0 or _scalar(clip.inputs[2]) != 1.0:
+    if clip is None or len(clip.inputs) < 3 or const_scalar(clip.inputs[1]) != 0.0 or const_scalar(clip.inputs[2]) != 1.0:
         return None
     last = _only(clip.outputs[0], "Mul", graph)
     lam = channel_values(_other(last, clip.outputs[0])) if last is not None else None
@@ -104,7 +98,7 @@ def match_signed_qcfs(z: gs.Tensor) -> SignedQcfs | None:
     if not (np.all(s_pos > 0) and np.all(s_neg < 0)) or l_pos != l_neg:
         return None
     scale = _only(neg[-1].outputs[0], "Mul")
-    alpha = _scalar(_other(scale, neg[-1].outputs[0])) if scale is not None else None
+    alpha = const_scalar(_other(scale, neg[-1].outputs[0])) if scale is not None else None
     sub = _only(scale.outputs[0], "Sub") if scale is not None else None
     if alpha is None or sub is None or sub.inputs[0] is not pos[-1].outputs[0] or len(pos[-1].outputs[0].outputs) != 1:
         return None

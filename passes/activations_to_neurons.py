@@ -38,7 +38,7 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from snnc.ir.errors import UnsupportedOpError
-from snnc.compiler.graph import SNNC_DOMAIN, const_value, node_label, producer
+from snnc.compiler.graph import SNNC_DOMAIN, const_scalar, node_label, producer
 from snnc.compiler.qcfs import match_qcfs_chain, match_signed_qcfs
 from snnc.compiler.registry import Pass, PassContext, register_pass
 
@@ -58,11 +58,6 @@ def _refuse(node: gs.Node) -> None:
         f"{node_label(node)}{extra} inside the spiking part has no spiking neuron; options: retrain or fine-tune "
         "the model with ReLU (or LeakyReLU, Clip(0, lambda), QCFS) in its place, or cut the model before it so it "
         "runs on the host")
-
-
-def _scalar(t: gs.Tensor) -> float | None:
-    v = const_value(t)
-    return None if v is None or v.size != 1 else float(v.reshape(-1)[0])
 
 
 def _neuron(op: str, name: str, x: gs.Tensor, y: gs.Tensor, **attrs) -> gs.Node:
@@ -118,8 +113,8 @@ class ActivationsToNeurons(Pass):
                 new = _neuron("SignedIF", node.name, x, node.outputs[0], threshold=[1.0], alpha=alpha, v_init=v_init,
                               calibrated=0, **extra)
             elif node.op == "Clip":
-                lo = _scalar(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1].name else None
-                hi = _scalar(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
+                lo = const_scalar(node.inputs[1]) if len(node.inputs) > 1 and node.inputs[1].name else None
+                hi = const_scalar(node.inputs[2]) if len(node.inputs) > 2 and node.inputs[2].name else None
                 if producer(x) is not None and producer(x).op == "Div":
                     continue  # inside a QCFS chain, handled from its first Mul
                 if lo != 0.0 or hi is None or hi <= 0:
@@ -139,9 +134,8 @@ class ActivationsToNeurons(Pass):
                     chain = signed.nodes
                     new = _neuron("SignedIF", node.name + "_qcfs", x, signed.out,
                                   threshold=[float(v) for v in signed.lam_pos],
-                                  threshold_neg=[float(v) for v in signed.lam_neg], alpha=signed.alpha, v_init=0.5,
-                                  calibrated=1,
-                                  qcfs_levels=signed.levels, memory=1, graded=1)
+                                  threshold_neg=[float(v) for v in signed.lam_neg], alpha=signed.alpha,
+                                  v_init=0.5, calibrated=1, qcfs_levels=signed.levels, memory=1, graded=1)
                 else:
                     match = match_qcfs_chain(node, graph)
                     if match is None or np.any(match[1] <= 0):  # a negative scale: half of a signed QCFS
