@@ -241,9 +241,10 @@ def main(argv: list[str] | None = None) -> int:
                 ft_log = ft.log
             extra["seconds_finetune"] = ft_log["seconds"]
             extra["final_eval_loss"] = ft_log["history"][-1]["eval_loss_qcfs"]
-            dets, heads = ref.ann(path.read_bytes(), base)  # the head tensors keep their names through finetune
+            tuned = path.read_bytes()
+            dets, heads = ref.ann(tuned, base)  # the head tensors keep their names through finetune
             if ref_train is not None:
-                dets_t, heads_t = ref_train.ann(path.read_bytes(), base)
+                dets_t, heads_t = ref_train.ann(tuned, base)
                 extra.update(train_fidelity50=ref_train.fidelity(dets_t),
                              train_head_error=ref_train.head_error(heads_t))
             show(variant, None, {"fidelity50": ref.fidelity(dets), "head_error": ref.head_error(heads), **extra})
